@@ -1,0 +1,381 @@
+"""The `lenet-edge` command line: a thin layer over the library.
+
+Each command parses its options, builds a config, calls one library function
+and prints a short summary. Library errors (`LenetEdgeError`) become one line
+on stderr and exit code 1; usage errors are click's, exit code 2; Ctrl-C is
+one line and exit code 130. A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+from .errors import DataError, LenetEdgeError, ModelError
+
+CACHE_ENV = "LENET_EDGE_CACHE"
+
+
+class Group(click.Group):
+    """A click group that turns our errors and Ctrl-C into one clean line."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LenetEdgeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; earlier results are left as they were", err=True)
+            ctx.exit(130)
+
+
+def cache_dir() -> Path:
+    """The dataset cache: $LENET_EDGE_CACHE, else $XDG_CACHE_HOME/lenet-edge, else ~/.cache/lenet-edge."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lenet-edge"
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up log (must happen before its first import)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow (through `compat`) with its start-up chatter hidden.
+
+    TensorFlow 2.16+ writes a few INFO lines (oneDNN, CUDA) to fd 2 before its
+    logging is configured, where TF_CPP_MIN_LOG_LEVEL cannot reach them. The
+    import runs with fd 2 pointed at a temporary file, which is replayed only
+    if the import fails, so real errors are never hidden.
+    """
+    import tempfile
+
+    if "lenet_edge.compat" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            from . import compat  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def echo(message: str) -> None:
+    click.echo(message)
+
+
+DATA_HELP = "Dataset: synthetic[:TRAIN[:TEST]], hoda, a .cdb or .npz file, or a directory (.cdb files or class folders)."
+DIR_OPTION = click.option(
+    "--dir", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("export"),
+    show_default=True, help="Run directory: where train writes and export/bench read.",
+)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="lenet-edge")
+def main():
+    """Train, quantize and benchmark a LeNet-5 for handwritten Persian digits (۰-۹).
+
+    \b
+    The pipeline, on built-in synthetic data (no download):
+      lenet-edge train
+      lenet-edge export --int8
+      lenet-edge bench
+    """
+    quiet_tensorflow()
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+@main.group(cls=Group)
+def data():
+    """Inspect datasets and download Hoda."""
+
+
+@data.command("info")
+@click.option("--data", "source", default="synthetic", show_default=True, help=DATA_HELP)
+def data_info(source):
+    """Counts per class per split, image sizes, and where the data was read from.
+
+    \b
+    Examples:
+      lenet-edge data info --data synthetic
+      lenet-edge data info --data "../shared/data/hoda"
+      lenet-edge data info --data "Test 20000.cdb"
+    """
+    import time
+
+    from .data import load_dataset
+
+    started = time.perf_counter()
+    dataset = load_dataset(source, cache_dir=cache_dir(), progress=echo)
+    seconds = time.perf_counter() - started
+    echo(f"source:   {dataset.source} ({dataset.kind})")
+    if dataset.location:
+        echo(f"location: {dataset.location}")
+    for name, sha in dataset.files.items():
+        echo(f"file:     {name}  sha256 {sha[:16]}...")
+    echo(f"loaded in {seconds:.2f} s" + (" (from cache)" if dataset.from_cache else ""))
+    echo("")
+    echo(f"{'split':<10}{'total':>8}" + "".join(f"{d:>7}" for d in range(10)))
+    for name, split in dataset.splits.items():
+        counts = [int((split.labels == d).sum()) for d in range(10)]
+        echo(f"{name:<10}{len(split):>8,}" + "".join(f"{c:>7,}" for c in counts))
+    echo("")
+    echo("raw image size (h x w): min / median / max")
+    for name, split in dataset.splits.items():
+        h, w = split.raw_shapes[:, 0], split.raw_shapes[:, 1]
+        echo(
+            f"{name:<10}{h.min()}x{w.min()} / {int(np.median(h))}x{int(np.median(w))} / {h.max()}x{w.max()}"
+            if len(h) else f"{name:<10}-"
+        )
+
+
+@data.command("preview")
+@click.option("--data", "source", default="synthetic", show_default=True, help=DATA_HELP)
+@click.option("--split", default="train", show_default=True, help="Which split to sample.")
+@click.option("--per-class", default=10, show_default=True, type=click.IntRange(1, 100), help="Samples per digit.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Which samples to show.")
+@click.option("--scale", default=3, show_default=True, type=click.IntRange(1, 16), help="Pixels per image pixel.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
+def data_preview(source, split, per_class, seed, scale, output):
+    """A PNG grid of preprocessed samples: one row per digit ۰-۹.
+
+    \b
+    Examples:
+      lenet-edge data preview --data synthetic -o synthetic.png
+      lenet-edge data preview --data ../shared/data/hoda --split test -o hoda.png
+    """
+    from .data import load_dataset
+    from .data.preview import sample_grid
+
+    dataset = load_dataset(source, cache_dir=cache_dir(), progress=echo)
+    path = sample_grid(dataset.split(split), output, per_class=per_class, seed=seed, scale=scale)
+    echo(f"wrote {path}")
+
+
+@data.command("download")
+@click.argument("name", type=click.Choice(["hoda"]))
+@click.option("--force", is_flag=True, help="Download again even if a verified copy is in the cache.")
+def data_download(name, force):
+    """Download a dataset into the cache (the only command that uses the network).
+
+    Hoda's three files come from their public GitHub mirror; each is fully
+    parsed, its record count checked (and its sha256 where known) before it
+    is moved into the cache.
+
+    \b
+    Example:
+      lenet-edge data download hoda
+      lenet-edge train --data hoda
+    """
+    from .data.download import download_hoda
+
+    target = cache_dir() / "hoda"
+    bars = {}
+
+    def progress(filename, done, total):
+        bar = bars.get(filename)
+        if bar is None:
+            bar = bars[filename] = click.progressbar(length=total or 0, label=filename, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        paths = download_hoda(target, force=force, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.__exit__(None, None, None)
+    for path in paths:
+        echo(f"ok: {path}")
+
+
+# --- train / export / bench -------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--data", "source", default="synthetic", show_default=True, help=DATA_HELP)
+@DIR_OPTION
+@click.option("--arch", type=click.Choice(["lenet5", "lenet5-classic"]), default="lenet5", show_default=True,
+              help="lenet5: ReLU + max pooling (fast in int8). lenet5-classic: tanh + average pooling (1998).")
+@click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True, help="Float pretraining epochs.")
+@click.option("--qat-epochs", type=click.IntRange(min=0), default=3, show_default=True, help="Quantization-aware fine-tuning epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Training batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True, help="Peak float learning rate (cosine decay).")
+@click.option("--qat-lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, help="QAT learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, initialisation, shuffling and augmentation.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
+              help="Fraction of train held out (stratified) for choosing the best epoch.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Light rotation/scale/shift/stroke augmentation.")
+@click.option("--force", is_flag=True, help="Replace an existing run in --dir (only once the new one is complete).")
+def train(source, run_dir, arch, epochs, qat_epochs, batch_size, lr, qat_lr, seed, val_fraction, augment, force):
+    """Train LeNet-5 in float, then fine-tune it with quantization-aware training.
+
+    Writes the float model, the QAT weights and manifest.json into --dir.
+
+    \b
+    Examples:
+      lenet-edge train                                   # built-in synthetic data
+      lenet-edge train --data ../shared/data/hoda --dir runs/hoda
+      lenet-edge train --arch lenet5-classic --epochs 5 --force
+    """
+    import_tensorflow()
+    from .train import TrainConfig
+    from .train import train as run_training
+
+    config = TrainConfig(
+        data=source, arch=arch, epochs=epochs, qat_epochs=qat_epochs, batch_size=batch_size,
+        lr=lr, qat_lr=qat_lr, seed=seed, val_fraction=val_fraction, augment=augment,
+    )
+    run_training(config, run_dir, force=force, cache_dir=cache_dir(), log=echo)
+
+
+
+def run_splits(manifest: dict, source: str | None = None):
+    """The run's dataset (or `source` instead) with the run's own validation carve-out."""
+    from .data import load_splits
+
+    data = manifest.get("data", {}) if manifest else {}
+    config = manifest.get("config", {}) if manifest else {}
+    source = source or data.get("source")
+    if source is None:
+        raise click.UsageError("no dataset: pass --data (there is no run manifest to take it from)")
+    return load_splits(
+        source, data.get("val_fraction", config.get("val_fraction", 0.1)), data.get("split_seed", config.get("seed", 0)),
+        cache_dir=cache_dir(), progress=echo,
+    )
+
+
+@main.command()
+@DIR_OPTION
+@click.option("--int8", is_flag=True, help="Also write lenet5_int8.tflite: full-integer int8 from the QAT model.")
+@click.option("--ptq", is_flag=True, help="Also write lenet5_int8_ptq.tflite: post-training int8 of the float model.")
+@click.option("--c-array", is_flag=True, help="Also write the int8 model as a C array (lenet5_int8.h/.cc); implies --int8.")
+@click.option("--calibration-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Training images used to calibrate int8 ranges.")
+@click.option("--calibration-seed", type=int, default=0, show_default=True, help="Which training images calibrate.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.998, show_default=True,
+              help="Fail unless int8 and Keras QAT predictions agree on at least this fraction of validation.")
+def export(run_dir, int8, ptq, c_array, calibration_size, calibration_seed, min_agreement):
+    """Convert a trained run to TFLite: float32 always, int8 and PTQ on request.
+
+    Every int8 model is verified (int8 input/output, no float op, no
+    QUANTIZE/DEQUANTIZE) and compared with the Keras QAT model on the
+    validation split; export fails loudly if a check fails.
+
+    \b
+    Examples:
+      lenet-edge export --int8
+      lenet-edge export --dir runs/hoda --int8 --ptq --c-array
+    """
+    from .manifest import read_manifest
+
+    manifest = read_manifest(run_dir)  # fail fast, before TensorFlow loads
+    import_tensorflow()
+    from .export import export_run, format_summary
+
+    _, splits = run_splits(manifest)
+    summary = export_run(
+        run_dir, int8=int8 or c_array, ptq=ptq, c_array=c_array, calibration_size=calibration_size,
+        calibration_seed=calibration_seed, agreement_min=min_agreement, splits=splits, progress=echo,
+    )
+    echo(format_summary(summary))
+
+
+def parse_batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive integers") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive integers")
+    return sizes
+
+
+RUN_MODELS = {"float32": "float32_tflite", "int8": "int8_tflite", "int8_ptq": "int8_ptq_tflite"}
+
+
+def parse_model(value: str) -> tuple[str, Path]:
+    name, sep, path = value.partition("=")
+    path = Path(path if sep else value)
+    return (name if sep else path.stem), path
+
+
+@main.command()
+@DIR_OPTION
+@click.option("--data", "source", default=None, help="Dataset to evaluate on (default: the run's own). " + DATA_HELP)
+@click.option("--split", default="test", show_default=True, help="Split to evaluate: test, val, train, remaining.")
+@click.option("--model", "models", multiple=True, metavar="[NAME=]PATH",
+              help="Benchmark these .tflite files instead of the run's (repeatable).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Interpreter threads.")
+@click.option("--runs", type=click.IntRange(min=10), default=2000, show_default=True, help="Timed single-image runs per model.")
+@click.option("--warmup", type=click.IntRange(min=0), default=200, show_default=True, help="Untimed runs first.")
+@click.option("--batch-sizes", default="1,32", show_default=True, callback=parse_batch_sizes,
+              help="Batch sizes for throughput, comma-separated.")
+@click.option("--xnnpack/--no-xnnpack", default=True, show_default=True, help="Use LiteRT's default XNNPACK delegate.")
+@click.option("--format", "fmt", type=click.Choice(["table", "md", "json"]), default="table", show_default=True,
+              help="What to print on stdout (bench.json, bench.md and plots are always written).")
+def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xnnpack, fmt):
+    """Accuracy and latency of float32 vs int8 (and PTQ), interleaved in one process.
+
+    Writes bench.json, bench.md, latency.png and the int8 confusion matrix
+    into --dir. A model that fails becomes an error entry; the others still
+    run, and the command then exits 1.
+
+    \b
+    Examples:
+      lenet-edge bench
+      lenet-edge bench --dir runs/hoda --split test --runs 5000 --threads 2
+      lenet-edge bench --model a=one.tflite --model b=two.tflite --data hoda --format json
+    """
+    import json
+
+    from .manifest import artifact_path, manifest_path, read_manifest
+
+    manifest = read_manifest(run_dir) if (models == () or manifest_path(run_dir).exists()) else {}
+    if models:
+        paths = dict(parse_model(m) for m in models)
+    else:
+        paths = {
+            name: artifact_path(run_dir, manifest, key)
+            for name, key in RUN_MODELS.items()
+            if key in manifest.get("artifacts", {})
+        }
+        if not paths:
+            raise ModelError(f"{run_dir}: no exported models; run `lenet-edge export --dir {run_dir} --int8` first")
+    import_tensorflow()
+    from .bench import BenchConfig, bench_models, format_markdown, format_table, write_results
+
+    dataset, splits = run_splits(manifest, source)
+    if split not in splits:
+        raise DataError(f"{dataset.location or dataset.source}: no '{split}' split (it has: {', '.join(splits)})")
+    data = splits[split]
+    config = BenchConfig(threads=threads, runs=runs, warmup=warmup, batch_sizes=batch_sizes, xnnpack=xnnpack)
+    reference = "float32" if "float32" in paths else next(iter(paths))
+    results = bench_models(
+        paths, data.images, data.labels, config, reference=reference,
+        data_info={"source": dataset.source, "split": split, "n": len(data)},
+    )
+    written = write_results(results, run_dir)
+    echo({"table": format_table, "md": format_markdown, "json": lambda r: json.dumps(r, indent=2)}[fmt](results))
+    if fmt == "table":
+        echo("wrote " + ", ".join(str(p) for p in written.values()))
+    if not results.get("ok", True):
+        raise ModelError("some models failed; see their error entries above")

@@ -1,0 +1,97 @@
+"""The one preprocessing function every source and `predict` go through.
+
+Contract (recorded in each run's manifest as part of the model's input):
+grayscale -> white ink on black -> crop to the ink's bounding box -> resize,
+keeping the aspect ratio, so the longer side is 20 px (antialiased) -> paste
+into a 28x28 black canvas so the ink's centre of mass sits at the centre. This
+is the MNIST convention; Hoda's variable-size scans (3x3 to 62x62) and any
+photo of a digit end up in the same frame as the training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from PIL import Image
+
+PREPROCESSING_VERSION = 1
+CANVAS = 28  # output side, px
+BOX = 20  # longer side of the resized ink box, px
+INK_THRESHOLD = 64  # a pixel > this (of 255) counts as ink for the bounding box
+BORDER_DARK_MAX = 128  # mean border brightness above this => dark ink on light paper
+
+CONTRACT = {
+    "version": PREPROCESSING_VERSION,
+    "steps": [
+        "grayscale (ITU-R 601-2 luma; alpha composited onto the background)",
+        "white ink on black (inverted when the mean border brightness exceeds 128)",
+        "crop to the bounding box of pixels > 64",
+        "resize keeping aspect ratio, longer side 20 px, Lanczos (antialiased)",
+        "paste into 28x28 black so the centre of mass is at (13.5, 13.5)",
+    ],
+    "output": {"shape": [CANVAS, CANVAS], "dtype": "uint8", "ink": "white (255) on black (0)"},
+    "model_input": "float32 = uint8 / 255, shape (1, 28, 28, 1)",
+}
+
+
+def is_dark_on_light(gray: np.ndarray) -> bool:
+    """True when the image's border is bright, i.e. dark ink on light paper.
+
+    The border (outermost row and column on each side) is almost all paper in
+    any scan or photo of a single digit, so its mean tells the paper's colour
+    better than the whole-image mean, which a thick stroke can swing.
+    """
+    if gray.ndim != 2 or gray.size == 0:
+        raise ValueError(f"expected a non-empty 2-D image, got shape {gray.shape}")
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(border.mean()) > BORDER_DARK_MAX
+
+
+def to_white_on_black(gray: np.ndarray) -> np.ndarray:
+    """Invert a dark-on-light uint8 image; leave a white-on-black one as it is."""
+    return 255 - gray if is_dark_on_light(gray) else gray
+
+
+def preprocess(image: np.ndarray) -> np.ndarray:
+    """Map one white-on-black uint8 image of any size to the 28x28 model frame.
+
+    An image with no ink (nothing above the threshold) becomes all black.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+    out = np.zeros((CANVAS, CANVAS), np.uint8)
+    ink = image > INK_THRESHOLD
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return out
+    crop = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = crop.shape
+    scale = BOX / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    patch = np.asarray(
+        Image.fromarray(crop).resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.uint8
+    )
+    row_mass = patch.sum(axis=1, dtype=np.float64)  # (new_h,)
+    total = row_mass.sum()
+    if total == 0:  # resampling can wipe a single faint pixel
+        return out
+    com_r = float(row_mass @ np.arange(new_h)) / total
+    com_c = float(patch.sum(axis=0, dtype=np.float64) @ np.arange(new_w)) / total
+    centre = (CANVAS - 1) / 2
+    top = min(max(round(centre - com_r), 0), CANVAS - new_h)
+    left = min(max(round(centre - com_c), 0), CANVAS - new_w)
+    out[top : top + new_h, left : left + new_w] = patch
+    return out
+
+
+def preprocess_many(images: Iterable[np.ndarray]) -> np.ndarray:
+    """Preprocess a sequence of images into one `(N, 28, 28)` uint8 array."""
+    processed = [preprocess(image) for image in images]
+    if not processed:
+        return np.zeros((0, CANVAS, CANVAS), np.uint8)
+    return np.stack(processed)

@@ -1,0 +1,706 @@
+"""Export: a trained run's Keras models -> float32 and full-integer int8 TFLite, verified.
+
+`export_run(run_dir)` is the stage's entry point:
+
+1. read the run's manifest and load the float model (and the QAT model for int8);
+2. convert: float32 always; int8 from the QAT model; optionally int8 by
+   post-training quantization (PTQ) of the float model, to measure what QAT buys;
+3. verify every int8 model is integer-only with int8 input and output;
+4. check parity of the int8 model with the QAT Keras model on the validation split;
+5. write the files atomically, record them (sha256, size, quantization
+   parameters) in the manifest, and rewrite the manifest last.
+
+Nothing is written until every model has converted, verified and passed
+parity, so a failed export leaves the run directory as it was.
+
+Conversion is byte-deterministic: the same weights, calibration sample and
+library versions give an identical `.tflite` (the converter embeds the
+TensorFlow version and a hash of the model, nothing time- or path-dependent).
+For a QAT model the scales come from the fake-quant ranges learned in training
+and the calibration sample does not change a byte; it matters for PTQ only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compat import Interpreter, OpResolverType, tf, tfmot, versions
+from .errors import ModelError
+from .fileio import atomic_write_bytes, atomic_write_text, sha256_bytes
+from .manifest import artifact_path, manifest_path, read_manifest, record_artifact, write_manifest
+from .model import INPUT_SHAPE, NUM_CLASSES, load_float, load_qat
+
+FLOAT32_FILE = "lenet5_float32.tflite"
+INT8_FILE = "lenet5_int8.tflite"
+INT8_PTQ_FILE = "lenet5_int8_ptq.tflite"
+C_NAME = "lenet5_int8"  # C array name; also the stem of the .h/.cc files
+
+MODEL_INPUT_SHAPE = (1, *INPUT_SHAPE)  # (1, 28, 28, 1): what a device feeds, one image at a time
+PARITY_BATCH = 256  # images per interpreter invoke in `predict_tflite`
+
+ModelSource = bytes | str | os.PathLike
+
+
+# --- conversion -------------------------------------------------------------------------------
+
+
+def convert_float(model) -> bytes:
+    """Convert a float Keras model to a float32 TFLite flatbuffer."""
+    return _convert(tf.lite.TFLiteConverter.from_keras_model(model))
+
+
+def convert_int8(qat_model, representative: np.ndarray) -> bytes:
+    """Convert a quantization-aware (QAT) Keras model to full-integer int8 TFLite, int8 input and output.
+
+    Args:
+        qat_model: a model wrapped by `model.quantize_aware` (fake-quant on weights and activations).
+        representative: uint8 `(N, 28, 28)` white-on-black images. For a QAT model
+            the converter takes every range from the fake-quant nodes and this
+            sample changes nothing (checked); the converter still requires one.
+
+    Returns:
+        The `.tflite` bytes; byte-identical for the same weights and library versions.
+    """
+    if not _is_quantize_aware(qat_model):
+        raise ValueError("qat_model must be a quantization-aware model (model.quantize_aware); got a float model")
+    return _convert_full_integer(qat_model, representative, io_type=tf.int8)
+
+
+def convert_ptq(float_model, representative: np.ndarray) -> bytes:
+    """Full-integer int8 TFLite of a float model by post-training quantization, int8 input and output.
+
+    The activation ranges are calibrated on `representative` (uint8 `(N, 28, 28)`
+    images); comparing this model with `convert_int8`'s measures what QAT buys.
+    """
+    if _is_quantize_aware(float_model):
+        raise ValueError("float_model must be a float model; got a quantization-aware one (use convert_int8)")
+    return _convert_full_integer(float_model, representative, io_type=tf.int8)
+
+
+def _convert_full_integer(model, representative: np.ndarray, io_type) -> bytes:
+    """Integer-only conversion (TFLITE_BUILTINS_INT8: an op without an int8 kernel fails the conversion)."""
+    samples = to_model_input(representative)
+    if len(samples) == 0:
+        raise ValueError("representative must hold at least one image")
+
+    def representative_dataset():
+        for i in range(len(samples)):
+            yield [samples[i : i + 1]]  # (1, 28, 28, 1) float32
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = io_type
+    converter.inference_output_type = io_type
+    return _convert(converter)
+
+
+def _convert(converter) -> bytes:
+    with warnings.catch_warnings():
+        # Printed for every int8-I/O conversion; the input range comes from the model itself.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        return bytes(converter.convert())
+
+
+def _is_quantize_aware(model) -> bool:
+    return any(isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) for layer in model.layers)
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 `(N, 28, 28)` images -> the model's float32 `(N, 28, 28, 1)` input in [0, 1]."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != INPUT_SHAPE[:2]:
+        raise ValueError(f"images must be uint8 of shape (N, 28, 28); got {images.dtype} {images.shape}")
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+# --- inspection and verification ----------------------------------------------------------------
+
+
+def _interpreter(model: ModelSource, *, default_delegates: bool = False) -> Interpreter:
+    """An allocated interpreter; without default delegates it runs the original graph's built-in kernels.
+
+    With them (the AUTO resolver), XNNPACK rewrites the graph at `allocate_tensors`.
+    """
+    source = {"model_content": bytes(model)} if isinstance(model, bytes | bytearray) else {"model_path": str(model)}
+    resolver = OpResolverType.AUTO if default_delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = Interpreter(**source, experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{_label(model)}: not a loadable TFLite model ({str(exc).strip()})") from None
+    return interpreter
+
+
+def _label(model: ModelSource) -> str:
+    return f"<{len(model)}-byte model>" if isinstance(model, bytes | bytearray) else str(model)
+
+
+def _dtype_name(dtype) -> str:
+    return np.dtype(dtype).name
+
+
+def _io_entry(detail: Mapping) -> dict[str, Any]:
+    scale, zero_point = detail["quantization"]
+    return {
+        "name": detail["name"],
+        "index": int(detail["index"]),
+        "dtype": _dtype_name(detail["dtype"]),
+        "shape": [int(d) for d in detail["shape"]],
+        "shape_signature": [int(d) for d in detail["shape_signature"]],
+        "scale": float(scale),
+        "zero_point": int(zero_point),
+    }
+
+
+def inspect_tflite(model: ModelSource) -> dict[str, Any]:
+    """Every op, every tensor and the input/output details of a TFLite model, as plain JSON-able data.
+
+    Reads the graph as converted (built-in kernels, no delegate rewriting).
+
+    Returns:
+        `ops`: `[{index, op, inputs, outputs}]` (builtin op names, tensor indices);
+        `tensors`: `[{index, name, dtype, shape, scales, zero_points, quantized_dimension}]`
+        (one scale per output channel for per-channel weights, none for float);
+        `inputs` / `outputs`: `[{name, index, dtype, shape, shape_signature, scale, zero_point}]`.
+    """
+    interpreter = _interpreter(model)
+    ops = [
+        {
+            "index": int(op["index"]),
+            "op": op["op_name"],
+            "inputs": [int(t) for t in op["inputs"] if t >= 0],  # -1 marks an omitted optional input
+            "outputs": [int(t) for t in op["outputs"] if t >= 0],
+        }
+        for op in interpreter._get_ops_details()
+    ]
+    tensors = []
+    for t in interpreter.get_tensor_details():
+        q = t["quantization_parameters"]
+        tensors.append(
+            {
+                "index": int(t["index"]),
+                "name": t["name"],
+                "dtype": _dtype_name(t["dtype"]),
+                "shape": [int(d) for d in t["shape"]],
+                "scales": [float(s) for s in q["scales"]],
+                "zero_points": [int(z) for z in q["zero_points"]],
+                "quantized_dimension": int(q["quantized_dimension"]),
+            }
+        )
+    return {
+        "ops": ops,
+        "tensors": tensors,
+        "inputs": [_io_entry(d) for d in interpreter.get_input_details()],
+        "outputs": [_io_entry(d) for d in interpreter.get_output_details()],
+    }
+
+
+def io_quantization(info: Mapping) -> dict[str, dict[str, Any]]:
+    """`{"input": {scale, zero_point, dtype}, "output": {...}}` from an `inspect_tflite` result."""
+    return {
+        side: {"scale": entry["scale"], "zero_point": entry["zero_point"], "dtype": entry["dtype"]}
+        for side, entry in (("input", info["inputs"][0]), ("output", info["outputs"][0]))
+    }
+
+
+def verify_int8(model: ModelSource) -> dict[str, Any]:
+    """Check that a model is full-integer int8, as a microcontroller or XNNPACK's int8 path needs it.
+
+    Checks: one input and one output, both int8 with a per-tensor scale > 0; input
+    shape (1, 28, 28, 1) and output (1, 10); no DEQUANTIZE and no QUANTIZE from or
+    to float; every tensor an op reads or writes is int8, except constant int32
+    ones (biases, reshape shapes). A QUANTIZE from int8 to int8 is an integer
+    requantization (the QAT `lenet5-classic` model has one after each conv's
+    tanh, whose int8 kernel has a fixed output scale); it is allowed and counted.
+
+    Returns:
+        `{"ops": {op name: count}, "nodes", "requantize_ops", "quantization": io_quantization}`.
+
+    Raises:
+        ModelError: one line naming the model and up to three problems found.
+    """
+    info = inspect_tflite(model)
+    problems = _int8_problems(info)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ModelError(f"{_label(model)} is not a full-integer int8 model: " + "; ".join(problems[:3]) + more)
+    dtype = {t["index"]: t["dtype"] for t in info["tensors"]}
+    return {
+        "ops": dict(sorted(Counter(op["op"] for op in info["ops"]).items())),
+        "nodes": len(info["ops"]),
+        "requantize_ops": sum(op["op"] == "QUANTIZE" and dtype[op["inputs"][0]] == "int8" for op in info["ops"]),
+        "quantization": io_quantization(info),
+    }
+
+
+def _int8_problems(info: Mapping) -> list[str]:
+    problems = []
+    if len(info["inputs"]) != 1 or len(info["outputs"]) != 1:
+        problems.append(f"expected one input and one output, found {len(info['inputs'])} and {len(info['outputs'])}")
+    for side, entries, shape in (
+        ("input", info["inputs"], MODEL_INPUT_SHAPE),
+        ("output", info["outputs"], (1, NUM_CLASSES)),
+    ):
+        for entry in entries[:1]:
+            if entry["dtype"] != "int8":
+                problems.append(f"{side} {entry['name']!r} is {entry['dtype']}, not int8")
+            elif not entry["scale"] > 0:
+                problems.append(f"{side} {entry['name']!r} has no quantization scale")
+            if tuple(entry["shape"]) != shape:
+                problems.append(f"{side} {entry['name']!r} has shape {tuple(entry['shape'])}, expected {shape}")
+
+    tensors = {t["index"]: t for t in info["tensors"]}
+    produced = {t for op in info["ops"] for t in op["outputs"]}
+    graph_inputs = {entry["index"] for entry in info["inputs"]}
+    for op in info["ops"]:
+        name, in_types = op["op"], [tensors[t]["dtype"] for t in op["inputs"]]
+        out_types = [tensors[t]["dtype"] for t in op["outputs"]]
+        if name == "DEQUANTIZE":
+            problems.append(f"op {op['index']} DEQUANTIZE ({'/'.join(in_types)} -> {'/'.join(out_types)})")
+            continue
+        if name == "QUANTIZE" and "float32" in in_types + out_types:
+            problems.append(f"op {op['index']} QUANTIZE ({'/'.join(in_types)} -> {'/'.join(out_types)})")
+            continue
+        for t in op["inputs"] + op["outputs"]:
+            dtype = tensors[t]["dtype"]
+            # int32 only as a constant: a bias (scale = input scale x weight scale) or a shape.
+            constant = t not in produced and t not in graph_inputs
+            if dtype != "int8" and not (dtype == "int32" and constant):
+                kind = "constant" if constant else "activation"
+                problems.append(f"op {op['index']} {name} has {dtype} {kind} {tensors[t]['name']!r}")
+                break
+    return problems
+
+
+def xnnpack_delegation(model: ModelSource) -> dict[str, Any]:
+    """How XNNPACK (LiteRT's default CPU delegate) partitions a model.
+
+    LiteRT 2.3's Python interpreter prints no "Replacing N node(s) ... yielding K
+    partitions" line, so this reads the graph instead: after `allocate_tensors`
+    with the AUTO resolver, every partition XNNPACK took is one extra node named
+    DELEGATE appended after the original nodes, whose inputs and outputs are the
+    partition's boundary tensors. Walking back from a DELEGATE node's outputs to
+    its inputs through the original nodes finds the nodes it replaced.
+
+    Returns:
+        `{"partitions", "delegated_nodes", "nodes", "undelegated_ops": [op names]}`;
+        `partitions == 1 and delegated_nodes == nodes` means XNNPACK runs the whole graph.
+    """
+    ops = _interpreter(model, default_delegates=True)._get_ops_details()
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    original = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): int(op["index"]) for op in original for t in op["outputs"]}
+    replaced: set[int] = set()
+    for delegate in delegates:
+        boundary = {int(t) for t in delegate["inputs"]}
+        stack = [int(t) for t in delegate["outputs"]]
+        while stack:
+            tensor = stack.pop()
+            if tensor in boundary or tensor not in producer or producer[tensor] in replaced:
+                continue
+            node = producer[tensor]
+            replaced.add(node)
+            stack.extend(int(t) for t in ops[node]["inputs"] if t >= 0)
+    return {
+        "partitions": len(delegates),
+        "delegated_nodes": len(replaced),
+        "nodes": len(original),
+        "undelegated_ops": [op["op_name"] for op in original if op["index"] not in replaced],
+    }
+
+
+def xnnpack_partitions(model: ModelSource) -> int | None:
+    """Number of XNNPACK partitions of a model; None when XNNPACK takes no node (or is unavailable)."""
+    return xnnpack_delegation(model)["partitions"] or None
+
+
+# --- numerics ----------------------------------------------------------------------------------
+
+
+def predict_tflite(model: ModelSource, images: np.ndarray, batch_size: int = PARITY_BATCH) -> np.ndarray:
+    """Run a TFLite model (float or int8 I/O) on uint8 `(N, 28, 28)` images; return float `(N, 10)` scores.
+
+    Int8 models get the input quantized with the model's own input scale and
+    zero point, and their output dequantized with the output's. Uses the
+    built-in kernels (those TFLite Micro's are ported from), batched by resizing
+    the input's batch dimension.
+    """
+    interpreter = _interpreter(model)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    x = to_model_input(images)  # (N, 28, 28, 1) float32 in [0, 1]
+    if inp["dtype"] == np.int8:
+        scale, zero_point = inp["quantization"]
+        # q = round(x / scale) + zp. With scale = 1/255 and zp = -128 this is exactly
+        # pixel - 128, far from any rounding tie, so numpy's half-to-even is safe.
+        x = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
+    scores, batch = [], None
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        if len(chunk) != batch:
+            batch = len(chunk)
+            interpreter.resize_tensor_input(inp["index"], [batch, *INPUT_SHAPE])
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], chunk)
+        interpreter.invoke()
+        scores.append(interpreter.get_tensor(out["index"]).copy())
+    y = np.concatenate(scores) if scores else np.zeros((0, NUM_CLASSES), out["dtype"])
+    if out["dtype"] == np.int8:
+        scale, zero_point = out["quantization"]
+        y = (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+def predict_keras(model, images: np.ndarray, batch_size: int = PARITY_BATCH) -> np.ndarray:
+    """Float `(N, 10)` outputs of a Keras model (float or QAT) on uint8 `(N, 28, 28)` images."""
+    x = to_model_input(images)
+    outputs = [model(x[i : i + batch_size], training=False).numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+def parity(model_bytes: ModelSource, keras_model, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Compare a TFLite model with the Keras model it came from on the same images.
+
+    Returns:
+        `n`, `top1_tflite`, `top1_keras` (accuracies against `labels`), `agreement`
+        (fraction of identical top-1 predictions), `disagreements` (count) and
+        `max_abs_diff` (largest output difference, in the TFLite output's units).
+    """
+    labels = np.asarray(labels)
+    if len(labels) != len(images):
+        raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
+    if len(labels) == 0:
+        raise ValueError("parity needs at least one image")
+    tflite_scores = predict_tflite(model_bytes, images)
+    keras_scores = predict_keras(keras_model, images)
+    pred_tflite, pred_keras = tflite_scores.argmax(1), keras_scores.argmax(1)
+    return {
+        "n": int(len(labels)),
+        "top1_tflite": float(np.mean(pred_tflite == labels)),
+        "top1_keras": float(np.mean(pred_keras == labels)),
+        "agreement": float(np.mean(pred_tflite == pred_keras)),
+        "disagreements": int(np.sum(pred_tflite != pred_keras)),
+        "max_abs_diff": float(np.max(np.abs(tflite_scores - keras_scores))),
+    }
+
+
+# --- C array for TensorFlow Lite Micro -----------------------------------------------------------
+
+_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_BYTES_PER_LINE = 12
+
+
+def c_array(model_bytes: bytes, name: str = C_NAME, *, quant: Mapping) -> tuple[str, str]:
+    """The model as a C header and source, the TensorFlow Lite Micro way.
+
+    The source defines `const unsigned char <name>[]`, aligned to 16 bytes
+    (TFLite Micro reads the flatbuffer in place) and `<name>_len`; the header
+    declares both and defines the int8 input/output scale and zero point as
+    macros. Valid C99/C11 and C++11.
+
+    Args:
+        model_bytes: the `.tflite` flatbuffer.
+        name: a C identifier; the header is meant to be saved as `<name>.h`.
+        quant: `{"input": {"scale", "zero_point"}, "output": {...}}`, as `io_quantization` returns.
+
+    Returns:
+        `(header_text, source_text)`.
+    """
+    if not _C_IDENTIFIER.match(name):
+        raise ValueError(f"name must be a C identifier; got {name!r}")
+    if not model_bytes:
+        raise ValueError("model_bytes is empty")
+    try:
+        in_scale, in_zp = float(quant["input"]["scale"]), int(quant["input"]["zero_point"])
+        out_scale, out_zp = float(quant["output"]["scale"]), int(quant["output"]["zero_point"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError('quant must be {"input": {"scale", "zero_point"}, "output": {...}}') from None
+    macro, length = name.upper(), len(model_bytes)
+    banner = (
+        f"// Generated by lenet-edge export; do not edit.\n"
+        f"// {name}: full-integer int8 LeNet-5, {length} bytes, sha256 {sha256_bytes(model_bytes)}\n"
+    )
+    header = f"""{banner}//
+// Input: int8 (1, 28, 28, 1), one 28x28 white-on-black image, x = pixel / 255:
+//   q = round(x / {macro}_INPUT_SCALE) + {macro}_INPUT_ZERO_POINT, clamped to [-128, 127]
+// Output: int8 (1, 10) scores (logits) for the digits 0-9:
+//   score = {macro}_OUTPUT_SCALE * (q - {macro}_OUTPUT_ZERO_POINT)
+#ifndef {macro}_H_
+#define {macro}_H_
+
+#define {macro}_INPUT_SCALE {_c_float(in_scale)}
+#define {macro}_INPUT_ZERO_POINT ({in_zp})
+#define {macro}_OUTPUT_SCALE {_c_float(out_scale)}
+#define {macro}_OUTPUT_ZERO_POINT ({out_zp})
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+extern const unsigned char {name}[];
+extern const unsigned int {name}_len;
+
+#ifdef __cplusplus
+}}
+#endif
+
+#endif  // {macro}_H_
+"""
+    array_body = "\n".join(
+        "    " + ", ".join(f"0x{b:02x}" for b in model_bytes[i : i + _BYTES_PER_LINE]) + ","
+        for i in range(0, length, _BYTES_PER_LINE)
+    )
+    source = f"""{banner}
+#include "{name}.h"
+
+// TFLite Micro reads tensors in place from the flatbuffer: keep it 16-byte aligned.
+#if defined(__cplusplus)
+#define {macro}_ALIGNED alignas(16)
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define {macro}_ALIGNED _Alignas(16)
+#else
+#define {macro}_ALIGNED __attribute__((aligned(16)))
+#endif
+
+{macro}_ALIGNED const unsigned char {name}[] = {{
+{array_body}
+}};
+const unsigned int {name}_len = {length};
+"""
+    return header, source
+
+
+_make_c_array = c_array  # `export_run`'s `c_array` flag shadows the function there
+
+
+def _c_float(value: float) -> str:
+    """A float literal that reads back as the same float32 (9 significant digits suffice)."""
+    return f"{float(np.float32(value)):.9g}f"
+
+
+def parse_c_array(source_text: str) -> bytes:
+    """The bytes of the array `c_array` wrote, read back from its source text (checked against `_len`)."""
+    match = re.search(r"\b([A-Za-z_]\w*)\s*\[\]\s*=\s*\{([^}]*)\}", source_text)
+    if match is None:
+        raise ValueError("no `name[] = { ... }` array in the C source")
+    name, body = match.groups()
+    tokens = [tok.strip() for tok in body.split(",") if tok.strip()]
+    bad = [tok for tok in tokens if not re.fullmatch(r"0x[0-9a-fA-F]{1,2}", tok)]
+    if bad:
+        raise ValueError(f"array {name} holds a non-byte value {bad[0]!r}")
+    data = bytes(int(tok, 16) for tok in tokens)
+    declared = re.search(rf"\b{name}_len\s*=\s*(\d+)\s*;", source_text)
+    if declared is not None and int(declared.group(1)) != len(data):
+        raise ValueError(f"{name}_len says {declared.group(1)} bytes but the array holds {len(data)}")
+    return data
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+_NO_QAT_HINT = (
+    "this run was trained without quantization-aware training; re-run `lenet-edge train` with QAT, "
+    "or use --ptq for post-training quantization of the float model"
+)
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    *,
+    int8: bool = False,
+    ptq: bool = False,
+    c_array: bool = False,
+    calibration_size: int = 500,
+    calibration_seed: int = 0,
+    agreement_min: float = 0.998,
+    splits: Mapping | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Export a trained run to TFLite and record the files in its manifest.
+
+    Always writes `lenet5_float32.tflite`. With `int8`, `lenet5_int8.tflite`
+    from the QAT model; with `ptq`, `lenet5_int8_ptq.tflite` from the float model;
+    with `c_array` (needs `int8`), `lenet5_int8.h` / `lenet5_int8.cc`.
+
+    Args:
+        run_dir: a run directory written by `train` (holds `manifest.json`).
+        calibration_size: images for the int8 calibration, drawn without
+            replacement from the train split (never test) with `calibration_seed`.
+        agreement_min: the least fraction of validation images on which the int8
+            model and the QAT Keras model must predict the same digit.
+        splits: the run's data as `load_splits` returns it (needs "train" and "val");
+            loaded from the manifest when None.
+        progress: called with a short message before each step.
+
+    Returns:
+        The summary `format_summary` prints: per file its bytes, ratio to
+        float32, validation accuracy, quantization, XNNPACK partitions, parity.
+
+    Raises:
+        ModelError: no manifest or model (says what to run), an int8 model that
+            is not integer-only, or parity below `agreement_min` (with the numbers).
+    """
+    if c_array and not int8:
+        raise ValueError("c_array=True needs int8=True: the C array holds the QAT int8 model")
+    if calibration_size < 1:
+        raise ValueError(f"calibration_size must be a positive number of images; got {calibration_size}")
+    if not 0.0 <= agreement_min <= 1.0:
+        raise ValueError(f"agreement_min must be a fraction in [0, 1]; got {agreement_min}")
+    say = progress or (lambda message: None)
+    run_dir = Path(run_dir)
+
+    # 1. The run: its manifest, models and data. Fail before any slow step.
+    manifest = read_manifest(run_dir)
+    arch = manifest.get("config", {}).get("arch")
+    if arch is None:
+        raise ModelError(f"{manifest_path(run_dir)}: the manifest has no config.arch")
+    train_hint = f"run `lenet-edge train --dir {run_dir}` first"
+    float_keras = artifact_path(run_dir, manifest, "float_keras", train_hint)
+    qat_weights = artifact_path(run_dir, manifest, "qat_weights", _NO_QAT_HINT) if int8 else None
+    if splits is None:
+        from .data import load_splits  # the data layer pulls in PIL and the dataset readers; only needed here
+
+        splits = load_splits(manifest)
+    for split in ("train", "val"):
+        if split not in splits:
+            raise ModelError(f"{manifest_path(run_dir)}: the run's data has no {split!r} split")
+    train, val = splits["train"], splits["val"]
+
+    say(f"loading the {arch} models")
+    float_model = load_float(float_keras)
+    qat_model = load_qat(qat_weights, arch) if int8 else None
+
+    rng = np.random.default_rng(calibration_seed)
+    calibration_idx = rng.choice(len(train.images), size=min(calibration_size, len(train.images)), replace=False)
+    calibration = train.images[calibration_idx]  # (n, 28, 28) uint8
+    calibration_record = {
+        "split": "train",
+        "size": int(len(calibration_idx)),
+        "seed": int(calibration_seed),
+        "indices_sha256": sha256_bytes(calibration_idx.astype("<i8").tobytes()),
+    }
+
+    # 2-4. Convert, verify, check numerics; everything in memory until it all passed.
+    results: dict[str, dict[str, Any]] = {}  # manifest key -> the file's bytes and what we learned about it
+
+    say("converting the float model to float32 TFLite")
+    results["float32_tflite"] = _checked(FLOAT32_FILE, convert_float(float_model), float_model, val, say)
+    if int8:
+        say("converting the QAT model to full-integer int8 TFLite")
+        data = convert_int8(qat_model, calibration)
+        results["int8_tflite"] = _checked(INT8_FILE, data, qat_model, val, say, int8=True, agreement_min=agreement_min)
+    if ptq:
+        say(f"converting the float model to int8 by post-training quantization ({len(calibration)} images)")
+        data = convert_ptq(float_model, calibration)
+        # PTQ is the baseline QAT is measured against: its parity with the float model is reported, not enforced.
+        results["int8_ptq_tflite"] = _checked(INT8_PTQ_FILE, data, float_model, val, say, int8=True)
+
+    # 5. Write the files, then the manifest.
+    say(f"writing to {run_dir}")
+    models: dict[str, Any] = {}
+    for key, result in results.items():
+        path = atomic_write_bytes(run_dir / result["file"], result["data"])
+        record_artifact(manifest, key, path, **{k: result[k] for k in _ARTIFACT_KEYS if k in result})
+        models[key] = {k: v for k, v in result.items() if k not in ("file", "data", *_ARTIFACT_KEYS)}
+    c_files = []
+    if c_array:
+        int8_result = results["int8_tflite"]
+        header, source = _make_c_array(int8_result["data"], C_NAME, quant=int8_result["quantization"])
+        for key, suffix, text in (("c_header", ".h", header), ("c_source", ".cc", source)):
+            path = atomic_write_text(run_dir / f"{C_NAME}{suffix}", text)
+            record_artifact(manifest, key, path, array=C_NAME, model="int8_tflite")
+            c_files.append(path.name)
+    manifest["export"] = {
+        "versions": versions(),
+        "calibration": calibration_record,
+        "parity_split": "val",
+        "agreement_min": agreement_min,
+        "models": models,
+    }
+    write_manifest(run_dir, manifest)
+
+    float_size = len(results["float32_tflite"]["data"])
+    files = [
+        {
+            "key": key,
+            "file": result["file"],
+            "bytes": len(result["data"]),
+            "ratio_to_float32": len(result["data"]) / float_size,
+            "val_accuracy": result["parity"]["top1_tflite"],
+            "quantization": result.get("quantization"),
+            "xnnpack_partitions": result["xnnpack_partitions"],
+            "parity": result["parity"],
+        }
+        for key, result in results.items()
+    ]
+    return {
+        "run_dir": str(run_dir),
+        "arch": arch,
+        "calibration": calibration_record,
+        "files": files,
+        "c_files": c_files,
+    }
+
+
+# Recorded with the artifact itself (`record_artifact` extras); the rest goes to the manifest's `export` section.
+_ARTIFACT_KEYS = ("quantization", "ops", "xnnpack_partitions")
+
+
+def _checked(file, data, keras_model, val, say, *, int8=False, agreement_min=None) -> dict[str, Any]:
+    """Verify (int8), compare with `keras_model` on the validation split, and read XNNPACK's partitioning."""
+    result: dict[str, Any] = {"file": file, "data": data}
+    if int8:
+        say(f"verifying {file} is integer-only")
+        try:
+            verification = verify_int8(data)
+        except ModelError as exc:
+            raise ModelError(f"{file}: {exc}") from None
+        result.update(quantization=verification["quantization"], requantize_ops=verification["requantize_ops"])
+    result["ops"] = dict(sorted(Counter(op["op"] for op in inspect_tflite(data)["ops"]).items()))
+    say(f"comparing {file} with the Keras model on {len(val.labels)} validation images")
+    agreement = parity(data, keras_model, val.images, val.labels)
+    if agreement_min is not None and agreement["agreement"] < agreement_min:
+        raise ModelError(
+            f"{file}: agrees with the Keras model on {agreement['agreement']:.4f} of {agreement['n']} validation "
+            f"images ({agreement['disagreements']} differ; accuracy {agreement['top1_tflite']:.4f} TFLite vs "
+            f"{agreement['top1_keras']:.4f} Keras), below the required {agreement_min}"
+        )
+    result["parity"] = agreement
+    delegation = xnnpack_delegation(data)
+    result.update(xnnpack_partitions=delegation["partitions"] or None, xnnpack=delegation)
+    return result
+
+
+def format_summary(summary: Mapping) -> str:
+    """The short table the CLI prints, plus how a device quantizes its input and reads the scores."""
+    header = f"{'file':<24} {'bytes':>9} {'vs float32':>10} {'val acc':>8} {'XNNPACK partitions':>18}"
+    lines = [header, "-" * len(header)]
+    for f in summary["files"]:
+        partitions = "-" if f["xnnpack_partitions"] is None else str(f["xnnpack_partitions"])
+        lines.append(
+            f"{f['file']:<24} {f['bytes']:>9,} {f['ratio_to_float32']:>10.2f} "
+            f"{100 * f['val_accuracy']:>7.2f}% {partitions:>18}"
+        )
+    if summary.get("c_files"):
+        lines.append(f"C array for TFLite Micro: {', '.join(summary['c_files'])}")
+    int8 = next((f for f in summary["files"] if f["key"] == "int8_tflite"), None)
+    if int8 is not None:
+        p, q = int8["parity"], int8["quantization"]
+        lines += [
+            "",
+            f"{int8['file']} agrees with the QAT Keras model on {100 * p['agreement']:.2f}% "
+            f"of {p['n']} validation images",
+            f"int8 input:  q = round(pixel / 255 / {q['input']['scale']:.9g}) + ({q['input']['zero_point']}), "
+            "pixel 0-255, white digit on black, 28x28",
+            f"int8 output: score = {q['output']['scale']:.9g} * (q - ({q['output']['zero_point']})), "
+            "logits for the digits 0-9",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,84 @@
+"""The run manifest: `manifest.json` in a run directory, the hand-off between stages.
+
+`train` writes it; `export` and `bench` read it instead of taking the same flags
+again, add what they produce, and write it back atomically. Every artifact is
+recorded with its sha256 and size, and is verified against them before a later
+stage uses it, so a file changed behind our back is caught, not silently used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+from .fileio import atomic_write_json, sha256_file
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+PERSIAN_DIGITS = "۰۱۲۳۴۵۶۷۸۹"
+
+
+def manifest_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / MANIFEST_NAME
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """Read and check a run's manifest.
+
+    Raises:
+        ModelError: no manifest (says to run `train` first), unreadable JSON,
+            or a format version newer than this lenet-edge understands.
+    """
+    path = manifest_path(run_dir)
+    if not path.is_file():
+        raise ModelError(f"{path}: no manifest; run `lenet-edge train --dir {run_dir}` first")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("format_version"), int):
+        raise ModelError(f"{path}: not a lenet-edge manifest (no format_version)")
+    if manifest["format_version"] > FORMAT_VERSION:
+        raise ModelError(
+            f"{path}: format version {manifest['format_version']} is newer than this "
+            f"lenet-edge understands ({FORMAT_VERSION}); upgrade lenet-edge"
+        )
+    return manifest
+
+
+def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write the manifest atomically (temporary file + rename)."""
+    return atomic_write_json(manifest_path(run_dir), manifest)
+
+
+def record_artifact(manifest: dict[str, Any], key: str, path: str | Path, **extra: Any) -> dict:
+    """Record the file at `path` (inside the run directory) under `artifacts[key]`.
+
+    The path is stored relative to the run directory, so a run directory can
+    be moved or copied whole.
+    """
+    path = Path(path)
+    entry = {"path": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size, **extra}
+    manifest.setdefault("artifacts", {})[key] = entry
+    return entry
+
+
+def artifact_path(run_dir: str | Path, manifest: dict[str, Any], key: str, hint: str = "") -> Path:
+    """The verified path of artifact `key`.
+
+    Raises:
+        ModelError: the artifact is not recorded (with `hint` saying what to run),
+            its file is missing, or its sha256 no longer matches the manifest.
+    """
+    entry = manifest.get("artifacts", {}).get(key)
+    if entry is None:
+        raise ModelError(f"{manifest_path(run_dir)}: the run has no {key}" + (f"; {hint}" if hint else ""))
+    path = Path(run_dir) / entry["path"]
+    if not path.is_file():
+        raise ModelError(f"{path}: missing, but recorded in the manifest as {key}")
+    if sha256_file(path) != entry["sha256"]:
+        raise ModelError(f"{path}: sha256 does not match the manifest; the file changed after it was written")
+    return path

@@ -1,0 +1,79 @@
+"""LeNet-5 for 28x28 handwritten digits, in two variants.
+
+`lenet5` (the default) is built for int8 edge inference: ReLU and max pooling,
+which the int8 kernels of XNNPACK run on their fast path, and a logits output
+(softmax is left to the caller, where it costs nothing and keeps the int8
+output's resolution on the scores that matter). `lenet5-classic` is the 1998
+form the project started from: tanh and average pooling; XNNPACK has no int8
+average pooling, so in int8 it splits into several partitions and runs slower
+than in float. `bench` shows both.
+
+The first convolution uses `same` padding: on a 28x28 input that is exactly
+LeNet-5's 32x32 input with a 2-pixel zero border (C1 is 28x28x6 either way),
+while keeping the model's input at the 28x28 our preprocessing produces and
+adding no PAD op to the converted graph.
+"""
+
+from __future__ import annotations
+
+from .compat import keras
+
+ARCHITECTURES = ("lenet5", "lenet5-classic")
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+def build_lenet5(arch: str = "lenet5") -> keras.Model:
+    """Build an untrained LeNet-5.
+
+    Args:
+        arch: "lenet5" (ReLU, max pooling) or "lenet5-classic" (tanh, average pooling).
+
+    Returns:
+        A `keras.Sequential` taking float32 `(B, 28, 28, 1)` images in [0, 1] and
+        returning `(B, 10)` logits.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}; got {arch!r}")
+    act = "relu" if arch == "lenet5" else "tanh"
+    Pool = keras.layers.MaxPooling2D if arch == "lenet5" else keras.layers.AveragePooling2D
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE, name="image"),  # (B, 28, 28, 1)
+            layers.Conv2D(6, 5, padding="same", activation=act, name="c1"),  # (B, 28, 28, 6)
+            Pool(2, name="s2"),  # (B, 14, 14, 6)
+            layers.Conv2D(16, 5, activation=act, name="c3"),  # (B, 10, 10, 16)
+            Pool(2, name="s4"),  # (B, 5, 5, 16)
+            layers.Flatten(name="flatten"),  # (B, 400)
+            layers.Dense(120, activation=act, name="c5"),  # (B, 120)
+            layers.Dense(84, activation=act, name="f6"),  # (B, 84)
+            layers.Dense(NUM_CLASSES, name="logits"),  # (B, 10)
+        ],
+        name=arch.replace("-", "_"),
+    )
+
+
+def quantize_aware(model: keras.Model) -> keras.Model:
+    """Wrap a float model for quantization-aware training (fake-quant on weights and activations)."""
+    from .compat import tfmot
+
+    return tfmot.quantization.keras.quantize_model(model)
+
+
+def load_float(path) -> keras.Model:
+    """Load a float `.keras` model saved by `train`, in safe mode (no code from the file runs)."""
+    return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+def load_qat(weights_path, arch: str) -> keras.Model:
+    """Rebuild the QAT model of `arch` and load its weights from an `.weights.h5` file.
+
+    A QAT model saved whole as `.keras` does not reload in tfmot 0.8 (its
+    QuantizeLayer is built twice on load and the variable count no longer
+    matches), so `train` stores the QAT weights and the architecture name, and
+    this rebuilds the graph from our own code. Nothing from the file is executed.
+    """
+    model = quantize_aware(build_lenet5(arch))
+    model.load_weights(weights_path)
+    return model

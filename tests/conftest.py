@@ -1,0 +1,55 @@
+"""Shared fixtures: where the real Hoda data lives, and quiet TensorFlow."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+HODA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "hoda"
+
+
+@pytest.fixture
+def hoda_dir() -> Path:
+    """The real Hoda dataset beside the project, or a skip saying why it is missing."""
+    if not (HODA_DIR / "Test 20000.cdb").is_file():
+        pytest.skip(f"Hoda dataset not found at ../shared/data/hoda (licence: not redistributable)")
+    return HODA_DIR
+
+
+def make_patterns(n_per_class: int, seed: int):
+    """Tiny learnable 'digits': class k is a bright bar at an angle and place set by k, plus noise.
+
+    Returns (images uint8 (N, 28, 28) white on black, labels int64), shuffled.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    yy, xx = np.mgrid[0:28, 0:28]
+    for k in range(10):
+        angle = np.pi * k / 10
+        for _ in range(n_per_class):
+            cx, cy = 14 + rng.normal(0, 1), 14 + rng.normal(0, 1)
+            d = np.abs((xx - cx) * np.sin(angle) - (yy - cy) * np.cos(angle))
+            along = np.abs((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle))
+            img = ((d < 1.5 + (k % 3)) & (along < 6 + k % 4)) * 255.0
+            img += rng.normal(0, 10, img.shape)
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+            labels.append(k)
+    order = rng.permutation(len(labels))
+    return np.stack(images)[order], np.array(labels, np.int64)[order]
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory) -> Path:
+    """A small .npz dataset in the Keras mnist.npz layout (30 train / 10 test per class)."""
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    x_train, y_train = make_patterns(30, seed=1)
+    x_test, y_test = make_patterns(10, seed=2)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
