@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -106,9 +105,7 @@ class _Model:
     """An interpreter plus its input/output quantization: uint8 images in, logits out."""
 
     def __init__(self, path: Path, config: BenchConfig):
-        resolver = (
-            OpResolverType.AUTO if config.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
+        resolver = OpResolverType.AUTO if config.xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.interpreter = Interpreter(
             model_path=str(path), num_threads=config.threads, experimental_op_resolver_type=resolver
         )
@@ -234,8 +231,13 @@ def _delegation(ops: list[dict]) -> dict:
 
 def _no_delegation(ops: list[dict]) -> dict:
     names = [op["op_name"] for op in ops if op["op_name"] != "DELEGATE"]
-    return {"delegated": False, "partitions": 0, "ops_delegated": 0, "ops_total": len(names),
-            "ops_not_delegated": names}
+    return {
+        "delegated": False,
+        "partitions": 0,
+        "ops_delegated": 0,
+        "ops_total": len(names),
+        "ops_not_delegated": names,
+    }
 
 
 def _graph_bytes(interpreter, ops: list[dict]) -> dict:
@@ -321,8 +323,9 @@ def _accuracy(preds: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def _timed_rounds(models: dict[str, _Model], images: np.ndarray, rounds: int, record: bool,
-                  failed: dict[str, str]) -> dict[str, np.ndarray]:
+def _timed_rounds(
+    models: dict[str, _Model], images: np.ndarray, rounds: int, record: bool, failed: dict[str, str]
+) -> dict[str, np.ndarray]:
     """Run `rounds` interleaved rounds; return (rounds, 2) int64 ns [end-to-end, invoke] per model.
 
     Round r runs the models in the order rotated by r. A model that raises is
@@ -355,11 +358,12 @@ def _stats_us(ns: np.ndarray) -> dict:
     us = ns.astype(np.float64) / 1e3
     p50, p90, p99 = np.percentile(us, [50, 90, 99])
     values = (p50, p90, p99, us.mean(), us.std(), us.min(), us.max())
-    return {key: round(float(v), 3) for key, v in zip(STAT_KEYS, values)}
+    return {key: round(float(v), 3) for key, v in zip(STAT_KEYS, values, strict=True)}
 
 
-def _throughput(models: dict[str, _Model], images: np.ndarray, config: BenchConfig,
-                failed: dict[str, str]) -> dict[str, dict[str, float]]:
+def _throughput(
+    models: dict[str, _Model], images: np.ndarray, config: BenchConfig, failed: dict[str, str]
+) -> dict[str, dict[str, float]]:
     """Images/s per model and batch size: median over interleaved chunks of repeated calls."""
     result: dict[str, dict[str, float]] = {name: {} for name in models}
     chunk_s = config.throughput_seconds / config.throughput_chunks
@@ -416,8 +420,9 @@ def _time_calls(model: _Model, batch_images: np.ndarray, calls: int) -> float:
             gc.enable()
 
 
-def _load_all(paths: dict[str, Path], images: np.ndarray, config: BenchConfig,
-              failed: dict[str, str]) -> tuple[dict[str, _Model], dict[str, dict]]:
+def _load_all(
+    paths: dict[str, Path], images: np.ndarray, config: BenchConfig, failed: dict[str, str]
+) -> tuple[dict[str, _Model], dict[str, dict]]:
     """Load each model once, kept alive for the later phases; describe it and run one image."""
     loaded, entries = {}, {}
     for name, path in paths.items():
@@ -511,8 +516,9 @@ def bench_models(
 
     say(f"latency: {config.warmup} warm-up + {config.runs} timed interleaved rounds")
     _timed_rounds(live, images, config.warmup, record=False, failed=failed)
-    samples = _timed_rounds({n: m for n, m in live.items() if n not in failed}, images, config.runs,
-                            record=True, failed=failed)
+    samples = _timed_rounds(
+        {n: m for n, m in live.items() if n not in failed}, images, config.runs, record=True, failed=failed
+    )
     for name, s in samples.items():
         entries[name]["latency_us"] = _stats_us(s[:, 0])
         entries[name]["invoke_us"] = _stats_us(s[:, 1])
@@ -536,8 +542,11 @@ def bench_models(
         "schema_version": SCHEMA_VERSION,
         "ok": not failed,
         "reference": reference,
-        "data": {"source": (data_info or {}).get("source"), "split": (data_info or {}).get("split"),
-                 "n": int(len(images))},
+        "data": {
+            "source": (data_info or {}).get("source"),
+            "split": (data_info or {}).get("split"),
+            "n": int(len(images)),
+        },
         "machine": _machine(loadavg_start),
         "config": {**asdict(config), "batch_sizes": list(config.batch_sizes)},
         "method": METHOD,
@@ -594,8 +603,11 @@ def _machine(loadavg_start: float | None) -> dict:
         "loadavg_1m_end": _loadavg(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "timer": {"name": "time.perf_counter_ns", "resolution_ns": clock.resolution * 1e9,
-                  "overhead_ns_p50": _timer_overhead_ns()},
+        "timer": {
+            "name": "time.perf_counter_ns",
+            "resolution_ns": clock.resolution * 1e9,
+            "overhead_ns_p50": _timer_overhead_ns(),
+        },
         "peak_rss_kb": peak,
         "versions": versions(),
     }
@@ -636,8 +648,21 @@ def _timer_overhead_ns(samples: int = 10_000) -> float:
 def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
     """Header and one row of strings per model, shared by the table and the Markdown."""
     batches = [str(b) for b in results["config"]["batch_sizes"]]
-    header = ["model", "size KB", "size x", "top-1 %", "Δpp", "agree %", "flips",
-              "p50 µs", "p90 µs", "p99 µs", "p50 x", *[f"b{b} img/s" for b in batches], "XNNPACK"]
+    header = [
+        "model",
+        "size KB",
+        "size x",
+        "top-1 %",
+        "Δpp",
+        "agree %",
+        "flips",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p50 x",
+        *[f"b{b} img/s" for b in batches],
+        "XNNPACK",
+    ]
     rows = []
     for name, m in results["models"].items():
         if "error" in m:
@@ -646,20 +671,27 @@ def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
         ratios = m.get("ratios_to_reference") or {}
         lat = m["latency_us"]
         xnn = m["xnnpack"]
-        rows.append([
-            name,
-            f"{m['size_bytes'] / 1024:.1f}",
-            _fmt(ratios.get("size"), "{:.3f}"),
-            f"{100 * m['accuracy']:.2f}",
-            _fmt(ratios.get("accuracy_delta_pp"), "{:+.2f}"),
-            _fmt(m.get("agreement_with_reference"), "{:.2%}", strip="%"),
-            _fmt(m.get("flips"), "{}"),
-            f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}",
-            _fmt(ratios.get("p50_latency"), "{:.3f}"),
-            *[_fmt(m["throughput_ips"].get(b), "{:,.0f}") for b in batches],
-            (f"{xnn['partitions']} part, {xnn['ops_delegated']}/{xnn['ops_total']} ops"
-             if xnn["delegated"] else "off"),
-        ])
+        rows.append(
+            [
+                name,
+                f"{m['size_bytes'] / 1024:.1f}",
+                _fmt(ratios.get("size"), "{:.3f}"),
+                f"{100 * m['accuracy']:.2f}",
+                _fmt(ratios.get("accuracy_delta_pp"), "{:+.2f}"),
+                _fmt(m.get("agreement_with_reference"), "{:.2%}", strip="%"),
+                _fmt(m.get("flips"), "{}"),
+                f"{lat['p50']:.1f}",
+                f"{lat['p90']:.1f}",
+                f"{lat['p99']:.1f}",
+                _fmt(ratios.get("p50_latency"), "{:.3f}"),
+                *[_fmt(m["throughput_ips"].get(b), "{:,.0f}") for b in batches],
+                (
+                    f"{xnn['partitions']} part, {xnn['ops_delegated']}/{xnn['ops_total']} ops"
+                    if xnn["delegated"]
+                    else "off"
+                ),
+            ]
+        )
     return header, rows
 
 
@@ -675,7 +707,9 @@ def format_table(results: dict) -> str:
     left = {0}  # the model name is left-aligned, numbers right-aligned
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     out = [line(header), "  ".join("-" * w for w in widths)]
     for r in rows:
@@ -710,9 +744,11 @@ def format_markdown(results: dict) -> str:
 
 def _footer(results: dict) -> str:
     c = results["config"]
-    return (f"reference: {results['reference']}; {c['runs']} timed rounds after {c['warmup']} warm-up, "
-            f"{c['threads']} thread(s), XNNPACK {'on' if c['xnnpack'] else 'off'}; "
-            f"x = ratio to the reference; Δpp = top-1 difference in percentage points")
+    return (
+        f"reference: {results['reference']}; {c['runs']} timed rounds after {c['warmup']} warm-up, "
+        f"{c['threads']} thread(s), XNNPACK {'on' if c['xnnpack'] else 'off'}; "
+        f"x = ratio to the reference; Δpp = top-1 difference in percentage points"
+    )
 
 
 def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
@@ -764,11 +800,18 @@ def _plot_latency(models: dict, target: Path) -> Path:
     names = list(models)
     samples = [np.asarray(models[n]["latency_samples_ns"], dtype=np.float64) / 1e3 for n in names]
     positions = np.arange(1, len(names) + 1)
-    ax.boxplot(samples, positions=positions, orientation="horizontal", whis=WHISKERS, showfliers=False,
-               widths=0.5, medianprops={"color": "black", "linewidth": 2})
+    ax.boxplot(
+        samples,
+        positions=positions,
+        orientation="horizontal",
+        whis=WHISKERS,
+        showfliers=False,
+        widths=0.5,
+        medianprops={"color": "black", "linewidth": 2},
+    )
     jitter = np.random.default_rng(0)  # fixed seed: the same results always draw the same picture
     hidden = 0
-    for pos, name, us in zip(positions, names, samples):
+    for pos, name, us in zip(positions, names, samples, strict=True):
         lo, hi = np.percentile(us, WHISKERS)
         shown = us[(us >= lo) & (us <= hi)]
         hidden += len(us) - len(shown)
@@ -781,8 +824,11 @@ def _plot_latency(models: dict, target: Path) -> Path:
     if hi_all / lo_all > 10:  # a slow and a fast model side by side: a linear axis would squash one
         ax.set_xscale("log")
     ax.set_xlabel("single-image latency, end to end (µs)")
-    ax.set_title(f"Box p25-p75, line p50, whiskers p{WHISKERS[0]}-p{WHISKERS[1]}; "
-                 f"{hidden} samples outside the whiskers not drawn", fontsize=10)
+    ax.set_title(
+        f"Box p25-p75, line p50, whiskers p{WHISKERS[0]}-p{WHISKERS[1]}; "
+        f"{hidden} samples outside the whiskers not drawn",
+        fontsize=10,
+    )
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     return _save(fig, target)
@@ -797,8 +843,9 @@ def _plot_confusion(name: str, model: dict, target: Path) -> Path:
     image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(confusion):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if rows[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=8, color="white" if rows[i, j] > 0.5 else "black"
+            )
     # Western and Persian digits (DejaVu Sans, matplotlib's default font, has both)
     ax.set_xticks(range(NUM_CLASSES), [f"{d}\n{p}" for d, p in enumerate(PERSIAN_DIGITS)])
     ax.set_yticks(range(NUM_CLASSES), [f"{d} {p}" for d, p in enumerate(PERSIAN_DIGITS)])

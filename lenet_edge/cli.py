@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from .errors import DataError, LenetEdgeError, ModelError
+from .quiet import native_stderr_captured
 
 CACHE_ENV = "LENET_EDGE_CACHE"
 
@@ -51,29 +52,11 @@ def quiet_tensorflow() -> None:
 def import_tensorflow() -> None:
     """Import TensorFlow (through `compat`) with its start-up chatter hidden.
 
-    TensorFlow 2.16+ writes a few INFO lines (oneDNN, CUDA) to fd 2 before its
-    logging is configured, where TF_CPP_MIN_LOG_LEVEL cannot reach them. The
-    import runs with fd 2 pointed at a temporary file, which is replayed only
-    if the import fails, so real errors are never hidden.
+    TensorFlow 2.16+ writes INFO lines (oneDNN, CUDA) to fd 2 before its
+    logging is configured, where TF_CPP_MIN_LOG_LEVEL cannot reach them.
     """
-    import tempfile
-
-    if "lenet_edge.compat" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            from . import compat  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    with native_stderr_captured():
+        from . import compat  # noqa: F401
 
 
 def echo(message: str) -> None:
@@ -250,17 +233,9 @@ def train(source, run_dir, arch, epochs, qat_epochs, batch_size, lr, qat_lr, see
 
 def run_splits(manifest: dict, source: str | None = None):
     """The run's dataset (or `source` instead) with the run's own validation carve-out."""
-    from .data import load_splits
+    from .data import load_run_splits
 
-    data = manifest.get("data", {}) if manifest else {}
-    config = manifest.get("config", {}) if manifest else {}
-    source = source or data.get("source")
-    if source is None:
-        raise click.UsageError("no dataset: pass --data (there is no run manifest to take it from)")
-    return load_splits(
-        source, data.get("val_fraction", config.get("val_fraction", 0.1)), data.get("split_seed", config.get("seed", 0)),
-        cache_dir=cache_dir(), progress=echo,
-    )
+    return load_run_splits(manifest, source, cache_dir=cache_dir(), progress=echo)
 
 
 @main.command()
@@ -292,10 +267,11 @@ def export(run_dir, int8, ptq, c_array, calibration_size, calibration_seed, min_
     from .export import export_run, format_summary
 
     _, splits = run_splits(manifest)
-    summary = export_run(
-        run_dir, int8=int8 or c_array, ptq=ptq, c_array=c_array, calibration_size=calibration_size,
-        calibration_seed=calibration_seed, agreement_min=min_agreement, splits=splits, progress=echo,
-    )
+    with native_stderr_captured():  # the converter's C++ INFO lines
+        summary = export_run(
+            run_dir, int8=int8 or c_array, ptq=ptq, c_array=c_array, calibration_size=calibration_size,
+            calibration_seed=calibration_seed, agreement_min=min_agreement, splits=splits, progress=echo,
+        )
     echo(format_summary(summary))
 
 
@@ -369,10 +345,11 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
     data = splits[split]
     config = BenchConfig(threads=threads, runs=runs, warmup=warmup, batch_sizes=batch_sizes, xnnpack=xnnpack)
     reference = "float32" if "float32" in paths else next(iter(paths))
-    results = bench_models(
-        paths, data.images, data.labels, config, reference=reference,
-        data_info={"source": dataset.source, "split": split, "n": len(data)},
-    )
+    with native_stderr_captured():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" INFO line
+        results = bench_models(
+            paths, data.images, data.labels, config, reference=reference,
+            data_info={"source": dataset.source, "split": split, "n": len(data)},
+        )
     written = write_results(results, run_dir)
     echo({"table": format_table, "md": format_markdown, "json": lambda r: json.dumps(r, indent=2)}[fmt](results))
     if fmt == "table":

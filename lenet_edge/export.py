@@ -36,7 +36,7 @@ from .compat import Interpreter, OpResolverType, tf, tfmot, versions
 from .errors import ModelError
 from .fileio import atomic_write_bytes, atomic_write_text, sha256_bytes
 from .manifest import artifact_path, manifest_path, read_manifest, record_artifact, write_manifest
-from .model import INPUT_SHAPE, NUM_CLASSES, load_float, load_qat
+from .model import INPUT_SHAPE, NUM_CLASSES, load_float, load_qat, to_model_input
 
 FLOAT32_FILE = "lenet5_float32.tflite"
 INT8_FILE = "lenet5_int8.tflite"
@@ -113,14 +113,6 @@ def _convert(converter) -> bytes:
 
 def _is_quantize_aware(model) -> bool:
     return any(isinstance(layer, tfmot.quantization.keras.QuantizeWrapper) for layer in model.layers)
-
-
-def to_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 `(N, 28, 28)` images -> the model's float32 `(N, 28, 28, 1)` input in [0, 1]."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != INPUT_SHAPE[:2]:
-        raise ValueError(f"images must be uint8 of shape (N, 28, 28); got {images.dtype} {images.shape}")
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
 # --- inspection and verification ----------------------------------------------------------------
@@ -566,9 +558,9 @@ def export_run(
     float_keras = artifact_path(run_dir, manifest, "float_keras", train_hint)
     qat_weights = artifact_path(run_dir, manifest, "qat_weights", _NO_QAT_HINT) if int8 else None
     if splits is None:
-        from .data import load_splits  # the data layer pulls in PIL and the dataset readers; only needed here
+        from .data import load_run_splits  # the data layer pulls in PIL and the dataset readers; only needed here
 
-        splits = load_splits(manifest)
+        splits = load_run_splits(manifest)[1]
     for split in ("train", "val"):
         if split not in splits:
             raise ModelError(f"{manifest_path(run_dir)}: the run's data has no {split!r} split")

@@ -19,6 +19,20 @@ from pathlib import Path
 TMP_PREFIX = ".lenet-edge-tmp-"
 
 
+def _temporary(directory: Path, suffix: str) -> Path:
+    """A new empty file in `directory` with our prefix and the usual 0666 & ~umask mode.
+
+    mkstemp creates files 0600; artifacts are meant to be as readable as any
+    file the user writes, so the mode is set as open() would have set it.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=directory)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it into place on success.
@@ -29,9 +43,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix or target.suffix, dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temporary(target.parent, suffix or target.suffix)
     try:
         yield tmp_path
         _fsync_file(tmp_path)
@@ -57,10 +69,9 @@ def staged_files(directory: str | os.PathLike) -> Iterator:
 
     def stage(name: str, suffix: str = "") -> Path:
         target = directory / name
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix or target.suffix, dir=directory)
-        os.close(fd)
-        staged.append((Path(tmp), target))
-        return Path(tmp)
+        tmp = _temporary(directory, suffix or target.suffix)
+        staged.append((tmp, target))
+        return tmp
 
     try:
         yield stage

@@ -110,13 +110,13 @@ def train(
     sizes = {name: len(s) for name, s in splits.items()}
     log(f"data: {dataset.source} ({', '.join(f'{k} {v:,}' for k, v in sizes.items())})")
 
-    from .model import build_lenet5, quantize_aware
+    from .model import build_lenet5, quantize_aware, to_model_input
 
     _seed_everything(config.seed)
     model = build_lenet5(config.arch)
     log(f"model: {config.arch}, {model.count_params():,} parameters")
     train_ds = _train_pipeline(splits["train"], config)
-    val_xy = _as_model_input(splits["val"])
+    val_xy = (to_model_input(splits["val"].images), splits["val"].labels)
     steps = math.ceil(len(splits["train"]) / config.batch_size)
 
     schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=config.epochs * steps, alpha=0.01)
@@ -136,7 +136,7 @@ def train(
         "qat": {"val_accuracy": _accuracy(qat_model, *val_xy), "best_epoch": qat_best},
     }
     if "test" in splits:  # reported, never used to choose anything
-        test_xy = _as_model_input(splits["test"])
+        test_xy = (to_model_input(splits["test"].images), splits["test"].labels)
         metrics["float"]["test_accuracy"] = _accuracy(model, *test_xy)
         metrics["qat"]["test_accuracy"] = _accuracy(qat_model, *test_xy)
 
@@ -178,11 +178,6 @@ def train(
 def _seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
     tf.config.experimental.enable_op_determinism()
-
-
-def _as_model_input(split) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1], with int64 labels."""
-    return (split.images[..., None].astype(np.float32) / 255.0), split.labels
 
 
 def _train_pipeline(split, config: TrainConfig):
@@ -294,7 +289,8 @@ class BestEpoch(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, "seconds": round(seconds, 2)}
         row.update({k: round(float(logs[k]), 5) for k in ("loss", "accuracy", "val_loss", "val_accuracy")})
         self.history.append(row)
-        if row["val_accuracy"] > self.best_acc:
+        # Ties go to the later epoch: its learning rate was lower, so its weights are the more settled.
+        if row["val_accuracy"] >= self.best_acc:
             self.best_acc, self.best_epoch = row["val_accuracy"], epoch + 1
             self.weights = self.model.get_weights()
         self.log(

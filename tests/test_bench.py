@@ -25,8 +25,15 @@ from lenet_edge.compat import keras, tf
 from lenet_edge.model import build_lenet5
 
 N_IMAGES = 70  # not a multiple of accuracy_batch below, so the last batch is a partial one
-FAST = BenchConfig(runs=60, warmup=10, batch_sizes=(1, 8), accuracy_batch=16,
-                   throughput_seconds=0.05, throughput_chunks=3, load_repeats=2)
+FAST = BenchConfig(
+    runs=60,
+    warmup=10,
+    batch_sizes=(1, 8),
+    accuracy_batch=16,
+    throughput_seconds=0.05,
+    throughput_chunks=3,
+    load_repeats=2,
+)
 
 
 def _convert(model, int8_images=None) -> bytes:
@@ -43,13 +50,15 @@ def _convert(model, int8_images=None) -> bytes:
 def _wide_net() -> keras.Model:
     """Same input and output as LeNet-5, ~70x the multiply-adds: a model that must time slower."""
     layers = keras.layers
-    return keras.Sequential([
-        keras.Input(shape=(28, 28, 1)),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),  # (B, 28, 28, 64)
-        layers.Conv2D(64, 3, padding="same", activation="relu"),  # (B, 28, 28, 64)
-        layers.GlobalAveragePooling2D(),  # (B, 64)
-        layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),  # (B, 28, 28, 64)
+            layers.Conv2D(64, 3, padding="same", activation="relu"),  # (B, 28, 28, 64)
+            layers.GlobalAveragePooling2D(),  # (B, 64)
+            layers.Dense(10),
+        ]
+    )
 
 
 def _wrong_input_net() -> keras.Model:
@@ -110,8 +119,9 @@ def run(model_files, data):
         "empty": model_files["empty"],
     }
     messages = []
-    out = bench_models(models, images, labels, FAST, data_info={"source": "random", "split": "test"},
-                       progress=messages.append)
+    out = bench_models(
+        models, images, labels, FAST, data_info={"source": "random", "split": "test"}, progress=messages.append
+    )
     return out, messages
 
 
@@ -200,7 +210,8 @@ def test_int8_agreement_and_flips(results):
     assert i8["flips"] == round(N_IMAGES * (1 - i8["agreement_with_reference"]))
     # a prediction that matches the label but not the reference's is a flip, so the accuracy gap is bounded by them
     assert abs(i8["accuracy"] - f32["accuracy"]) * N_IMAGES <= i8["flips"] + 1e-9
-    assert i8["ratios_to_reference"]["accuracy_delta_pp"] == pytest.approx(100 * (i8["accuracy"] - f32["accuracy"]), abs=1e-3)
+    delta_pp = 100 * (i8["accuracy"] - f32["accuracy"])
+    assert i8["ratios_to_reference"]["accuracy_delta_pp"] == pytest.approx(delta_pp, abs=1e-3)
 
 
 def test_slower_model_measures_slower(results):
@@ -221,8 +232,9 @@ def test_failures_become_error_entries(results):
 
 def test_all_good_run_is_ok_and_xnnpack_can_be_off(model_files, data):
     _, images, labels = data
-    config = BenchConfig(runs=20, warmup=2, batch_sizes=(4,), throughput_seconds=0.02, throughput_chunks=1,
-                         load_repeats=1, xnnpack=False)
+    config = BenchConfig(
+        runs=20, warmup=2, batch_sizes=(4,), throughput_seconds=0.02, throughput_chunks=1, load_repeats=1, xnnpack=False
+    )
     out = bench_models({"float32": model_files["float32"], "int8": model_files["int8"]}, images, labels, config)
     assert out["ok"] is True and out["config"]["xnnpack"] is False
     for m in out["models"].values():
@@ -233,8 +245,15 @@ def test_all_good_run_is_ok_and_xnnpack_can_be_off(model_files, data):
 
 def test_write_results(results, tmp_path):
     written = write_results(results, tmp_path / "bench")
-    assert set(written) == {"bench.json", "bench.md", "latency.png", "confusion_float32.png", "confusion_int8.png",
-                            "confusion_float32_again.png", "confusion_wide.png"}
+    assert set(written) == {
+        "bench.json",
+        "bench.md",
+        "latency.png",
+        "confusion_float32.png",
+        "confusion_int8.png",
+        "confusion_float32_again.png",
+        "confusion_wide.png",
+    }
     assert json.loads(written["bench.json"].read_text(encoding="utf-8")) == results
     markdown = written["bench.md"].read_text(encoding="utf-8")
     assert markdown == format_markdown(results) and "| int8 |" in markdown and "ERROR" in markdown
@@ -279,8 +298,13 @@ def test_delegation_walk_finds_the_ops_left_on_cpu():
         {"op_name": "DELEGATE", "inputs": [2, 11], "outputs": [3]},
     ]
     info = _delegation(ops)
-    assert info == {"delegated": True, "partitions": 2, "ops_delegated": 2, "ops_total": 3,
-                    "ops_not_delegated": ["AVERAGE_POOL_2D"]}
+    assert info == {
+        "delegated": True,
+        "partitions": 2,
+        "ops_delegated": 2,
+        "ops_total": 3,
+        "ops_not_delegated": ["AVERAGE_POOL_2D"],
+    }
     assert _delegation(ops[:3])["delegated"] is False
 
 

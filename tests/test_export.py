@@ -22,7 +22,7 @@ from lenet_edge.compat import keras, tf
 from lenet_edge.errors import ModelError
 from lenet_edge.fileio import sha256_file
 from lenet_edge.manifest import FORMAT_VERSION, artifact_path, read_manifest, record_artifact, write_manifest
-from lenet_edge.model import build_lenet5, load_qat, quantize_aware
+from lenet_edge.model import build_lenet5, load_qat, quantize_aware, to_model_input
 
 ARCH = "lenet5"
 AGREEMENT_MIN = 0.998  # the CLI's default; a well-separated toy task meets it
@@ -77,7 +77,7 @@ def splits() -> dict[str, Split]:
 def trained(splits):
     """1-2. A float LeNet-5 fitted on the toy set, then fine-tuned with QAT for one epoch."""
     keras.utils.set_random_seed(0)
-    x = export.to_model_input(splits["train"].images)
+    x = to_model_input(splits["train"].images)
     y = splits["train"].labels
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     float_model = build_lenet5(ARCH)
@@ -163,8 +163,9 @@ def test_int8_agrees_with_qat_model(exported):
     assert p["agreement"] >= AGREEMENT_MIN
     assert p["top1_keras"] > 0.9, "the toy model did not learn; the parity check would be vacuous"
     assert abs(p["top1_tflite"] - p["top1_keras"]) <= 1 - AGREEMENT_MIN
-    # Dequantized logits within a few output quantization steps of the QAT model's.
-    assert p["max_abs_diff"] <= 4 * int8["quantization"]["output"]["scale"]
+    # Dequantized logits within a few output quantization steps of the QAT model's (3 seen here):
+    # the int8 kernels round where the fake-quant float graph does not.
+    assert p["max_abs_diff"] <= 8 * int8["quantization"]["output"]["scale"]
 
 
 def test_int8_is_under_a_third_of_float32(exported):
@@ -195,7 +196,7 @@ def test_verify_rejects_int8_model_with_float_io(trained, splits):
     message = str(caught.value)
     assert "\n" not in message
     assert "input 'serving_default_image:0' is float32" in message
-    assert "QUANTIZE (float32 -> int8)" in message or "more" in message
+    assert "op 0 QUANTIZE (float32 -> int8)" in message
 
 
 def test_conversion_rejects_the_wrong_kind_of_model(trained, splits):
@@ -293,7 +294,7 @@ def test_failed_parity_leaves_the_run_untouched(tmp_path, trained, splits, run_d
 def test_classic_arch_exports(tmp_path, splits):
     """lenet5-classic (tanh, average pooling): int8 has requantize ops and several XNNPACK partitions."""
     keras.utils.set_random_seed(0)
-    x, y = export.to_model_input(splits["train"].images), splits["train"].labels
+    x, y = to_model_input(splits["train"].images), splits["train"].labels
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     float_model = build_lenet5("lenet5-classic")
     float_model.compile(keras.optimizers.Adam(3e-3), loss)

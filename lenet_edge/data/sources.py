@@ -101,7 +101,7 @@ def load_dataset(source: str, *, cache_dir: Path | None = None, progress: Callab
         if cached is not None:
             return Dataset(canonical, kind, cached, files, str(location), from_cache=True)
     if progress:
-        progress(f"reading {location} and preprocessing (once; then cached)")
+        progress(f"reading {location or canonical} and preprocessing (once; then cached)")
     raw = _read_raw(kind, location, spec)
     splits = {name: _preprocess_split(name, location, images, labels) for name, (images, labels) in raw.items()}
     if cache_dir is not None:
@@ -143,6 +143,23 @@ def load_splits(
         full = splits["train"]
         splits["train"], splits["val"] = full.subset(train_idx), full.subset(val_idx)
     return dataset, splits
+
+
+def load_run_splits(
+    manifest: dict, source: str | None = None, *, cache_dir: Path | None = None, progress: Callable | None = None
+) -> tuple[Dataset, dict[str, Split]]:
+    """The splits a trained run saw: its recorded source (or `source`) with its own val carve-out.
+
+    Export and bench use this so that "val" is exactly the validation split
+    training chose epochs on, and "test" is the split it never saw.
+    """
+    data, config = manifest.get("data", {}), manifest.get("config", {})
+    source = source or data.get("source")
+    if source is None:
+        raise DataError("no dataset: pass --data (there is no run manifest to take it from)")
+    val_fraction = data.get("val_fraction", config.get("val_fraction", 0.1))
+    seed = data.get("split_seed", config.get("seed", 0))
+    return load_splits(source, val_fraction, seed, cache_dir=cache_dir, progress=progress)
 
 
 # --- resolving and reading ---------------------------------------------------------------

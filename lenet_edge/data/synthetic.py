@@ -78,30 +78,35 @@ GLYPHS: tuple[tuple[Variant, ...], ...] = (
         Variant("bar", 0.9, (Stroke(((0.5, 0.0), (0.5, 0.5), (0.5, 1.0))),), pen=(0.12, 0.19)),
         Variant("flick", 0.1, (Stroke(((0.38, 0.06), (0.47, 0.0), (0.5, 0.3), (0.5, 1.0))),)),
     ),
-    (  # ۲: stem plus one tall tooth: the top reads as a Y or a U with the stem as its left arm
-        Variant("two", 1.0, (_STEM, Stroke(((0.26, 0.3), (0.45, 0.34), (0.66, 0.22), (0.76, 0.0))))),
+    (  # ۲: stem plus one tall tooth: the top reads as a U or a Y with the stem as its left arm
+        Variant("y", 0.4, (Stroke(((0.15, 0.0), (0.38, 0.45), (0.62, 1.0))),
+                           Stroke(((0.33, 0.34), (0.55, 0.24), (0.72, 0.0))))),
+        Variant("u", 0.6, (_STEM, Stroke(((0.22, 0.02), (0.3, 0.3), (0.52, 0.32), (0.68, 0.2), (0.74, 0.0))))),
     ),
-    (  # ۳: stem plus two teeth as tall as the stem's top, a W on a stem
-        Variant("three", 1.0, (_STEM, Stroke(((0.24, 0.32), (0.42, 0.02), (0.54, 0.3), (0.85, 0.0))))),
+    (  # ۳: a near-vertical stem plus a wide row of two teeth as tall as the stem's top
+        Variant("three", 1.0, (Stroke(((0.2, 0.0), (0.25, 0.5), (0.32, 1.0))),
+                               Stroke(((0.2, 0.0), (0.3, 0.28), (0.48, 0.04), (0.63, 0.27), (0.93, 0.02))))),
     ),
-    (  # ۴: Persian form (two arms right of the stem, the lower one longer) and Arabic ٤ (like ε)
-        Variant("persian", 0.9, (Stroke(((0.66, 0.02), (0.3, 0.24), (0.3, 0.24), (0.74, 0.38),
+    (  # ۴: Persian forms (two arms right of the stem, as a zigzag or a K) and Arabic ٤ (like ε)
+        Variant("k", 0.4, (Stroke(((0.28, 0.0), (0.33, 0.5), (0.45, 1.0))),
+                           Stroke(((0.7, 0.0), (0.31, 0.28), (0.31, 0.28), (0.55, 0.42), (0.8, 0.4)))), pen=(0.1, 0.15)),
+        Variant("zigzag", 0.5, (Stroke(((0.66, 0.02), (0.3, 0.24), (0.3, 0.24), (0.74, 0.38),
                                          (0.38, 0.44), (0.38, 0.44), (0.52, 1.0))),), pen=(0.1, 0.15)),
         Variant("arabic", 0.1, (Stroke(((0.72, 0.05), (0.3, 0.18), (0.55, 0.42), (0.55, 0.42),
                                          (0.25, 0.6), (0.4, 0.9), (0.92, 0.95))),), pen=(0.1, 0.15)),
     ),
     (  # ۵: a loop pointed at the top, triangular or round, with or without a dent at the bottom
-        Variant("dent", 0.5, (Stroke(((0.5, 0.0), (0.15, 0.6), (0.08, 0.95), (0.32, 1.0), (0.5, 0.82),
-                                      (0.68, 1.0), (0.92, 0.95), (0.85, 0.6)), closed=True),), (16.0, 36.0), (0.12, 0.19)),
+        Variant("dent", 0.5, (Stroke(((0.5, 0.0), (0.1, 0.6), (0.0, 0.95), (0.3, 1.0), (0.5, 0.8),
+                                      (0.7, 1.0), (1.0, 0.95), (0.9, 0.6)), closed=True),), (16.0, 36.0), (0.13, 0.26)),
         Variant("round", 0.3, (Stroke(((0.5, 0.0), (0.15, 0.55), (0.15, 0.95), (0.5, 1.0),
-                                       (0.85, 0.95), (0.85, 0.55)), closed=True),), (16.0, 36.0), (0.12, 0.19)),
+                                       (0.85, 0.95), (0.85, 0.55)), closed=True),), (16.0, 36.0), (0.13, 0.26)),
         Variant("oval", 0.2, (Stroke(_ring(0.5, 0.5, 0.42, 0.5), closed=True),), (16.0, 36.0), (0.12, 0.19)),
     ),
     (  # ۶: Persian form (hook, sharp turn, long diagonal) and Arabic ٦ (bar then down)
-        Variant("persian", 0.92, (Stroke(((0.28, 0.02), (0.27, 0.35), (0.5, 0.48), (0.8, 0.28), (0.8, 0.28),
+        Variant("persian", 0.85, (Stroke(((0.3, 0.02), (0.22, 0.3), (0.45, 0.46), (0.78, 0.25), (0.78, 0.25),
                                          (0.55, 0.65), (0.3, 1.0))),)),
-        Variant("arabic", 0.08, (Stroke(((0.12, 0.1), (0.45, 0.04), (0.75, 0.1), (0.75, 0.1),
-                                        (0.74, 0.55), (0.78, 1.0))),)),
+        Variant("arabic", 0.15, (Stroke(((0.28, 0.1), (0.48, 0.03), (0.66, 0.08), (0.66, 0.08),
+                                        (0.68, 0.55), (0.76, 1.0))),)),
     ),
     (  # ۷: a V, the left arm sometimes curved like a tick; short, wide and thick in Hoda
         Variant("v", 0.7, (Stroke(((0.0, 0.0), (0.25, 0.5), (0.5, 1.0), (0.5, 1.0), (0.75, 0.5), (1.0, 0.0))),),
@@ -219,7 +224,7 @@ def _geometry(variant: Variant, m: int, rng: np.random.Generator) -> tuple[list[
     # affine about the centre: aspect, slant (shear), small rotation
     x, y = pts[..., 0] - 0.5, pts[..., 1] - 0.5
     aspect = rng.uniform(0.75, 1.3, size=(m, 1))
-    slant = rng.uniform(-0.3, 0.3, size=(m, 1))
+    slant = rng.uniform(-0.2, 0.2, size=(m, 1))
     sin = rng.uniform(-0.18, 0.18, size=(m, 1))
     cos = np.sqrt(1.0 - sin * sin)  # rotation without libm trigonometry
     x = (x - slant * y) * aspect

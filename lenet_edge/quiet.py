@@ -1,0 +1,40 @@
+"""Keep native libraries' chatter off the terminal without hiding real errors.
+
+TensorFlow, the TFLite converter and LiteRT print INFO lines from C++ straight
+to file descriptor 2 ("Created TensorFlow Lite XNNPACK delegate for CPU",
+"fully_quantize: 0, ...", oneDNN and CUDA notices), where neither Python's
+logging nor TF_CPP_MIN_LOG_LEVEL reaches them. Inside `native_stderr_captured`
+fd 2 points at a temporary file; what was written there is replayed only if
+the block raises, so a real failure still shows everything the library said.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Run the block with fd 2 redirected; replay the captured text if it raises."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all (some embedded interpreters): nothing to capture
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
