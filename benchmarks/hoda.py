@@ -21,30 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import shutil
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hoda"
-
-
-def run(args: list[str], env: dict, log: Path) -> float:
-    """Run `python -m lenet_edge ARGS`, tee its output to `log`, return wall seconds."""
-    command = [sys.executable, "-m", "lenet_edge", *args]
-    print("$ lenet-edge " + " ".join(args), flush=True)
-    started = time.perf_counter()
-    with open(log, "a", encoding="utf-8") as out:
-        out.write("$ lenet-edge " + " ".join(args) + "\n")
-        process = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        out.write(process.stdout)
-    seconds = time.perf_counter() - started
-    print(process.stdout, end="", flush=True)
-    if process.returncode != 0:
-        sys.exit(f"failed ({process.returncode}): lenet-edge {' '.join(args)}")
-    return seconds
+from common import DEFAULT_HODA, HERE, machine_line, percent, run
 
 
 def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, log: Path) -> dict:
@@ -65,14 +46,8 @@ def data_load_times(data: Path, env: dict, log: Path) -> dict:
     return {"cold_s": cold, "cached_s": warm}
 
 
-def percent(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
 def render(results: list[dict], loads: dict, data: Path) -> str:
     first = results[0]
-    machine = first["bench"]["machine"]
-    versions = first["manifest"]["versions"]
     lines = [
         "# Results",
         "",
@@ -80,8 +55,7 @@ def render(results: list[dict], loads: dict, data: Path) -> str:
         "(20,000 digits), never used for training or model selection; models trained with `lenet-edge "
         "train` defaults on Hoda's 60,000 training digits (10% held out, stratified, for choosing epochs).",
         "",
-        f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, Python {machine.get('python', '?')}; "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        machine_line(first["bench"], first["manifest"]["versions"]),
         "",
         "## Training (whole command, wall time, including TensorFlow start-up)",
         "",
@@ -108,7 +82,7 @@ def render(results: list[dict], loads: dict, data: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Hoda directory (.cdb files)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_HODA, help="Hoda directory (.cdb files)")
     parser.add_argument("--runs", type=int, default=3000, help="timed single-image rounds per model")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
@@ -120,8 +94,6 @@ def main() -> None:
     log.write_text("")
     cache = runs_dir / "cache"
     if cache.exists():
-        import shutil
-
         shutil.rmtree(cache)
     env = {**os.environ, "LENET_EDGE_CACHE": str(cache)}
     loads = data_load_times(args.data, env, log)

@@ -39,8 +39,9 @@ import numpy as np
 
 from .compat import Interpreter, OpResolverType, versions
 from .errors import ModelError
-from .fileio import atomic_path, atomic_write_json, atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text, sweep_temporaries
 from .manifest import PERSIAN_DIGITS
+from .plots import figure, save_png
 
 SCHEMA_VERSION = 1
 INPUT_SHAPE = (1, 28, 28, 1)  # the one input every benchmarked model must take
@@ -273,7 +274,12 @@ def _load(path: Path, config: BenchConfig) -> tuple[_Model, float]:
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: empty file")
     t0 = time.perf_counter_ns()
-    model = _Model(path, config)
+    try:
+        model = _Model(path, config)
+    except (ValueError, RuntimeError) as exc:  # LiteRT's words for a file that is not a usable flatbuffer
+        raise ModelError(f"{path}: not a loadable TFLite model ({' '.join(str(exc).split())})") from None
+    except ModelError as exc:  # wrong input/output shape or quantization: say which file
+        raise ModelError(f"{path}: {exc}") from None
     return model, (time.perf_counter_ns() - t0) / 1e6
 
 
@@ -758,6 +764,7 @@ def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
         file name -> path of every file written.
     """
     out_dir = Path(out_dir)
+    sweep_temporaries(out_dir)  # what an interrupted earlier bench left
     written = {
         "bench.json": atomic_write_json(out_dir / "bench.json", results),
         "bench.md": atomic_write_text(out_dir / "bench.md", format_markdown(results)),
@@ -775,19 +782,6 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-FIGSIZE_IN, DPI = (9, 6), 100  # 900 x 600 px
-
-
-def _figure():
-    from matplotlib.figure import Figure  # lazily: only the writer needs matplotlib; no pyplot state
-
-    return Figure(figsize=FIGSIZE_IN, dpi=DPI)
-
-
-def _save(fig, target: Path) -> Path:
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
-    return target
 
 
 WHISKERS = (1, 99)  # percentiles; samples outside them are not drawn (the title says how many)
@@ -795,7 +789,7 @@ WHISKERS = (1, 99)  # percentiles; samples outside them are not drawn (the title
 
 def _plot_latency(models: dict, target: Path) -> Path:
     """Box per model of the single-image latencies (p1-p99 whiskers), samples as dots, p50 labelled."""
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     names = list(models)
     samples = [np.asarray(models[n]["latency_samples_ns"], dtype=np.float64) / 1e3 for n in names]
@@ -831,14 +825,14 @@ def _plot_latency(models: dict, target: Path) -> Path:
     )
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, target)
+    return save_png(fig, target)
 
 
 def _plot_confusion(name: str, model: dict, target: Path) -> Path:
     """Confusion matrix with counts; colour is the row-normalised fraction."""
     confusion = np.asarray(model["confusion"])
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(confusion):
@@ -854,4 +848,4 @@ def _plot_confusion(name: str, model: dict, target: Path) -> Path:
     ax.set_title(f"{name}: top-1 {100 * model['accuracy']:.2f}% on {model['n']} images")
     fig.colorbar(image, ax=ax, label="fraction of the true class")
     fig.tight_layout()
-    return _save(fig, target)
+    return save_png(fig, target)

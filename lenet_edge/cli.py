@@ -285,9 +285,6 @@ def parse_batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     return sizes
 
 
-RUN_MODELS = {"float32": "float32_tflite", "int8": "int8_tflite", "int8_ptq": "int8_ptq_tflite"}
-
-
 def parse_model(value: str) -> tuple[str, Path]:
     name, sep, path = value.partition("=")
     path = Path(path if sep else value)
@@ -323,19 +320,10 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
     """
     import json
 
-    from .manifest import artifact_path, manifest_path, read_manifest
+    from .manifest import exported_models, manifest_path, read_manifest
 
     manifest = read_manifest(run_dir) if (models == () or manifest_path(run_dir).exists()) else {}
-    if models:
-        paths = dict(parse_model(m) for m in models)
-    else:
-        paths = {
-            name: artifact_path(run_dir, manifest, key)
-            for name, key in RUN_MODELS.items()
-            if key in manifest.get("artifacts", {})
-        }
-        if not paths:
-            raise ModelError(f"{run_dir}: no exported models; run `lenet-edge export --dir {run_dir} --int8` first")
+    paths = dict(parse_model(m) for m in models) if models else exported_models(run_dir, manifest)
     import_tensorflow()
     from .bench import BenchConfig, bench_models, format_markdown, format_table, write_results
 
@@ -356,3 +344,69 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
         echo("wrote " + ", ".join(str(p) for p in written.values()))
     if not results.get("ok", True):
         raise ModelError("some models failed; see their error entries above")
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@DIR_OPTION
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A .tflite model to run instead of the run's int8 (else float32) export.")
+@click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="Digits ranked per image: the prediction and its runners-up.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images per interpreter call.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict(images, run_dir, model_path, top_k, as_json, batch_size, quiet):
+    """Read the handwritten digit in image files (photos or scans, any size, either polarity).
+
+    IMAGES are files or directories (searched recursively). Each image goes
+    through the preprocessing the model was trained with. A file that cannot
+    be read is reported and the others still run; the command then exits 1.
+
+    \b
+    Examples:
+      lenet-edge predict digit.png
+      lenet-edge predict scans/ --dir runs/hoda --top-k 2
+      lenet-edge predict photo.jpg --model lenet5_float32.tflite --json
+    """
+    import json
+
+    from .predict import predict as run_predict
+    from .predict import resolve_model
+
+    model = resolve_model(model_path, run_dir, log=lambda message: click.echo(message, err=True))  # before TF loads
+    import_tensorflow()
+    bar = None
+
+    def progress(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label="predicting", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    show_bar = not quiet and sys.stderr.isatty()
+    try:
+        results = run_predict(
+            images, model, top_k=top_k, batch_size=batch_size, progress=progress if show_bar else None
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    width = max((len(r["path"]) for r in results), default=0)
+    for r in results:
+        if as_json:
+            echo(json.dumps(r, ensure_ascii=False))
+        elif "error" in r:
+            click.echo(f"error: {r['path']}: {r['error']}", err=True)
+        else:
+            others = ", ".join(f"{d} {100 * p:.1f}%" for d, p in r["top_k"][1:])
+            echo(f"{r['path']:<{width}}  {r['persian']} {r['digit']}  {100 * r['confidence']:5.1f}%"
+                 + (f"   ({others})" if others else ""))
+    failed = sum("error" in r for r in results)
+    if failed:
+        raise DataError(f"{failed} of {len(results)} images could not be read")

@@ -34,7 +34,7 @@ import numpy as np
 
 from .compat import Interpreter, OpResolverType, tf, tfmot, versions
 from .errors import ModelError
-from .fileio import atomic_write_bytes, atomic_write_text, sha256_bytes
+from .fileio import atomic_write_bytes, atomic_write_text, sha256_bytes, sweep_temporaries
 from .manifest import artifact_path, manifest_path, read_manifest, record_artifact, write_manifest
 from .model import INPUT_SHAPE, NUM_CLASSES, load_float, load_qat, to_model_input
 
@@ -551,6 +551,7 @@ def export_run(
 
     # 1. The run: its manifest, models and data. Fail before any slow step.
     manifest = read_manifest(run_dir)
+    sweep_temporaries(run_dir)  # what an interrupted earlier export or train left
     arch = manifest.get("config", {}).get("arch")
     if arch is None:
         raise ModelError(f"{manifest_path(run_dir)}: the manifest has no config.arch")

@@ -82,3 +82,26 @@ def artifact_path(run_dir: str | Path, manifest: dict[str, Any], key: str, hint:
     if sha256_file(path) != entry["sha256"]:
         raise ModelError(f"{path}: sha256 does not match the manifest; the file changed after it was written")
     return path
+
+
+# name -> artifact key of each TFLite model `export` may write, in the order reports list them
+RUN_MODELS = {"float32": "float32_tflite", "int8": "int8_tflite", "int8_ptq": "int8_ptq_tflite"}
+
+
+def exported_models(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> dict[str, Path]:
+    """The run's exported TFLite models that exist: name ("float32", "int8", "int8_ptq") -> verified path.
+
+    Args:
+        run_dir: the run directory.
+        manifest: its manifest, if already read.
+
+    Raises:
+        ModelError: no manifest or no exported model (each says what to run), or
+            a model file that is missing or fails its sha256.
+    """
+    manifest = read_manifest(run_dir) if manifest is None else manifest
+    artifacts = manifest.get("artifacts", {})
+    models = {name: artifact_path(run_dir, manifest, key) for name, key in RUN_MODELS.items() if key in artifacts}
+    if not models:
+        raise ModelError(f"{run_dir}: no exported models; run `lenet-edge export --dir {run_dir} --int8` first")
+    return models

@@ -5,7 +5,8 @@ to file descriptor 2 ("Created TensorFlow Lite XNNPACK delegate for CPU",
 "fully_quantize: 0, ...", oneDNN and CUDA notices), where neither Python's
 logging nor TF_CPP_MIN_LOG_LEVEL reaches them. Inside `native_stderr_captured`
 fd 2 points at a temporary file; what was written there is replayed only if
-the block raises, so a real failure still shows everything the library said.
+the block raises (Ctrl-C excepted), so a real failure still shows everything the
+library said.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def native_stderr_captured() -> Iterator[None]:
         os.dup2(captured.fileno(), 2)
         try:
             yield
+        except KeyboardInterrupt:
+            raise  # Ctrl-C is not a failure: the CLI says so in one line, without the library's INFO chatter
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

@@ -27,9 +27,11 @@ from .compat import keras, tf, versions
 from .errors import ModelError
 from .fileio import staged_files, sweep_temporaries
 from .manifest import FORMAT_VERSION, MANIFEST_NAME, PERSIAN_DIGITS, read_manifest, record_artifact, write_manifest
+from .plots import training_curves
 
 FLOAT_MODEL = "lenet5_float.keras"
 QAT_WEIGHTS = "lenet5_qat.weights.h5"
+HISTORY_PLOT = "history.png"
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,7 @@ def train(
     run_dir = Path(run_dir)
     if (run_dir / MANIFEST_NAME).exists() and not force:
         raise ModelError(f"{run_dir}: already holds a trained run; pass --force to replace it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sweep_temporaries(run_dir)
+    sweep_temporaries(run_dir)  # what an interrupted earlier run left; run_dir is created only when saving
     started = time.perf_counter()
 
     from .data import PREPROCESSING, load_splits
@@ -162,8 +163,10 @@ def train(
     with staged_files(run_dir) as stage:  # both models appear together, or neither
         model.save(stage(FLOAT_MODEL))
         qat_model.save_weights(stage(QAT_WEIGHTS, suffix=".weights.h5"))
+        training_curves(manifest["history"], stage(HISTORY_PLOT))
     record_artifact(manifest, "float_keras", run_dir / FLOAT_MODEL)
     record_artifact(manifest, "qat_weights", run_dir / QAT_WEIGHTS)
+    record_artifact(manifest, "history_png", run_dir / HISTORY_PLOT)
     manifest["wall_time_s"]["total"] = round(time.perf_counter() - started, 2)
     write_manifest(run_dir, manifest)
     _remove_stale(run_dir, old_manifest, manifest)

@@ -83,7 +83,7 @@ def save(path: Path, kind: str, dark_on_light: bool = True) -> Path:
 
 
 def assert_white_on_black(image: np.ndarray) -> None:
-    assert image.dtype == np.uint8 and image.shape == (H, W)
+    assert image.dtype == np.uint8 and image.shape == (H, W) and image.flags.writeable
     ink = np.zeros((H, W), bool)
     ink[INK] = True
     assert image[ink].mean() > 200, image

@@ -176,7 +176,7 @@ def fuzz_path(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz_npz") / "fuzz.npz"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(raw=damaged_npz())
 def test_fuzz_only_data_error_escapes(fuzz_path, raw):
     fuzz_path.write_bytes(raw)

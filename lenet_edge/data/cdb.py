@@ -25,6 +25,7 @@ white run when the row starts with ink), which reproduces the distributed
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from collections.abc import Sequence
@@ -101,7 +102,7 @@ class _Records:
         return len(self.offsets)
 
     def slice(self, lo: int, hi: int) -> _Records:
-        return _Records(*(getattr(self, f)[lo:hi] for f in self.__dataclass_fields__))
+        return _Records(*(getattr(self, field.name)[lo:hi] for field in dataclasses.fields(self)))
 
 
 def read_cdb(path: str | os.PathLike) -> CdbData:

@@ -44,7 +44,7 @@ _WORKERS = min(4, os.cpu_count() or 1)  # Pillow decodes without the GIL, but it
 _BATCH = 256  # files in flight at once: bounds the work done after the first bad file
 _WHITE = (255, 255, 255, 255)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # Pillow opens 16-bit PGM/PPM as "I"
-# What Pillow's format plugins raise on malformed input, besides DataError-worthy OSError.
+# What Pillow's format plugins raise on malformed input (OSError for "image file is truncated").
 _DECODE_ERRORS = (
     OSError,
     SyntaxError,
@@ -64,9 +64,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     """Load one image file as white ink on black.
 
     Any mode Pillow reads is accepted: alpha (RGBA, LA, palette transparency) is
-    composited onto white paper first; 16-bit images are scaled by the 16-bit
-    range (65535 -> 255), not clipped; float images by their own min-max range;
-    colour by ITU-R 601-2 luma. The EXIF orientation of photos is applied. A
+    composited onto white paper first; 16-bit images (and 32-bit integer ones,
+    Pillow's mode for 16-bit PGM) are scaled by the 16-bit range (65535 -> 255),
+    not clipped; float images by their own min-max range; colour by ITU-R 601-2
+    luma; an animated image gives its first frame. The EXIF orientation of photos is applied. A
     dark-on-light image is then inverted, judged by its border
     (`preprocess.to_white_on_black`).
 
@@ -148,7 +149,7 @@ def _to_gray(image: Image.Image, path: Path) -> np.ndarray:
             image = image.convert("RGB")
         except ValueError as exc:
             raise DataError(f"{path}: unsupported image mode {image.mode}") from exc
-    return np.asarray(image.convert("L"))
+    return np.array(image.convert("L"))  # a writable copy (asarray would be read-only)
 
 
 def _stretch(values: np.ndarray, path: Path) -> np.ndarray:

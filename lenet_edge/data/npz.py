@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -41,6 +42,9 @@ _ARCHIVE_ERRORS = (
     struct.error,
     NotImplementedError,  # an unsupported zip compression method
     RuntimeError,  # an encrypted member
+    SyntaxError,  # a garbled .npy header (numpy parses it as a Python literal)
+    tokenize.TokenError,
+    TypeError,
 )
 
 

@@ -1,0 +1,40 @@
+"""What the benchmark scripts share: running the real CLI in a subprocess, and formatting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_HODA = ROOT.parent / "shared" / "data" / "hoda"
+
+
+def run(args: list[str], env: dict, log: Path) -> float:
+    """Run `python -m lenet_edge ARGS`, tee its output to `log`, return wall seconds."""
+    command = [sys.executable, "-m", "lenet_edge", *args]
+    print("$ lenet-edge " + " ".join(args), flush=True)
+    started = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as out:
+        out.write("$ lenet-edge " + " ".join(args) + "\n")
+        process = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out.write(process.stdout)
+    seconds = time.perf_counter() - started
+    print(process.stdout, end="", flush=True)
+    if process.returncode != 0:
+        sys.exit(f"failed ({process.returncode}): lenet-edge {' '.join(args)}")
+    return seconds
+
+
+def percent(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def machine_line(bench: dict, versions: dict) -> str:
+    machine = bench["machine"]
+    return (
+        f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, Python {machine.get('python', '?')}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+    )

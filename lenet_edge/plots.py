@@ -1,0 +1,58 @@
+"""Figures written as artifacts: one size, one headless backend, written atomically.
+
+matplotlib is imported lazily (only writers need it) and through its
+object-oriented `Figure` API, so no pyplot state and no display is involved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .fileio import atomic_path
+
+FIGSIZE_IN = (9, 6)
+DPI = 100  # 900 x 600 px
+
+
+def figure(figsize: tuple[float, float] = FIGSIZE_IN):
+    """A new matplotlib Figure, detached from pyplot."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, dpi=DPI)
+
+
+def save_png(fig, target: str | Path) -> Path:
+    """Write `fig` as a PNG at `target`, atomically."""
+    target = Path(target)
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return target
+
+
+def training_curves(history: dict[str, list[dict]], target: str | Path) -> Path:
+    """Loss and accuracy per epoch, float pretraining then QAT, train and validation.
+
+    Args:
+        history: {"float": [rows], "qat": [rows]} as `train` records them; each row
+            has epoch, loss, accuracy, val_loss, val_accuracy.
+        target: PNG path.
+    """
+    fig = figure()
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    offset = 0
+    for stage, colour in (("float", "tab:blue"), ("qat", "tab:orange")):
+        rows = history.get(stage, [])
+        epochs = [offset + row["epoch"] for row in rows]
+        for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+            ax.plot(epochs, [row[key] for row in rows], "--", color=colour, label=f"{stage} train")
+            ax.plot(epochs, [row[f"val_{key}"] for row in rows], "-o", ms=3, color=colour, label=f"{stage} val")
+        offset += len(rows)
+    loss_ax.set_yscale("log")
+    loss_ax.set_title("loss (log scale)")
+    acc_ax.set_title("top-1 accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("epoch (QAT continues after float)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, target)

@@ -1,0 +1,204 @@
+"""Nothing lost: Ctrl-C or a kill in the middle of a command leaves earlier results as they were.
+
+Real processes (`python -m lenet_edge ...`), real signals. A `train --force`
+over a completed run is stopped once it has printed its first epoch line:
+
+- SIGINT: exit code 130, one line on stderr, no traceback, the previous run
+  byte-identical, no temporary file (`fileio.TMP_PREFIX`) left behind;
+- SIGKILL: the previous run byte-identical. A kill can land while a file is
+  being written, which leaves a temporary behind (planted here, since the
+  kill window is too short to hit on purpose); `train`, `export` and
+  `bench` all sweep such leftovers when they next start on the directory.
+
+And `bench`, interrupted with SIGINT inside its (very long) timing loop,
+exits 130 with one line and leaves the earlier bench.json alone.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_bad_input import copy_run, snapshot, tiny_exported_run
+
+from lenet_edge.cli import main
+from lenet_edge.fileio import TMP_PREFIX
+
+INTERRUPTED = "interrupted; earlier results are left as they were"
+START_TIMEOUT_S = 120  # TensorFlow's import alone takes a few seconds on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory, tiny_npz) -> Path:
+    return tiny_exported_run(tmp_path_factory, tiny_npz)
+
+
+class Command:
+    """A `python -m lenet_edge` process whose stdout lines can be awaited while it runs."""
+
+    def __init__(self, args: list[str], cache: Path):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lenet_edge", *args], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            # Python installs its Ctrl-C handler only when SIGINT is not ignored at start;
+            # a test runner started in the background may pass SIG_IGN down.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, self.lines), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, None), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, lines: list[str], notify: queue.Queue | None) -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+            if notify is not None:
+                notify.put(line)
+        if notify is not None:
+            notify.put(None)  # end of output
+
+    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT_S) -> str:
+        """Block until a stdout line matches `pattern`; fail if the process ends or time runs out first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.process.kill()
+                pytest.fail(f"no line matching {pattern!r} within {timeout} s; stdout so far: {self.stdout}")
+            if line is None:
+                self.finish()
+                pytest.fail(f"ended (code {self.process.returncode}) before {pattern!r}:\n{self.stdout}\n{self.stderr}")
+            if re.search(pattern, line):
+                return line
+
+    def __enter__(self) -> Command:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:  # a test that failed before its process ended
+            self.process.kill()
+            self.finish()
+
+    def finish(self, timeout: float = 60) -> int:
+        code = self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return code
+
+
+def train_over(run_dir: Path, tiny_npz: Path, cache: Path) -> Command:
+    """A long `train --force` over the completed run in `run_dir`."""
+    return Command(
+        ["train", "--data", str(tiny_npz), "--dir", str(run_dir), "--force", "--epochs", "50",
+         "--batch-size", "32", "--val-fraction", "0.2"],
+        cache,
+    )  # fmt: skip
+
+
+def temporaries(directory: Path) -> list[Path]:
+    return sorted(directory.glob(TMP_PREFIX + "*"))
+
+
+def test_sigint_during_training_keeps_the_previous_run(exported_run, tiny_npz, tmp_path):
+    run_dir = copy_run(exported_run, tmp_path / "run")
+    before = snapshot(tmp_path, ("run",))
+
+    with train_over(run_dir, tiny_npz, tmp_path / "cache") as command:
+        command.wait_for(r"^float epoch +1/50 ")
+        command.process.send_signal(signal.SIGINT)
+        code = command.finish()
+
+    assert code == 130, (command.stdout, command.stderr)
+    assert command.stderr == [INTERRUPTED]  # one line: no traceback, no library chatter
+    assert snapshot(tmp_path, ("run",)) == before
+    assert temporaries(run_dir) == []
+
+
+def test_sigkill_during_training_keeps_the_previous_run_and_the_next_start_sweeps(
+    exported_run, tiny_npz, tmp_path, monkeypatch
+):
+    run_dir = copy_run(exported_run, tmp_path / "run")
+    before = snapshot(tmp_path, ("run",))
+
+    with train_over(run_dir, tiny_npz, tmp_path / "cache") as command:
+        command.wait_for(r"^float epoch +1/50 ")
+        command.process.kill()
+        assert command.finish() == -signal.SIGKILL
+    assert snapshot(tmp_path, ("run",)) == before
+
+    # What a kill during the final save leaves: half-written temporaries beside the real files.
+    leftovers = [run_dir / f"{TMP_PREFIX}a1b2c3.keras", run_dir / f"{TMP_PREFIX}d4e5f6.weights.h5"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    # The next start sweeps them before it reads any data (bad data here, so it stops right after).
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "nope.npz"), "--dir", str(run_dir), "--force"],
+                                env={"LENET_EDGE_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 1 and result.stderr.startswith("error: "), result.output
+    assert temporaries(run_dir) == []
+    assert snapshot(tmp_path, ("run",)) == before
+
+
+def test_export_and_bench_sweep_leftover_temporaries(exported_run, tiny_npz, tmp_path, monkeypatch):
+    """Export sweeps once it has read the manifest; bench sweeps the directory it writes its results to."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = copy_run(exported_run, tmp_path / "run")
+    (run_dir / "lenet5_qat.weights.h5").unlink()  # export --int8 then fails right after the sweep: no conversion
+    (run_dir / f"{TMP_PREFIX}x.tflite").write_bytes(b"half")
+    result = CliRunner().invoke(main, ["export", "--int8", "--dir", str(run_dir)],
+                                env={"LENET_EDGE_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 1 and "qat_weights" in result.stderr, result.output
+    assert temporaries(run_dir) == []
+
+    from lenet_edge.bench import write_results
+
+    out = tmp_path / "bench-out"
+    out.mkdir()
+    (out / f"{TMP_PREFIX}y.png").write_bytes(b"half")
+    results = {"models": {}, "config": {"batch_sizes": [1], "runs": 10, "warmup": 0, "threads": 1, "xnnpack": True},
+               "reference": "-", "machine": {"cpu": "-", "cores": 1, "python": "-", "versions": {},
+                                              "loadavg_1m_start": None, "loadavg_1m_end": None},
+               "data": {"source": None, "split": None, "n": 0}}
+    write_results(results, out)
+    assert temporaries(out) == [] and (out / "bench.json").is_file()
+
+
+def test_sigint_during_bench_timing_exits_130_and_keeps_earlier_results(exported_run, tiny_npz, tmp_path):
+    run_dir = copy_run(exported_run, tmp_path / "run")
+    (run_dir / "bench.json").write_text('{"earlier": "results"}\n')
+    before = snapshot(tmp_path, ("run",))
+
+    # A fresh cache makes bench print "reading ... and preprocessing" once the data starts
+    # loading; loading and the accuracy pass take well under a second on this tiny set, and
+    # 10^8 timed rounds take hours: two seconds later, it is timing.
+    with Command(
+        ["bench", "--dir", str(run_dir), "--runs", "100000000", "--warmup", "0", "--batch-sizes", "1"],
+        tmp_path / "cache",
+    ) as command:
+        command.wait_for(r"^reading .* and preprocessing")
+        time.sleep(2.0)
+        assert command.process.poll() is None, (command.stdout, command.stderr)
+        command.process.send_signal(signal.SIGINT)
+        code = command.finish()
+
+    assert code == 130, (command.stdout, command.stderr)
+    assert command.stderr == [INTERRUPTED]
+    assert snapshot(tmp_path, ("run",)) == before
+    assert temporaries(run_dir) == []

@@ -1,0 +1,122 @@
+"""Same seed, same data, same machine: the same int8 model, byte for byte.
+
+Two runs are compared: the session's tiny run (`train` + `export_run` called
+in this process, see test_bad_input.tiny_exported_run) and the same recipe
+through the command line in a fresh process (`lenet-edge train` then
+`lenet-edge export --int8`, both in that one process). A second process is the stronger check: nothing
+can be shared through Python or TensorFlow state, and the memory the TFLite
+converter leaks on each call is not this process's.
+
+What is pinned, and how:
+
+- the split, initialisation, shuffling: `TrainConfig.seed` through
+  `keras.utils.set_random_seed` (Python, NumPy, TensorFlow) and the seeded,
+  stratified `train_val_split`;
+- augmentation: stateless random ops keyed by (seed, batch counter);
+- kernels: `tf.config.experimental.enable_op_determinism()` (which also makes
+  tf.data's parallel map deterministic);
+- conversion: the TFLite converter is byte-deterministic for the same
+  weights; for a QAT model the calibration sample does not change a byte.
+
+So `lenet5_int8.tflite`, `lenet5_float32.tflite` and `lenet5_qat.weights.h5`
+are byte-identical, and so are the manifests' metrics and per-epoch history.
+
+What is not, found by diffing two runs, and why it does not matter:
+
+- `lenet5_float.keras`: a zip whose `metadata.json` holds `date_saved`
+  (to the second), and whose `model.weights.h5` member carries the zip entry's
+  modification time. The other members (`config.json`, the weights) are
+  byte-identical; the test unpacks the zip and checks that.
+- the manifest's `created` timestamp, `wall_time_s`, each history row's
+  `seconds`, and the sha256/size recorded for `lenet5_float.keras` (which
+  follow from the date above). Everything else in the manifest is equal.
+
+This holds on one machine. Across CPUs, oneDNN may pick other kernels (the
+"oneDNN custom operations are on" notice says as much) and float sums may
+round differently; that is out of scope here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from test_bad_input import tiny_exported_run
+
+IDENTICAL = ("lenet5_int8.tflite", "lenet5_float32.tflite", "lenet5_qat.weights.h5")
+TIMES = ("created", "wall_time_s")  # manifest keys that record when and how long, not what
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, tiny_npz) -> Path:
+    return tiny_exported_run(tmp_path_factory, tiny_npz)
+
+
+# `lenet-edge train` then `lenet-edge export` in one new process (one TensorFlow import, not two).
+RUN_COMMANDS = """
+import json, sys
+from lenet_edge.cli import main
+for args in json.loads(sys.argv[1]):
+    code = main(args, prog_name="lenet-edge", standalone_mode=False)
+    if code:
+        sys.exit(code)
+"""
+
+
+@pytest.fixture(scope="module")
+def second(tmp_path_factory, tiny_npz) -> Path:
+    """The same recipe as `tiny_exported_run`, through the command line in a new process."""
+    tmp = tmp_path_factory.mktemp("reproduced")
+    run_dir = tmp / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(tmp / "cache")}
+    train = ["train", "--data", str(tiny_npz), "--dir", str(run_dir), "--epochs", "1", "--qat-epochs", "1",
+             "--batch-size", "32", "--val-fraction", "0.2"]  # fmt: skip
+    export = ["export", "--dir", str(run_dir), "--int8", "--min-agreement", "0"]
+    done = subprocess.run([sys.executable, "-c", RUN_COMMANDS, json.dumps([train, export])], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert (run_dir / "lenet5_int8.tflite").is_file(), done.stdout
+    return run_dir
+
+
+def test_int8_model_is_byte_identical(first, second):
+    assert (first / "lenet5_int8.tflite").read_bytes() == (second / "lenet5_int8.tflite").read_bytes()
+
+
+@pytest.mark.parametrize("name", IDENTICAL[1:])
+def test_other_pinned_artifacts_are_byte_identical(first, second, name):
+    assert (first / name).read_bytes() == (second / name).read_bytes()
+
+
+def test_float_keras_differs_only_in_its_save_date(first, second):
+    with zipfile.ZipFile(first / "lenet5_float.keras") as a, zipfile.ZipFile(second / "lenet5_float.keras") as b:
+        assert a.namelist() == b.namelist()
+        for name in a.namelist():
+            if name == "metadata.json":
+                meta_a, meta_b = json.loads(a.read(name)), json.loads(b.read(name))
+                meta_a.pop("date_saved"), meta_b.pop("date_saved")
+                assert meta_a == meta_b
+            else:
+                assert a.read(name) == b.read(name), name
+
+
+def test_manifests_differ_only_in_times_and_the_keras_file_hash(first, second):
+    def pinned(run_dir: Path) -> dict:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        for key in TIMES:
+            manifest.pop(key)
+        for stage in manifest["history"].values():
+            for row in stage:
+                row.pop("seconds")
+        keras_entry = manifest["artifacts"]["float_keras"]
+        keras_entry.pop("sha256"), keras_entry.pop("size_bytes")  # the save date is inside the file
+        return manifest
+
+    a, b = pinned(first), pinned(second)
+    assert a["artifacts"]["int8_tflite"]["sha256"] == b["artifacts"]["int8_tflite"]["sha256"]
+    assert a == b
