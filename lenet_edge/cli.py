@@ -56,7 +56,7 @@ def import_tensorflow() -> None:
     logging is configured, where TF_CPP_MIN_LOG_LEVEL cannot reach them.
     """
     with native_stderr_captured():
-        from . import compat  # noqa: F401
+        from .compat import tf  # noqa: F401
 
 
 def echo(message: str) -> None:
@@ -324,7 +324,6 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
 
     manifest = read_manifest(run_dir) if (models == () or manifest_path(run_dir).exists()) else {}
     paths = dict(parse_model(m) for m in models) if models else exported_models(run_dir, manifest)
-    import_tensorflow()
     from .bench import BenchConfig, bench_models, format_markdown, format_table, write_results
 
     dataset, splits = run_splits(manifest, source)

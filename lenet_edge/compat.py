@@ -6,35 +6,41 @@ its first import, so it is set here, before that import; every other module
 imports `tf`, `keras`, `tfmot` and `Interpreter` from here and never directly.
 
 Inference runs in the LiteRT interpreter (`ai_edge_litert`), the successor of
-the deprecated `tf.lite.Interpreter`.
+the deprecated `tf.lite.Interpreter`. It does not need TensorFlow, so `tf`,
+`keras` and `tfmot` are imported on first use: `bench` and `predict`, which
+only run .tflite files, start without paying for TensorFlow's import.
 """
 
 import os
+from importlib import import_module, metadata
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # must precede the first `import tensorflow`
 
-import tensorflow as tf  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
-import tf_keras as keras  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
-
-tf.get_logger().setLevel("ERROR")
 
 __all__ = ["Interpreter", "OpResolverType", "keras", "tf", "tfmot", "versions"]
 
+_TENSORFLOW = {"tf": "tensorflow", "keras": "tf_keras", "tfmot": "tensorflow_model_optimization"}
+
+
+def __getattr__(name: str):
+    """`from .compat import tf` (or keras, tfmot) imports it on first use."""
+    if name not in _TENSORFLOW:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = import_module(_TENSORFLOW[name])
+    if name == "tf":
+        module.get_logger().setLevel("ERROR")
+    globals()[name] = module
+    return module
+
 
 def versions() -> dict[str, str]:
-    """Versions of the libraries a result depends on, for manifests and reports."""
-    import ai_edge_litert
-    import numpy
-
-    def version_of(module) -> str:
-        return getattr(module, "__version__", "unknown")
-
-    return {
-        "tensorflow": tf.__version__,
-        "tf_keras": keras.__version__,
-        "tensorflow_model_optimization": version_of(tfmot),
-        "ai_edge_litert": version_of(ai_edge_litert),
-        "numpy": numpy.__version__,
-    }
+    """Versions of the libraries a result depends on, for manifests and reports (no import needed)."""
+    packages = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy")
+    found = {}
+    for package in packages:
+        try:
+            found[package.replace("-", "_")] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package.replace("-", "_")] = "not installed"
+    return found

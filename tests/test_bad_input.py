@@ -611,7 +611,9 @@ def test_download_truncated_is_one_line_and_leaves_the_cache_alone(tmp_path, mon
 
 
 def test_the_matrix_is_what_the_report_counts():
-    """Keep the count honest: the rows above, plus the five tests with their own shape."""
+    """Keep the count honest: 36 bad data/run/model rows and 15 usage rows above; the tests with their own
+    shape add 6 more bad inputs (corrupt, zero-byte and missing .tflite, wrong input shape, float model as
+    int8, truncated download) and 2 supported formats that must load."""
     assert len({row.id for row in ROWS}) == len(ROWS)
     usage_rows = [row for row in ROWS if row.code == 2]
     assert len(usage_rows) == 15 and len(ROWS) - len(usage_rows) == 36

@@ -22,7 +22,8 @@ elementwise arithmetic in a fixed order (+, -, *, /, sqrt; no BLAS, no libm
 sin/cos/exp) and integer rounding are used.
 
 Speed: work is batched per (digit, variant), so all geometry and drawing is
-numpy over the whole batch with no per-image Python loop, about 40 us/image.
+numpy over the whole batch with no per-image Python loop: a few tens of
+microseconds per image (`benchmarks/synthetic_speed.py`).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ GLYPHS: tuple[tuple[Variant, ...], ...] = (
     ),
     (  # ۴: Persian forms (two arms right of the stem, as a zigzag or a K) and Arabic ٤ (like ε)
         Variant("k", 0.4, (Stroke(((0.28, 0.0), (0.33, 0.5), (0.45, 1.0))),
-                           Stroke(((0.7, 0.0), (0.31, 0.28), (0.31, 0.28), (0.55, 0.42), (0.8, 0.4)))), pen=(0.1, 0.15)),
+                           Stroke(((0.7, 0.0), (0.31, 0.28), (0.31, 0.28), (0.55, 0.42), (0.8, 0.4)))),
+                pen=(0.1, 0.15)),
         Variant("zigzag", 0.5, (Stroke(((0.66, 0.02), (0.3, 0.24), (0.3, 0.24), (0.74, 0.38),
                                          (0.38, 0.44), (0.38, 0.44), (0.52, 1.0))),), pen=(0.1, 0.15)),
         Variant("arabic", 0.1, (Stroke(((0.72, 0.05), (0.3, 0.18), (0.55, 0.42), (0.55, 0.42),
@@ -312,6 +314,7 @@ def _render_batch(variant: Variant, m: int, rng: np.random.Generator) -> np.ndar
 
 
 def _check_count(value: object, name: str) -> int:
+    """`value` as an int, or a ValueError naming `name` unless it is a non-negative integer."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
     if value < 0:
