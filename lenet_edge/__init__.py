@@ -18,15 +18,13 @@ TensorFlow loads at the first call that needs it:
     print(le.predict(["my_digit.png"], run_dir=run_dir))
 
 `train`, `export`, `bench` and `predict` are also the stages' modules
-(`from lenet_edge.export import export_run`); calling one runs its stage.
+(`from lenet_edge.conversion import export_run`); calling one runs its stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .bench import BenchConfig
+    from .benchmark import BenchConfig
     from .data import load_dataset
     from .model import build_lenet5
-    from .train import TrainConfig, TrainResult
+    from .training import TrainConfig, TrainResult
 
 __all__ = ["BenchConfig", "TrainConfig", "bench", "build_lenet5", "export", "load_dataset", "predict", "train"]
 
@@ -45,12 +43,12 @@ __all__ = ["BenchConfig", "TrainConfig", "bench", "build_lenet5", "export", "loa
 _LAZY = {
     "load_dataset": "lenet_edge.data",
     "build_lenet5": "lenet_edge.model",
-    "TrainConfig": "lenet_edge.train",
-    "BenchConfig": "lenet_edge.bench",
+    "TrainConfig": "lenet_edge.training",
+    "BenchConfig": "lenet_edge.benchmark",
 }
 
 
-def _train(
+def train(
     config: TrainConfig | None = None,
     run_dir: str | Path = "export",
     *,
@@ -72,14 +70,14 @@ def _train(
     Returns:
         The run: `.run_dir`, `.manifest`, `.metrics`.
     """
-    from .train import TrainConfig
-    from .train import train as train_run
+    from .training import TrainConfig
+    from .training import train as train_run
 
     config = dataclasses.replace(config, **settings) if config is not None else TrainConfig(**settings)
     return train_run(config, run_dir, force=force, cache_dir=cache_dir, log=log)
 
 
-def _export(
+def export(
     run_dir: str | Path = "export",
     int8: bool = True,
     *,
@@ -95,20 +93,20 @@ def _export(
         cache_dir: dataset cache, for the run's data (calibration and parity).
         log: where progress lines go.
         **options: `ptq`, `c_array`, `calibration_size`, `calibration_seed`,
-            `agreement_min`, as `lenet_edge.export.export_run` takes them.
+            `agreement_min`, as `lenet_edge.conversion.export_run` takes them.
 
     Returns:
         The summary: per file its bytes, validation accuracy, quantization, parity.
     """
+    from .conversion import export_run
     from .data import load_run_splits
-    from .export import export_run
     from .manifest import read_manifest
 
     _, splits = load_run_splits(read_manifest(run_dir), cache_dir=cache_dir, progress=log)
     return export_run(run_dir, int8=int8, splits=splits, progress=log, **options)
 
 
-def _bench(
+def bench(
     run_dir: str | Path = "export",
     *,
     models: dict[str, str | Path] | None = None,
@@ -136,7 +134,7 @@ def _bench(
     Returns:
         The results dict (`results["models"][name]["accuracy"]`, `["latency_us"]["p50"]`, ...).
     """
-    from .bench import BenchConfig, bench_models, write_results
+    from .benchmark import BenchConfig, bench_models, write_results
     from .data import load_run_splits
     from .errors import DataError
     from .manifest import exported_models, manifest_path, read_manifest
@@ -158,54 +156,17 @@ def _bench(
     return results
 
 
-def _predict(*args: Any, **kwargs: Any) -> list[dict]:
-    from .predict import predict
+def predict(
+    paths, model_path=None, run_dir: str | Path = "export", top_k: int = 3, batch_size: int = 256, **kwargs: Any
+) -> list[dict]:
+    """Read handwritten digits from image files or directories; see `lenet_edge.inference.predict`."""
+    from .inference import predict as predict_images
 
-    return predict(*args, **kwargs)
-
-
-_predict.__doc__ = "See `lenet_edge.predict.predict`."
-
-# Stage name -> what calling `lenet_edge.<stage>(...)` runs.
-_STAGES: dict[str, Callable[..., Any]] = {"train": _train, "export": _export, "bench": _bench, "predict": _predict}
+    return predict_images(paths, model_path, run_dir, top_k, batch_size, **kwargs)
 
 
-class _Stage(types.ModuleType):
-    """A stage's module that can also be called: `lenet_edge.export(run_dir)` runs the stage.
-
-    The package's functions `train`, `export`, `bench` and `predict` share their
-    names with the stages' modules, and importing a submodule binds it on the
-    package, over any function of that name. Making the module callable keeps
-    both meanings: `lenet_edge.export(...)` and `from lenet_edge.export import export_run`.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _STAGES[self.__name__.rpartition(".")[2]](*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    """This package's module type: makes each stage module callable when it is bound here."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _STAGES and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
-            import inspect
-
-            value.__class__ = _Stage
-            api = _STAGES[name]
-            if api is _predict:  # its own module holds the documented function
-                api = value.predict
-            value.__signature__ = inspect.signature(api)  # what notebooks show for `lenet_edge.export(`
-        super().__setattr__(name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _STAGES:
-            return importlib.import_module(f"{__name__}.{name}")  # binds it through __setattr__
-        if name in _LAZY:
-            return getattr(importlib.import_module(_LAZY[name]), name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-    def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(__all__))
-
-
-sys.modules[__name__].__class__ = _Package
+def __getattr__(name: str) -> Any:
+    """Classes and functions that need TensorFlow or numpy load on first access."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -220,8 +220,8 @@ def train(source, run_dir, arch, epochs, qat_epochs, batch_size, lr, qat_lr, see
       lenet-edge train --arch lenet5-classic --epochs 5 --force
     """
     import_tensorflow()
-    from .train import TrainConfig
-    from .train import train as run_training
+    from .training import TrainConfig
+    from .training import train as run_training
 
     config = TrainConfig(
         data=source, arch=arch, epochs=epochs, qat_epochs=qat_epochs, batch_size=batch_size,
@@ -264,7 +264,7 @@ def export(run_dir, int8, ptq, c_array, calibration_size, calibration_seed, min_
 
     manifest = read_manifest(run_dir)  # fail fast, before TensorFlow loads
     import_tensorflow()
-    from .export import export_run, format_summary
+    from .conversion import export_run, format_summary
 
     _, splits = run_splits(manifest)
     with native_stderr_captured():  # the converter's C++ INFO lines
@@ -324,7 +324,7 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
 
     manifest = read_manifest(run_dir) if (models == () or manifest_path(run_dir).exists()) else {}
     paths = dict(parse_model(m) for m in models) if models else exported_models(run_dir, manifest)
-    from .bench import BenchConfig, bench_models, format_markdown, format_table, write_results
+    from .benchmark import BenchConfig, bench_models, format_markdown, format_table, write_results
 
     dataset, splits = run_splits(manifest, source)
     if split not in splits:
@@ -374,11 +374,10 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, quiet):
     """
     import json
 
-    from .predict import predict as run_predict
-    from .predict import resolve_model
+    from .inference import predict as run_predict
+    from .inference import resolve_model
 
-    model = resolve_model(model_path, run_dir, log=lambda message: click.echo(message, err=True))  # before TF loads
-    import_tensorflow()
+    model = resolve_model(model_path, run_dir, log=lambda message: click.echo(message, err=True))
     bar = None
 
     def progress(done, total):

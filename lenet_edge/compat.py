@@ -18,7 +18,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"  # must precede the first `import tensor
 
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
-__all__ = ["Interpreter", "OpResolverType", "keras", "tf", "tfmot", "versions"]
+__all__ = ["Interpreter", "OpResolverType", "keras", "tf", "tfmot", "versions"]  # noqa: F822 (lazy, see __getattr__)
 
 _TENSORFLOW = {"tf": "tensorflow", "keras": "tf_keras", "tfmot": "tensorflow_model_optimization"}
 

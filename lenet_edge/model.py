@@ -16,9 +16,8 @@ adding no PAD op to the converted graph.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .compat import keras
+from .data.preprocess import to_model_input  # noqa: F401  (the model's input contract)
 
 ARCHITECTURES = ("lenet5", "lenet5-classic")
 INPUT_SHAPE = (28, 28, 1)
@@ -54,14 +53,6 @@ def build_lenet5(arch: str = "lenet5") -> keras.Model:
         ],
         name=arch.replace("-", "_"),
     )
-
-
-def to_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 `(N, 28, 28)` images -> the model's float32 `(N, 28, 28, 1)` input in [0, 1]."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != INPUT_SHAPE[:2]:
-        raise ValueError(f"images must be uint8 of shape (N, 28, 28); got {images.dtype} {images.shape}")
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
 def quantize_aware(model: keras.Model) -> keras.Model:

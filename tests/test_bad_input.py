@@ -66,8 +66,8 @@ def tiny_exported_run(tmp_path_factory, tiny_npz: Path) -> Path:
     run_dir = tmp_path_factory.getbasetemp() / "tiny-exported-run"
     done = run_dir / ".complete"
     if not done.is_file():
-        from lenet_edge.export import export_run
-        from lenet_edge.train import TrainConfig, train
+        from lenet_edge.conversion import export_run
+        from lenet_edge.training import TrainConfig, train
 
         shutil.rmtree(run_dir, ignore_errors=True)
         config = TrainConfig(data=str(tiny_npz), epochs=1, qat_epochs=1, batch_size=32, val_fraction=0.2)
@@ -549,7 +549,7 @@ def test_bench_refuses_a_model_with_the_wrong_input_shape(wrong_input_model, tin
 
 def test_float_model_where_int8_is_required(exported_run):
     """No command takes a user's int8 model yet; `verify_int8` is the gate every int8 path goes through."""
-    from lenet_edge.export import verify_int8
+    from lenet_edge.conversion import verify_int8
 
     path = exported_run / "lenet5_float32.tflite"
     with pytest.raises(ModelError) as excinfo:

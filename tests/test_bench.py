@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lenet_edge.bench import (
+from lenet_edge.benchmark import (
     STAT_KEYS,
     BenchConfig,
-    _delegation,
     _input_levels,
     bench_models,
     format_markdown,
@@ -23,6 +22,7 @@ from lenet_edge.bench import (
 )
 from lenet_edge.compat import keras, tf
 from lenet_edge.model import build_lenet5
+from lenet_edge.tflite import delegation
 
 N_IMAGES = 70  # not a multiple of accuracy_batch below, so the last batch is a partial one
 FAST = BenchConfig(
@@ -297,7 +297,7 @@ def test_delegation_walk_finds_the_ops_left_on_cpu():
         {"op_name": "DELEGATE", "inputs": [0, 10], "outputs": [1]},
         {"op_name": "DELEGATE", "inputs": [2, 11], "outputs": [3]},
     ]
-    info = _delegation(ops)
+    info = delegation(ops)
     assert info == {
         "delegated": True,
         "partitions": 2,
@@ -305,7 +305,7 @@ def test_delegation_walk_finds_the_ops_left_on_cpu():
         "ops_total": 3,
         "ops_not_delegated": ["AVERAGE_POOL_2D"],
     }
-    assert _delegation(ops[:3])["delegated"] is False
+    assert delegation(ops[:3])["delegated"] is False
 
 
 def test_bad_arguments_raise_value_error(model_files, data):

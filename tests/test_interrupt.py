@@ -168,7 +168,7 @@ def test_export_and_bench_sweep_leftover_temporaries(exported_run, tiny_npz, tmp
     assert result.exit_code == 1 and "qat_weights" in result.stderr, result.output
     assert temporaries(run_dir) == []
 
-    from lenet_edge.bench import write_results
+    from lenet_edge.benchmark import write_results
 
     out = tmp_path / "bench-out"
     out.mkdir()

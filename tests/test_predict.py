@@ -22,7 +22,7 @@ from lenet_edge.data.folders import load_image
 from lenet_edge.data.preprocess import PREPROCESSING_VERSION, preprocess
 from lenet_edge.errors import DataError, ModelError
 from lenet_edge.manifest import PERSIAN_DIGITS, read_manifest, write_manifest
-from lenet_edge.predict import image_files, predict, softmax
+from lenet_edge.inference import image_files, predict, softmax
 
 N_IMAGES = 12  # test images per variant
 EXACT = ("plain", "inverted", "padded", "padded_inverted")  # variants whose 28x28 input is identical
@@ -31,8 +31,8 @@ HUMAN_LINE = re.compile(r"^(\S+) +([۰-۹]) (\d) +(\d+\.\d)%(   \((\d \d+\.\d%)(
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_npz, tmp_path_factory) -> Path:
-    from lenet_edge.export import export_run
-    from lenet_edge.train import TrainConfig, train
+    from lenet_edge.conversion import export_run
+    from lenet_edge.training import TrainConfig, train
 
     run_dir = tmp_path_factory.mktemp("predict-run")
     config = TrainConfig(data=str(tiny_npz), epochs=2, qat_epochs=1, batch_size=32, val_fraction=0.2, seed=3)
@@ -47,7 +47,7 @@ def model_file(run_dir: Path, key: str) -> Path:
 
 def reference(model: Path, arrays: np.ndarray) -> np.ndarray:
     """(N, 10) probabilities of `model` on preprocessed (N, 28, 28) arrays."""
-    from lenet_edge.export import predict_tflite
+    from lenet_edge.tflite import predict_tflite
 
     return softmax(predict_tflite(model, arrays))
 
@@ -197,7 +197,7 @@ def test_refuses_a_model_trained_with_other_preprocessing(run_dir, tiny_test, tm
 
 def test_refuses_a_model_of_another_shape(tmp_path, tiny_test):
     from lenet_edge.compat import keras
-    from lenet_edge.export import convert_float
+    from lenet_edge.conversion import convert_float
 
     model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     path = tmp_path / "other.tflite"  # no manifest beside it: the current preprocessing is assumed

@@ -7,7 +7,7 @@ from lenet_edge.errors import ModelError
 from lenet_edge.fileio import TMP_PREFIX, sha256_file
 from lenet_edge.manifest import read_manifest
 from lenet_edge.model import load_float, load_qat
-from lenet_edge.train import TrainConfig, train
+from lenet_edge.training import TrainConfig, train
 
 
 def tiny_config(data, **overrides):

@@ -95,3 +95,11 @@ def preprocess_many(images: Iterable[np.ndarray]) -> np.ndarray:
     if not processed:
         return np.zeros((0, CANVAS, CANVAS), np.uint8)
     return np.stack(processed)
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 `(N, 28, 28)` images -> the model's float32 `(N, 28, 28, 1)` input in [0, 1]."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (CANVAS, CANVAS):
+        raise ValueError(f"images must be uint8 of shape (N, 28, 28); got {images.dtype} {images.shape}")
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]

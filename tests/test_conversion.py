@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lenet_edge import export
+from lenet_edge import conversion, tflite
 from lenet_edge.compat import keras, tf
 from lenet_edge.errors import ModelError
 from lenet_edge.fileio import sha256_file
@@ -98,7 +98,7 @@ def run_dir(tmp_path_factory, trained) -> Path:
 def exported(run_dir, splits):
     """3-5. `export_run` end to end: convert, verify, parity, write (three conversions)."""
     messages: list[str] = []
-    summary = export.export_run(
+    summary = conversion.export_run(
         run_dir, int8=True, ptq=True, c_array=True, agreement_min=AGREEMENT_MIN, splits=splits, progress=messages.append
     )
     return summary, messages
@@ -139,19 +139,20 @@ def test_export_run_writes_and_records_every_file(run_dir, exported):
 
 def test_int8_model_is_integer_only_and_one_xnnpack_partition(run_dir, exported):
     model = file_bytes(run_dir, "int8_tflite")
-    result = export.verify_int8(model)
+    result = conversion.verify_int8(model)
     assert result["requantize_ops"] == 0
     assert set(result["ops"]) == {"CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED"}
-    info = export.inspect_tflite(model)
+    info = tflite.inspect_tflite(model)
     assert info["inputs"][0]["dtype"] == info["outputs"][0]["dtype"] == "int8"
     assert info["inputs"][0]["shape"] == [1, 28, 28, 1]
     activations = {t for op in info["ops"] for t in op["outputs"]}
     assert {t["dtype"] for t in info["tensors"] if t["index"] in activations} == {"int8"}
-    assert export.xnnpack_delegation(run_dir / "lenet5_int8.tflite") == {
+    assert tflite.xnnpack_delegation(run_dir / "lenet5_int8.tflite") == {
+        "delegated": True,
         "partitions": 1,
-        "delegated_nodes": 8,
-        "nodes": 8,
-        "undelegated_ops": [],
+        "ops_delegated": 8,
+        "ops_total": 8,
+        "ops_not_delegated": [],
     }
 
 
@@ -179,20 +180,20 @@ def test_int8_is_under_a_third_of_float32(exported):
 def test_conversion_is_deterministic(run_dir, exported, splits):
     """A fresh conversion of the reloaded QAT weights gives the exported bytes exactly (one conversion)."""
     qat_model = load_qat(run_dir / "lenet5_qat.weights.h5", ARCH)
-    again = export.convert_int8(qat_model, splits["train"].images[:50])  # QAT: the sample changes nothing
+    again = conversion.convert_int8(qat_model, splits["train"].images[:50])  # QAT: the sample changes nothing
     assert again == file_bytes(run_dir, "int8_tflite")
 
 
 def test_verify_rejects_float_model(run_dir, exported):
     with pytest.raises(ModelError, match=r"not a full-integer int8 model: input '[^']+' is float32, not int8"):
-        export.verify_int8(file_bytes(run_dir, "float32_tflite"))
+        conversion.verify_int8(file_bytes(run_dir, "float32_tflite"))
 
 
 def test_verify_rejects_int8_model_with_float_io(trained, splits):
     """Int8 inside, float32 at the edges: QUANTIZE in, DEQUANTIZE out (one conversion)."""
-    model = export._convert_full_integer(trained[1], splits["train"].images[:20], io_type=tf.float32)
+    model = conversion._convert_full_integer(trained[1], splits["train"].images[:20], io_type=tf.float32)
     with pytest.raises(ModelError) as caught:
-        export.verify_int8(model)
+        conversion.verify_int8(model)
     message = str(caught.value)
     assert "\n" not in message
     assert "input 'serving_default_image:0' is float32" in message
@@ -202,23 +203,23 @@ def test_verify_rejects_int8_model_with_float_io(trained, splits):
 def test_conversion_rejects_the_wrong_kind_of_model(trained, splits):
     float_model, qat_model = trained
     with pytest.raises(ValueError, match="qat_model must be a quantization-aware model"):
-        export.convert_int8(float_model, splits["train"].images[:1])
+        conversion.convert_int8(float_model, splits["train"].images[:1])
     with pytest.raises(ValueError, match="float_model must be a float model"):
-        export.convert_ptq(qat_model, splits["train"].images[:1])
+        conversion.convert_ptq(qat_model, splits["train"].images[:1])
 
 
 def test_c_array_round_trips(run_dir, exported):
     model = file_bytes(run_dir, "int8_tflite")
     header, source = (run_dir / "lenet5_int8.h").read_text(), (run_dir / "lenet5_int8.cc").read_text()
-    assert export.parse_c_array(source) == model
+    assert conversion.parse_c_array(source) == model
     quant = read_manifest(run_dir)["artifacts"]["int8_tflite"]["quantization"]
-    assert export.c_array(model, quant=quant) == (header, source)
+    assert conversion.c_array(model, quant=quant) == (header, source)
     assert "LENET5_INT8_INPUT_ZERO_POINT (-128)" in header
     assert "alignas(16)" in source and "__attribute__((aligned(16)))" in source
     with pytest.raises(ValueError, match="_len says"):
-        export.parse_c_array(source.replace(f"_len = {len(model)};", "_len = 3;"))
+        conversion.parse_c_array(source.replace(f"_len = {len(model)};", "_len = 3;"))
     with pytest.raises(ValueError, match="C identifier"):
-        export.c_array(model, "lenet-5", quant=quant)
+        conversion.c_array(model, "lenet-5", quant=quant)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
@@ -245,7 +246,7 @@ def test_c_array_compiles_and_is_aligned(run_dir, exported, tmp_path):
 
 def test_format_summary_tells_how_to_quantize(exported):
     summary, _ = exported
-    text = export.format_summary(summary)
+    text = conversion.format_summary(summary)
     for name in ("lenet5_float32.tflite", "lenet5_int8.tflite", "lenet5_int8_ptq.tflite", "lenet5_int8.h"):
         assert name in text
     assert "int8 input:  q = round(pixel / 255 / 0.0039" in text
@@ -255,20 +256,20 @@ def test_format_summary_tells_how_to_quantize(exported):
 
 def test_no_manifest_says_run_train_first(tmp_path):
     with pytest.raises(ModelError, match="no manifest; run `lenet-edge train"):
-        export.export_run(tmp_path, splits={})
+        conversion.export_run(tmp_path, splits={})
 
 
 def test_run_without_qat_weights_says_so(tmp_path, trained, splits):
     run = write_run(tmp_path / "float-only", trained[0])
     with pytest.raises(ModelError, match="the run has no qat_weights; this run was trained without quantization-aware"):
-        export.export_run(run, int8=True, splits=splits)
+        conversion.export_run(run, int8=True, splits=splits)
 
 
 def test_bad_arguments_are_value_errors(run_dir):
     with pytest.raises(ValueError, match="c_array=True needs int8=True"):
-        export.export_run(run_dir, c_array=True)
+        conversion.export_run(run_dir, c_array=True)
     with pytest.raises(ValueError, match="calibration_size"):
-        export.export_run(run_dir, calibration_size=0)
+        conversion.export_run(run_dir, calibration_size=0)
 
 
 def test_failed_parity_leaves_the_run_untouched(tmp_path, trained, splits, run_dir, exported, monkeypatch):
@@ -276,17 +277,17 @@ def test_failed_parity_leaves_the_run_untouched(tmp_path, trained, splits, run_d
     run = write_run(tmp_path / "run", *trained)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     float_bytes, int8_bytes = file_bytes(run_dir, "float32_tflite"), file_bytes(run_dir, "int8_tflite")
-    monkeypatch.setattr(export, "convert_float", lambda model: float_bytes)
-    monkeypatch.setattr(export, "convert_int8", lambda model, representative: int8_bytes)
-    real_parity = export.parity
+    monkeypatch.setattr(conversion, "convert_float", lambda model: float_bytes)
+    monkeypatch.setattr(conversion, "convert_int8", lambda model, representative: int8_bytes)
+    real_parity = conversion.parity
 
     def bad_parity(model, *args):
         result = real_parity(model, *args)
         return {**result, "agreement": 0.9, "disagreements": 20} if model is int8_bytes else result
 
-    monkeypatch.setattr(export, "parity", bad_parity)
+    monkeypatch.setattr(conversion, "parity", bad_parity)
     with pytest.raises(ModelError, match=r"lenet5_int8.tflite: agrees with the Keras model on 0.9000 of 200"):
-        export.export_run(run, int8=True, splits=splits)
+        conversion.export_run(run, int8=True, splits=splits)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
@@ -303,8 +304,8 @@ def test_classic_arch_exports(tmp_path, splits):
     qat_model.compile(keras.optimizers.Adam(1e-3), loss)
     qat_model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     run = write_run(tmp_path / "classic", float_model, qat_model, arch="lenet5-classic")
-    summary = export.export_run(run, int8=True, ptq=True, agreement_min=0.99, splits=splits)
+    summary = conversion.export_run(run, int8=True, ptq=True, agreement_min=0.99, splits=splits)
     int8 = next(f for f in summary["files"] if f["key"] == "int8_tflite")
     assert int8["parity"]["agreement"] >= 0.99
     assert int8["xnnpack_partitions"] > 1  # XNNPACK has no int8 AVERAGE_POOL_2D
-    assert export.verify_int8(run / "lenet5_int8.tflite")["requantize_ops"] == 2
+    assert conversion.verify_int8(run / "lenet5_int8.tflite")["requantize_ops"] == 2

@@ -42,6 +42,7 @@ from .errors import ModelError
 from .fileio import atomic_write_json, atomic_write_text, sweep_temporaries
 from .manifest import PERSIAN_DIGITS
 from .plots import figure, save_png
+from .tflite import delegation
 
 SCHEMA_VERSION = 1
 INPUT_SHAPE = (1, 28, 28, 1)  # the one input every benchmarked model must take
@@ -171,7 +172,7 @@ class _Model:
             "input": _tensor_spec(self.input),
             "output": _tensor_spec(self.output),
             "ops": [op["op_name"] for op in ops if op["op_name"] != "DELEGATE"],
-            "xnnpack": _delegation(ops) if self.xnnpack else _no_delegation(ops),
+            "xnnpack": delegation(ops) if self.xnnpack else no_delegation(ops),
             **_graph_bytes(self.interpreter, ops),
         }
 
@@ -206,41 +207,6 @@ def _tensor_spec(detail: dict) -> dict:
         "shape": [int(d) for d in detail["shape"]],
         "scale": float(scale) if quantized else None,
         "zero_point": int(zero_point) if quantized else None,
-    }
-
-
-def _delegation(ops: list[dict]) -> dict:
-    """Which original ops each DELEGATE node took: walk back from its outputs to its inputs."""
-    original = [op for op in ops if op["op_name"] != "DELEGATE"]
-    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
-    producer = {int(t): i for i, op in enumerate(original) for t in op["outputs"]}
-    covered: set[int] = set()
-    for node in delegates:
-        boundary = {int(t) for t in node["inputs"]}
-        stack = [int(t) for t in node["outputs"]]
-        while stack:
-            tensor = stack.pop()
-            if tensor in boundary or tensor not in producer or producer[tensor] in covered:
-                continue
-            covered.add(producer[tensor])
-            stack.extend(int(t) for t in original[producer[tensor]]["inputs"])
-    return {
-        "delegated": bool(delegates),
-        "partitions": len(delegates),
-        "ops_delegated": len(covered),
-        "ops_total": len(original),
-        "ops_not_delegated": [op["op_name"] for i, op in enumerate(original) if i not in covered],
-    }
-
-
-def _no_delegation(ops: list[dict]) -> dict:
-    names = [op["op_name"] for op in ops if op["op_name"] != "DELEGATE"]
-    return {
-        "delegated": False,
-        "partitions": 0,
-        "ops_delegated": 0,
-        "ops_total": len(names),
-        "ops_not_delegated": names,
     }
 
 

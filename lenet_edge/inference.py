@@ -3,7 +3,7 @@
 `predict(paths)` expands directories into their image files, loads each image
 exactly as the training data was loaded (`load_image` -> `preprocess`, the
 contract the run's manifest records), runs the model in the LiteRT
-interpreter in batches (`export.predict_tflite`: input quantized with the
+interpreter in batches (`tflite.predict_tflite`: input quantized with the
 model's own scale and zero point, output dequantized) and returns per image
 the digit, its confidence (softmax over the logits) and the runners-up. A file
 that cannot be read becomes an `error` entry and the others are still
@@ -109,7 +109,7 @@ def resolve_model(
 
 def check_model(path: Path) -> None:
     """Refuse a model whose input is not one (1, 28, 28, 1) float32/int8 image or whose output is not 10 scores."""
-    from .export import inspect_tflite
+    from .tflite import inspect_tflite
 
     info = inspect_tflite(path)
     inputs, outputs = info["inputs"], info["outputs"]
@@ -172,7 +172,7 @@ def predict(
     model = resolve_model(model_path, run_dir, log=log)
     files = image_files(paths)
     check_model(model)
-    from .export import predict_tflite
+    from .tflite import predict_tflite
 
     model_bytes = model.read_bytes()  # read once: every batch runs the file that was checked
     results: list[dict] = []

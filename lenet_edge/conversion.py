@@ -32,11 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from .compat import Interpreter, OpResolverType, tf, tfmot, versions
+from .compat import tf, tfmot, versions
+from .data.preprocess import to_model_input
 from .errors import ModelError
 from .fileio import atomic_write_bytes, atomic_write_text, sha256_bytes, sweep_temporaries
 from .manifest import artifact_path, manifest_path, read_manifest, record_artifact, write_manifest
-from .model import INPUT_SHAPE, NUM_CLASSES, load_float, load_qat, to_model_input
+from .model import INPUT_SHAPE, NUM_CLASSES, load_float, load_qat
+from .tflite import (
+    PREDICT_BATCH,
+    ModelSource,
+    inspect_tflite,
+    io_quantization,
+    label,
+    predict_tflite,
+    xnnpack_delegation,
+)
 
 FLOAT32_FILE = "lenet5_float32.tflite"
 INT8_FILE = "lenet5_int8.tflite"
@@ -44,9 +54,7 @@ INT8_PTQ_FILE = "lenet5_int8_ptq.tflite"
 C_NAME = "lenet5_int8"  # C array name; also the stem of the .h/.cc files
 
 MODEL_INPUT_SHAPE = (1, *INPUT_SHAPE)  # (1, 28, 28, 1): what a device feeds, one image at a time
-PARITY_BATCH = 256  # images per interpreter invoke in `predict_tflite`
 
-ModelSource = bytes | str | os.PathLike
 
 
 # --- conversion -------------------------------------------------------------------------------
@@ -118,93 +126,6 @@ def _is_quantize_aware(model) -> bool:
 # --- inspection and verification ----------------------------------------------------------------
 
 
-def _interpreter(model: ModelSource, *, default_delegates: bool = False) -> Interpreter:
-    """An allocated interpreter; without default delegates it runs the original graph's built-in kernels.
-
-    With them (the AUTO resolver), XNNPACK rewrites the graph at `allocate_tensors`.
-    """
-    source = {"model_content": bytes(model)} if isinstance(model, bytes | bytearray) else {"model_path": str(model)}
-    resolver = OpResolverType.AUTO if default_delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    try:
-        interpreter = Interpreter(**source, experimental_op_resolver_type=resolver)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"{_label(model)}: not a loadable TFLite model ({str(exc).strip()})") from None
-    return interpreter
-
-
-def _label(model: ModelSource) -> str:
-    return f"<{len(model)}-byte model>" if isinstance(model, bytes | bytearray) else str(model)
-
-
-def _dtype_name(dtype) -> str:
-    return np.dtype(dtype).name
-
-
-def _io_entry(detail: Mapping) -> dict[str, Any]:
-    scale, zero_point = detail["quantization"]
-    return {
-        "name": detail["name"],
-        "index": int(detail["index"]),
-        "dtype": _dtype_name(detail["dtype"]),
-        "shape": [int(d) for d in detail["shape"]],
-        "shape_signature": [int(d) for d in detail["shape_signature"]],
-        "scale": float(scale),
-        "zero_point": int(zero_point),
-    }
-
-
-def inspect_tflite(model: ModelSource) -> dict[str, Any]:
-    """Every op, every tensor and the input/output details of a TFLite model, as plain JSON-able data.
-
-    Reads the graph as converted (built-in kernels, no delegate rewriting).
-
-    Returns:
-        `ops`: `[{index, op, inputs, outputs}]` (builtin op names, tensor indices);
-        `tensors`: `[{index, name, dtype, shape, scales, zero_points, quantized_dimension}]`
-        (one scale per output channel for per-channel weights, none for float);
-        `inputs` / `outputs`: `[{name, index, dtype, shape, shape_signature, scale, zero_point}]`.
-    """
-    interpreter = _interpreter(model)
-    ops = [
-        {
-            "index": int(op["index"]),
-            "op": op["op_name"],
-            "inputs": [int(t) for t in op["inputs"] if t >= 0],  # -1 marks an omitted optional input
-            "outputs": [int(t) for t in op["outputs"] if t >= 0],
-        }
-        for op in interpreter._get_ops_details()
-    ]
-    tensors = []
-    for t in interpreter.get_tensor_details():
-        q = t["quantization_parameters"]
-        tensors.append(
-            {
-                "index": int(t["index"]),
-                "name": t["name"],
-                "dtype": _dtype_name(t["dtype"]),
-                "shape": [int(d) for d in t["shape"]],
-                "scales": [float(s) for s in q["scales"]],
-                "zero_points": [int(z) for z in q["zero_points"]],
-                "quantized_dimension": int(q["quantized_dimension"]),
-            }
-        )
-    return {
-        "ops": ops,
-        "tensors": tensors,
-        "inputs": [_io_entry(d) for d in interpreter.get_input_details()],
-        "outputs": [_io_entry(d) for d in interpreter.get_output_details()],
-    }
-
-
-def io_quantization(info: Mapping) -> dict[str, dict[str, Any]]:
-    """`{"input": {scale, zero_point, dtype}, "output": {...}}` from an `inspect_tflite` result."""
-    return {
-        side: {"scale": entry["scale"], "zero_point": entry["zero_point"], "dtype": entry["dtype"]}
-        for side, entry in (("input", info["inputs"][0]), ("output", info["outputs"][0]))
-    }
-
-
 def verify_int8(model: ModelSource) -> dict[str, Any]:
     """Check that a model is full-integer int8, as a microcontroller or XNNPACK's int8 path needs it.
 
@@ -225,7 +146,7 @@ def verify_int8(model: ModelSource) -> dict[str, Any]:
     problems = _int8_problems(info)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise ModelError(f"{_label(model)} is not a full-integer int8 model: " + "; ".join(problems[:3]) + more)
+        raise ModelError(f"{label(model)} is not a full-integer int8 model: " + "; ".join(problems[:3]) + more)
     dtype = {t["index"]: t["dtype"] for t in info["tensors"]}
     return {
         "ops": dict(sorted(Counter(op["op"] for op in info["ops"]).items())),
@@ -274,85 +195,10 @@ def _int8_problems(info: Mapping) -> list[str]:
     return problems
 
 
-def xnnpack_delegation(model: ModelSource) -> dict[str, Any]:
-    """How XNNPACK (LiteRT's default CPU delegate) partitions a model.
-
-    LiteRT 2.3's Python interpreter prints no "Replacing N node(s) ... yielding K
-    partitions" line, so this reads the graph instead: after `allocate_tensors`
-    with the AUTO resolver, every partition XNNPACK took is one extra node named
-    DELEGATE appended after the original nodes, whose inputs and outputs are the
-    partition's boundary tensors. Walking back from a DELEGATE node's outputs to
-    its inputs through the original nodes finds the nodes it replaced.
-
-    Returns:
-        `{"partitions", "delegated_nodes", "nodes", "undelegated_ops": [op names]}`;
-        `partitions == 1 and delegated_nodes == nodes` means XNNPACK runs the whole graph.
-    """
-    ops = _interpreter(model, default_delegates=True)._get_ops_details()
-    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
-    original = [op for op in ops if op["op_name"] != "DELEGATE"]
-    producer = {int(t): int(op["index"]) for op in original for t in op["outputs"]}
-    replaced: set[int] = set()
-    for delegate in delegates:
-        boundary = {int(t) for t in delegate["inputs"]}
-        stack = [int(t) for t in delegate["outputs"]]
-        while stack:
-            tensor = stack.pop()
-            if tensor in boundary or tensor not in producer or producer[tensor] in replaced:
-                continue
-            node = producer[tensor]
-            replaced.add(node)
-            stack.extend(int(t) for t in ops[node]["inputs"] if t >= 0)
-    return {
-        "partitions": len(delegates),
-        "delegated_nodes": len(replaced),
-        "nodes": len(original),
-        "undelegated_ops": [op["op_name"] for op in original if op["index"] not in replaced],
-    }
-
-
-def xnnpack_partitions(model: ModelSource) -> int | None:
-    """Number of XNNPACK partitions of a model; None when XNNPACK takes no node (or is unavailable)."""
-    return xnnpack_delegation(model)["partitions"] or None
-
-
 # --- numerics ----------------------------------------------------------------------------------
 
 
-def predict_tflite(model: ModelSource, images: np.ndarray, batch_size: int = PARITY_BATCH) -> np.ndarray:
-    """Run a TFLite model (float or int8 I/O) on uint8 `(N, 28, 28)` images; return float `(N, 10)` scores.
-
-    Int8 models get the input quantized with the model's own input scale and
-    zero point, and their output dequantized with the output's. Uses the
-    built-in kernels (those TFLite Micro's are ported from), batched by resizing
-    the input's batch dimension.
-    """
-    interpreter = _interpreter(model)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    x = to_model_input(images)  # (N, 28, 28, 1) float32 in [0, 1]
-    if inp["dtype"] == np.int8:
-        scale, zero_point = inp["quantization"]
-        # q = round(x / scale) + zp. With scale = 1/255 and zp = -128 this is exactly
-        # pixel - 128, far from any rounding tie, so numpy's half-to-even is safe.
-        x = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
-    scores, batch = [], None
-    for start in range(0, len(x), batch_size):
-        chunk = x[start : start + batch_size]
-        if len(chunk) != batch:
-            batch = len(chunk)
-            interpreter.resize_tensor_input(inp["index"], [batch, *INPUT_SHAPE])
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], chunk)
-        interpreter.invoke()
-        scores.append(interpreter.get_tensor(out["index"]).copy())
-    y = np.concatenate(scores) if scores else np.zeros((0, NUM_CLASSES), out["dtype"])
-    if out["dtype"] == np.int8:
-        scale, zero_point = out["quantization"]
-        y = (y.astype(np.float32) - zero_point) * scale
-    return y.astype(np.float32)
-
-
-def predict_keras(model, images: np.ndarray, batch_size: int = PARITY_BATCH) -> np.ndarray:
+def predict_keras(model, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """Float `(N, 10)` outputs of a Keras model (float or QAT) on uint8 `(N, 28, 28)` images."""
     x = to_model_input(images)
     outputs = [model(x[i : i + batch_size], training=False).numpy() for i in range(0, len(x), batch_size)]
