@@ -1,6 +1,7 @@
 """Shared fixtures: where the real Hoda data lives, and quiet TensorFlow."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ HODA_DIR = PROJECT_ROOT.parent / "shared" / "data" / "hoda"
 def hoda_dir() -> Path:
     """The real Hoda dataset beside the project, or a skip saying why it is missing."""
     if not (HODA_DIR / "Test 20000.cdb").is_file():
-        pytest.skip(f"Hoda dataset not found at ../shared/data/hoda (licence: not redistributable)")
+        pytest.skip("Hoda dataset not found at ../shared/data/hoda (licence: not redistributable)")
     return HODA_DIR
 
 
@@ -53,3 +54,40 @@ def tiny_npz(tmp_path_factory) -> Path:
     x_test, y_test = make_patterns(10, seed=2)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
+
+
+# The recipe of the shared tiny run (test_reproducible repeats it through the command line).
+TINY_RUN = dict(epochs=1, qat_epochs=1, batch_size=32, val_fraction=0.2)
+
+
+@pytest.fixture(scope="session")
+def exported_run(tmp_path_factory, tiny_npz: Path) -> Path:
+    """A run trained for one float and one QAT epoch on `tiny_npz`, exported to float32 + int8.
+
+    Built once per session (two conversions). Tests that change a run work on
+    a copy (`copy_run`).
+    """
+    from lenet_edge.conversion import export_run
+    from lenet_edge.training import TrainConfig, train
+
+    run_dir = tmp_path_factory.mktemp("tiny-exported-run")
+    train(TrainConfig(**TINY_RUN, data=str(tiny_npz)), run_dir, log=lambda _: None)
+    export_run(run_dir, int8=True, agreement_min=0.0)
+    return run_dir
+
+
+def copy_run(run: Path, target: Path) -> Path:
+    shutil.copytree(run, target)
+    return target
+
+
+def snapshot(tmp: Path, watch: tuple[str, ...]) -> dict[str, bytes | None]:
+    """Relative path -> bytes (None for a directory) of everything under the watched directories."""
+    state: dict[str, bytes | None] = {}
+    for name in watch:
+        root = tmp / name
+        if root.exists():
+            state[name] = None
+            for path in sorted(root.rglob("*")):
+                state[str(path.relative_to(tmp))] = None if path.is_dir() else path.read_bytes()
+    return state

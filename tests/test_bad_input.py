@@ -23,7 +23,7 @@ directly).
 
 The TFLite converter leaks memory on every call, so this module converts
 three models in all: the session's tiny run (float32 + int8, shared with
-test_reproducible through `tiny_exported_run`) and one small model with the
+test_reproducible through the `exported_run` fixture) and one small model with the
 wrong input shape.
 """
 
@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import copy_run, snapshot
 from PIL import Image
 
 from lenet_edge.cli import main
@@ -54,37 +55,6 @@ from lenet_edge.fileio import TMP_PREFIX
 CACHE = "cache"  # every row's dataset cache, under its tmp_path
 
 # --- the session's tiny trained and exported run ------------------------------------------------
-
-
-def tiny_exported_run(tmp_path_factory, tiny_npz: Path) -> Path:
-    """A run trained for one float and one QAT epoch on `tiny_npz`, exported to float32 + int8.
-
-    Built once per session (two conversions) in the session's base temp
-    directory, so test_reproducible can compare against the same files. Tests
-    that change a run work on a copy (`copy_run`).
-    """
-    run_dir = tmp_path_factory.getbasetemp() / "tiny-exported-run"
-    done = run_dir / ".complete"
-    if not done.is_file():
-        from lenet_edge.conversion import export_run
-        from lenet_edge.training import TrainConfig, train
-
-        shutil.rmtree(run_dir, ignore_errors=True)
-        config = TrainConfig(data=str(tiny_npz), epochs=1, qat_epochs=1, batch_size=32, val_fraction=0.2)
-        train(config, run_dir, log=lambda _: None)
-        export_run(run_dir, int8=True, agreement_min=0.0)
-        done.write_text("")
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def exported_run(tmp_path_factory, tiny_npz) -> Path:
-    return tiny_exported_run(tmp_path_factory, tiny_npz)
-
-
-def copy_run(run: Path, target: Path) -> Path:
-    shutil.copytree(run, target, ignore=shutil.ignore_patterns(".complete"))
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -415,18 +385,6 @@ ROWS: list[Row] = [
 
 
 # --- running a row ------------------------------------------------------------------------------
-
-
-def snapshot(tmp: Path, watch: tuple[str, ...]) -> dict[str, bytes | None]:
-    """Relative path -> bytes (None for a directory) of everything under the watched directories."""
-    state: dict[str, bytes | None] = {}
-    for name in watch:
-        root = tmp / name
-        if root.exists():
-            state[name] = None
-            for path in sorted(root.rglob("*")):
-                state[str(path.relative_to(tmp))] = None if path.is_dir() else path.read_bytes()
-    return state
 
 
 def invoke(argv: list[str], tmp: Path):

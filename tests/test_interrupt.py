@@ -28,18 +28,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_bad_input import copy_run, snapshot, tiny_exported_run
+from conftest import copy_run, snapshot
 
 from lenet_edge.cli import main
 from lenet_edge.fileio import TMP_PREFIX
 
 INTERRUPTED = "interrupted; earlier results are left as they were"
 START_TIMEOUT_S = 120  # TensorFlow's import alone takes a few seconds on a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def exported_run(tmp_path_factory, tiny_npz) -> Path:
-    return tiny_exported_run(tmp_path_factory, tiny_npz)
 
 
 class Command:

@@ -21,8 +21,8 @@ from lenet_edge.data import load_dataset
 from lenet_edge.data.folders import load_image
 from lenet_edge.data.preprocess import PREPROCESSING_VERSION, preprocess
 from lenet_edge.errors import DataError, ModelError
-from lenet_edge.manifest import PERSIAN_DIGITS, read_manifest, write_manifest
 from lenet_edge.inference import image_files, predict, softmax
+from lenet_edge.manifest import PERSIAN_DIGITS, read_manifest, write_manifest
 
 N_IMAGES = 12  # test images per variant
 EXACT = ("plain", "inverted", "padded", "padded_inverted")  # variants whose 28x28 input is identical

@@ -1,7 +1,7 @@
 """Same seed, same data, same machine: the same int8 model, byte for byte.
 
 Two runs are compared: the session's tiny run (`train` + `export_run` called
-in this process, see test_bad_input.tiny_exported_run) and the same recipe
+in this process, see conftest.exported_run) and the same recipe
 through the command line in a fresh process (`lenet-edge train` then
 `lenet-edge export --int8`, both in that one process). A second process is the stronger check: nothing
 can be shared through Python or TensorFlow state, and the memory the TFLite
@@ -46,15 +46,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_bad_input import tiny_exported_run
+from conftest import TINY_RUN
 
 IDENTICAL = ("lenet5_int8.tflite", "lenet5_float32.tflite", "lenet5_qat.weights.h5")
 TIMES = ("created", "wall_time_s")  # manifest keys that record when and how long, not what
 
 
 @pytest.fixture(scope="module")
-def first(tmp_path_factory, tiny_npz) -> Path:
-    return tiny_exported_run(tmp_path_factory, tiny_npz)
+def first(exported_run) -> Path:
+    return exported_run
 
 
 # `lenet-edge train` then `lenet-edge export` in one new process (one TensorFlow import, not two).
@@ -70,12 +70,12 @@ for args in json.loads(sys.argv[1]):
 
 @pytest.fixture(scope="module")
 def second(tmp_path_factory, tiny_npz) -> Path:
-    """The same recipe as `tiny_exported_run`, through the command line in a new process."""
+    """The same recipe as the `exported_run` fixture, through the command line in a new process."""
     tmp = tmp_path_factory.mktemp("reproduced")
     run_dir = tmp / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(tmp / "cache")}
-    train = ["train", "--data", str(tiny_npz), "--dir", str(run_dir), "--epochs", "1", "--qat-epochs", "1",
-             "--batch-size", "32", "--val-fraction", "0.2"]  # fmt: skip
+    recipe = [f"--{key.replace('_', '-')}={value}" for key, value in TINY_RUN.items()]
+    train = ["train", "--data", str(tiny_npz), "--dir", str(run_dir), *recipe]
     export = ["export", "--dir", str(run_dir), "--int8", "--min-agreement", "0"]
     done = subprocess.run([sys.executable, "-c", RUN_COMMANDS, json.dumps([train, export])], env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
