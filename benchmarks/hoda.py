@@ -37,7 +37,13 @@ def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, 
     times["bench_s"] = run(["bench", "--dir", str(run_dir), "--split", "test", "--runs", str(bench_runs)], env, log)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     bench = json.loads((run_dir / "bench.json").read_text())
-    return {"arch": arch, "times": times, "manifest": manifest, "bench": bench, "bench_md": (run_dir / "bench.md").read_text()}
+    return {
+        "arch": arch,
+        "times": times,
+        "manifest": manifest,
+        "bench": bench,
+        "bench_md": (run_dir / "bench.md").read_text(),
+    }
 
 
 def data_load_times(data: Path, env: dict, log: Path) -> dict:

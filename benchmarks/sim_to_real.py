@@ -24,7 +24,7 @@ PERSIAN = "۰۱۲۳۴۵۶۷۸۹"
 
 
 def render(manifest: dict, bench: dict, train_s: float) -> str:
-    models = bench["models"]
+    models, metrics = bench["models"], manifest["metrics"]
     lines = [
         "# Sim-to-real: trained on synthetic digits only, tested on real Hoda handwriting",
         "",
@@ -36,7 +36,7 @@ def render(manifest: dict, bench: dict, train_s: float) -> str:
         machine_line(bench, manifest["versions"]),
         "",
         f"Training wall time (whole command): {train_s:.0f} s. Synthetic validation accuracy: "
-        f"float {percent(manifest['metrics']['float']['val_accuracy'])}, QAT {percent(manifest['metrics']['qat']['val_accuracy'])}.",
+        f"float {percent(metrics['float']['val_accuracy'])}, QAT {percent(metrics['qat']['val_accuracy'])}.",
         "",
         "| model | Hoda test top-1 | " + " | ".join(f"{d} {PERSIAN[d]}" for d in range(10)) + " |",
         "|---|---|" + "---|" * 10,

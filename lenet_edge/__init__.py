@@ -146,7 +146,10 @@ def bench(
         raise DataError(f"{dataset.location or dataset.source}: no '{split}' split (it has: {', '.join(splits)})")
     config = dataclasses.replace(config, **settings) if config is not None else BenchConfig(**settings)
     results = bench_models(
-        paths, splits[split].images, splits[split].labels, config,
+        paths,
+        splits[split].images,
+        splits[split].labels,
+        config,
         reference="float32" if "float32" in paths else next(iter(paths)),
         data_info={"source": dataset.source, "split": split, "n": len(splits[split])},
         progress=log,

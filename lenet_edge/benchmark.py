@@ -42,7 +42,7 @@ from .errors import ModelError
 from .fileio import atomic_write_json, atomic_write_text, sweep_temporaries
 from .manifest import PERSIAN_DIGITS
 from .plots import figure, save_png
-from .tflite import delegation
+from .tflite import delegation, no_delegation
 
 SCHEMA_VERSION = 1
 INPUT_SHAPE = (1, 28, 28, 1)  # the one input every benchmarked model must take
@@ -749,8 +749,6 @@ def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 
 
 WHISKERS = (1, 99)  # percentiles; samples outside them are not drawn (the title says how many)

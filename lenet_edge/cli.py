@@ -63,10 +63,16 @@ def echo(message: str) -> None:
     click.echo(message)
 
 
-DATA_HELP = "Dataset: synthetic[:TRAIN[:TEST]], hoda, a .cdb or .npz file, or a directory (.cdb files or class folders)."
+DATA_HELP = (
+    "Dataset: synthetic[:TRAIN[:TEST]], hoda, a .cdb or .npz file, or a directory (.cdb files or class folders)."
+)
 DIR_OPTION = click.option(
-    "--dir", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("export"),
-    show_default=True, help="Run directory: where train writes and export/bench read.",
+    "--dir",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("export"),
+    show_default=True,
+    help="Run directory: where train writes and export, bench and predict read.",
 )
 
 
@@ -127,7 +133,8 @@ def data_info(source):
         h, w = split.raw_shapes[:, 0], split.raw_shapes[:, 1]
         echo(
             f"{name:<10}{h.min()}x{w.min()} / {int(np.median(h))}x{int(np.median(w))} / {h.max()}x{w.max()}"
-            if len(h) else f"{name:<10}-"
+            if len(h)
+            else f"{name:<10}-"
         )
 
 
@@ -196,19 +203,72 @@ def data_download(name, force):
 @main.command()
 @click.option("--data", "source", default="synthetic", show_default=True, help=DATA_HELP)
 @DIR_OPTION
-@click.option("--arch", type=click.Choice(["lenet5", "lenet5-classic"]), default="lenet5", show_default=True,
-              help="lenet5: ReLU + max pooling (fast in int8). lenet5-classic: tanh + average pooling (1998).")
-@click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True, help="Float pretraining epochs.")
-@click.option("--qat-epochs", type=click.IntRange(min=0), default=3, show_default=True, help="Quantization-aware fine-tuning epochs.")
+@click.option(
+    "--arch",
+    type=click.Choice(["lenet5", "lenet5-classic"]),
+    default="lenet5",
+    show_default=True,
+    help="lenet5: ReLU + max pooling (fast in int8). lenet5-classic: tanh + average pooling (1998).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Float pretraining epochs.")
+@click.option(
+    "--qat-epochs",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Quantization-aware fine-tuning epochs.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Training batch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True, help="Peak float learning rate (cosine decay).")
-@click.option("--qat-lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, help="QAT learning rate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, initialisation, shuffling and augmentation.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True,
-              help="Fraction of train held out (stratified) for choosing the best epoch.")
-@click.option("--augment/--no-augment", default=True, show_default=True, help="Light rotation/scale/shift/stroke augmentation.")
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3e-3,
+    show_default=True,
+    help="Peak float learning rate (cosine decay).",
+)
+@click.option(
+    "--qat-lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, help="QAT learning rate."
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for the split, initialisation, shuffling and augmentation.",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Fraction of train held out (stratified) for choosing the best epoch.",
+)
+@click.option(
+    "--augment/--no-augment", default=True, show_default=True, help="Light rotation/scale/shift/stroke augmentation."
+)
+@click.option(
+    "--label-smoothing",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Soften the one-hot targets: less overconfidence, steadier epochs.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing run in --dir (only once the new one is complete).")
-def train(source, run_dir, arch, epochs, qat_epochs, batch_size, lr, qat_lr, seed, val_fraction, augment, force):
+def train(
+    source,
+    run_dir,
+    arch,
+    epochs,
+    qat_epochs,
+    batch_size,
+    lr,
+    qat_lr,
+    seed,
+    val_fraction,
+    augment,
+    label_smoothing,
+    force,
+):
     """Train LeNet-5 in float, then fine-tune it with quantization-aware training.
 
     Writes the float model, the QAT weights and manifest.json into --dir.
@@ -224,11 +284,19 @@ def train(source, run_dir, arch, epochs, qat_epochs, batch_size, lr, qat_lr, see
     from .training import train as run_training
 
     config = TrainConfig(
-        data=source, arch=arch, epochs=epochs, qat_epochs=qat_epochs, batch_size=batch_size,
-        lr=lr, qat_lr=qat_lr, seed=seed, val_fraction=val_fraction, augment=augment,
+        data=source,
+        arch=arch,
+        epochs=epochs,
+        qat_epochs=qat_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        qat_lr=qat_lr,
+        seed=seed,
+        val_fraction=val_fraction,
+        augment=augment,
+        label_smoothing=label_smoothing,
     )
     run_training(config, run_dir, force=force, cache_dir=cache_dir(), log=echo)
-
 
 
 def run_splits(manifest: dict, source: str | None = None):
@@ -242,12 +310,24 @@ def run_splits(manifest: dict, source: str | None = None):
 @DIR_OPTION
 @click.option("--int8", is_flag=True, help="Also write lenet5_int8.tflite: full-integer int8 from the QAT model.")
 @click.option("--ptq", is_flag=True, help="Also write lenet5_int8_ptq.tflite: post-training int8 of the float model.")
-@click.option("--c-array", is_flag=True, help="Also write the int8 model as a C array (lenet5_int8.h/.cc); implies --int8.")
-@click.option("--calibration-size", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Training images used to calibrate int8 ranges.")
+@click.option(
+    "--c-array", is_flag=True, help="Also write the int8 model as a C array (lenet5_int8.h/.cc); implies --int8."
+)
+@click.option(
+    "--calibration-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Training images used to calibrate int8 ranges.",
+)
 @click.option("--calibration-seed", type=int, default=0, show_default=True, help="Which training images calibrate.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.998, show_default=True,
-              help="Fail unless int8 and Keras QAT predictions agree on at least this fraction of validation.")
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=0.998,
+    show_default=True,
+    help="Fail unless int8 and Keras QAT predictions agree on at least this fraction of validation.",
+)
 def export(run_dir, int8, ptq, c_array, calibration_size, calibration_seed, min_agreement):
     """Convert a trained run to TFLite: float32 always, int8 and PTQ on request.
 
@@ -269,8 +349,15 @@ def export(run_dir, int8, ptq, c_array, calibration_size, calibration_seed, min_
     _, splits = run_splits(manifest)
     with native_stderr_captured():  # the converter's C++ INFO lines
         summary = export_run(
-            run_dir, int8=int8 or c_array, ptq=ptq, c_array=c_array, calibration_size=calibration_size,
-            calibration_seed=calibration_seed, agreement_min=min_agreement, splits=splits, progress=echo,
+            run_dir,
+            int8=int8 or c_array,
+            ptq=ptq,
+            c_array=c_array,
+            calibration_size=calibration_size,
+            calibration_seed=calibration_seed,
+            agreement_min=min_agreement,
+            splits=splits,
+            progress=echo,
         )
     echo(format_summary(summary))
 
@@ -295,16 +382,34 @@ def parse_model(value: str) -> tuple[str, Path]:
 @DIR_OPTION
 @click.option("--data", "source", default=None, help="Dataset to evaluate on (default: the run's own). " + DATA_HELP)
 @click.option("--split", default="test", show_default=True, help="Split to evaluate: test, val, train, remaining.")
-@click.option("--model", "models", multiple=True, metavar="[NAME=]PATH",
-              help="Benchmark these .tflite files instead of the run's (repeatable).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="Benchmark these .tflite files instead of the run's (repeatable).",
+)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Interpreter threads.")
-@click.option("--runs", type=click.IntRange(min=10), default=2000, show_default=True, help="Timed single-image runs per model.")
+@click.option(
+    "--runs", type=click.IntRange(min=10), default=2000, show_default=True, help="Timed single-image runs per model."
+)
 @click.option("--warmup", type=click.IntRange(min=0), default=200, show_default=True, help="Untimed runs first.")
-@click.option("--batch-sizes", default="1,32", show_default=True, callback=parse_batch_sizes,
-              help="Batch sizes for throughput, comma-separated.")
+@click.option(
+    "--batch-sizes",
+    default="1,32",
+    show_default=True,
+    callback=parse_batch_sizes,
+    help="Batch sizes for throughput, comma-separated.",
+)
 @click.option("--xnnpack/--no-xnnpack", default=True, show_default=True, help="Use LiteRT's default XNNPACK delegate.")
-@click.option("--format", "fmt", type=click.Choice(["table", "md", "json"]), default="table", show_default=True,
-              help="What to print on stdout (bench.json, bench.md and plots are always written).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "md", "json"]),
+    default="table",
+    show_default=True,
+    help="What to print on stdout (bench.json, bench.md and plots are always written).",
+)
 def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xnnpack, fmt):
     """Accuracy and latency of float32 vs int8 (and PTQ), interleaved in one process.
 
@@ -334,7 +439,11 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
     reference = "float32" if "float32" in paths else next(iter(paths))
     with native_stderr_captured():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" INFO line
         results = bench_models(
-            paths, data.images, data.labels, config, reference=reference,
+            paths,
+            data.images,
+            data.labels,
+            config,
+            reference=reference,
             data_info={"source": dataset.source, "split": split, "n": len(data)},
         )
     written = write_results(results, run_dir)
@@ -351,13 +460,24 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @DIR_OPTION
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A .tflite model to run instead of the run's int8 (else float32) export.")
-@click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True,
-              help="Digits ranked per image: the prediction and its runners-up.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A .tflite model to run instead of the run's int8 (else float32) export.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(1, 10),
+    default=3,
+    show_default=True,
+    help="Digits ranked per image: the prediction and its runners-up.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Images per interpreter call.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Images per interpreter call."
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict(images, run_dir, model_path, top_k, as_json, batch_size, quiet):
     """Read the handwritten digit in image files (photos or scans, any size, either polarity).
@@ -403,8 +523,10 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, quiet):
             click.echo(f"error: {r['path']}: {r['error']}", err=True)
         else:
             others = ", ".join(f"{d} {100 * p:.1f}%" for d, p in r["top_k"][1:])
-            echo(f"{r['path']:<{width}}  {r['persian']} {r['digit']}  {100 * r['confidence']:5.1f}%"
-                 + (f"   ({others})" if others else ""))
+            echo(
+                f"{r['path']:<{width}}  {r['persian']} {r['digit']}  {100 * r['confidence']:5.1f}%"
+                + (f"   ({others})" if others else "")
+            )
     failed = sum("error" in r for r in results)
     if failed:
         raise DataError(f"{failed} of {len(results)} images could not be read")

@@ -56,7 +56,6 @@ C_NAME = "lenet5_int8"  # C array name; also the stem of the .h/.cc files
 MODEL_INPUT_SHAPE = (1, *INPUT_SHAPE)  # (1, 28, 28, 1): what a device feeds, one image at a time
 
 
-
 # --- conversion -------------------------------------------------------------------------------
 
 

@@ -201,5 +201,3 @@ def predict_tflite(model: ModelSource, images: np.ndarray, batch_size: int = PRE
         scale, zero_point = out["quantization"]
         y = (y.astype(np.float32) - zero_point) * scale
     return y.astype(np.float32)
-
-

@@ -27,6 +27,7 @@ from .compat import keras, tf, versions
 from .errors import ModelError
 from .fileio import staged_files, sweep_temporaries
 from .manifest import FORMAT_VERSION, MANIFEST_NAME, PERSIAN_DIGITS, read_manifest, record_artifact, write_manifest
+from .model import ARCHITECTURES, NUM_CLASSES, build_lenet5, quantize_aware, to_model_input
 from .plots import training_curves
 
 FLOAT_MODEL = "lenet5_float.keras"
@@ -40,7 +41,7 @@ class TrainConfig:
 
     data: str = "synthetic"
     arch: str = "lenet5"
-    epochs: int = 12  # float pretraining epochs; the best on validation is kept
+    epochs: int = 20  # float pretraining epochs; the best on validation is kept
     qat_epochs: int = 3  # quantization-aware fine-tuning epochs
     batch_size: int = 128
     lr: float = 3e-3  # peak Adam rate, cosine-decayed to ~0 over the float epochs
@@ -48,10 +49,9 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1
     augment: bool = True  # small rotation, scale, shift and stroke-width change
+    label_smoothing: float = 0.1  # targets 1 - e + e/10 for the true digit, e/10 for the others
 
     def __post_init__(self):
-        from .model import ARCHITECTURES
-
         checks = [
             (self.arch in ARCHITECTURES, f"arch must be one of {', '.join(ARCHITECTURES)}"),
             (self.epochs >= 1, "epochs must be at least 1"),
@@ -59,6 +59,7 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.lr > 0 and self.qat_lr > 0, "learning rates must be positive"),
             (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -111,30 +112,45 @@ def train(
     sizes = {name: len(s) for name, s in splits.items()}
     log(f"data: {dataset.source} ({', '.join(f'{k} {v:,}' for k, v in sizes.items())})")
 
-    from .model import build_lenet5, quantize_aware, to_model_input
-
     _seed_everything(config.seed)
     model = build_lenet5(config.arch)
     log(f"model: {config.arch}, {model.count_params():,} parameters")
     train_ds = _train_pipeline(splits["train"], config)
-    val_xy = (to_model_input(splits["val"].images), splits["val"].labels)
+    val_x, val_labels = to_model_input(splits["val"].images), splits["val"].labels
+    val_xy = (val_x, one_hot(val_labels))
     steps = math.ceil(len(splits["train"]) / config.batch_size)
 
     schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=config.epochs * steps, alpha=0.01)
     float_history, float_best = _fit(
-        model, train_ds, val_xy, steps, config.epochs, keras.optimizers.Adam(schedule), "float", log
+        model,
+        train_ds,
+        val_xy,
+        steps,
+        config.epochs,
+        keras.optimizers.Adam(schedule),
+        "float",
+        log,
+        config.label_smoothing,
     )
     float_done = time.perf_counter()
 
     qat_model = quantize_aware(model)
     qat_history, qat_best = _fit(
-        qat_model, train_ds, val_xy, steps, config.qat_epochs, keras.optimizers.Adam(config.qat_lr), "qat", log
+        qat_model,
+        train_ds,
+        val_xy,
+        steps,
+        config.qat_epochs,
+        keras.optimizers.Adam(config.qat_lr),
+        "qat",
+        log,
+        config.label_smoothing,
     )
     qat_done = time.perf_counter()
 
     metrics = {
-        "float": {"val_accuracy": _accuracy(model, *val_xy), "best_epoch": float_best},
-        "qat": {"val_accuracy": _accuracy(qat_model, *val_xy), "best_epoch": qat_best},
+        "float": {"val_accuracy": _accuracy(model, val_x, val_labels), "best_epoch": float_best},
+        "qat": {"val_accuracy": _accuracy(qat_model, val_x, val_labels), "best_epoch": qat_best},
     }
     if "test" in splits:  # reported, never used to choose anything
         test_xy = (to_model_input(splits["test"].images), splits["test"].labels)
@@ -147,10 +163,20 @@ def train(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tool": {"name": "lenet-edge", "version": __version__},
         "config": asdict(config),
-        "data": {**dataset.describe(), "val_fraction": config.val_fraction, "split_seed": config.seed, "split_sizes": sizes},
+        "data": {
+            **dataset.describe(),
+            "val_fraction": config.val_fraction,
+            "split_seed": config.seed,
+            "split_sizes": sizes,
+        },
         "preprocessing": PREPROCESSING,
         "labels": {"digits": list(range(10)), "persian": list(PERSIAN_DIGITS)},
-        "model": {"arch": config.arch, "parameters": int(model.count_params()), "input": "float32 (B, 28, 28, 1) = uint8 / 255", "output": "logits (B, 10)"},
+        "model": {
+            "arch": config.arch,
+            "parameters": int(model.count_params()),
+            "input": "float32 (B, 28, 28, 1) = uint8 / 255",
+            "output": "logits (B, 10)",
+        },
         "versions": versions(),
         "metrics": metrics,
         "history": {"float": float_history, "qat": qat_history},
@@ -199,9 +225,14 @@ def _train_pipeline(split, config: TrainConfig):
         x = tf.cast(images, tf.float32) / 255.0
         if config.augment:
             x = augment(x, tf.stack([tf.constant(config.seed, tf.int64), step]))
-        return x, labels
+        return x, tf.one_hot(labels, NUM_CLASSES)
 
     return ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    """(N,) int labels -> (N, 10) float32 one-hot targets (the loss smooths them)."""
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
 
 
 def augment(images, seed):
@@ -229,12 +260,14 @@ def augment(images, seed):
     c = 13.5
     tx, ty = c + shift[:, 0], c + shift[:, 1]
     zeros = tf.zeros_like(cos)
-    transforms = tf.stack(
-        [m00, m01, c - m00 * tx - m01 * ty, m10, m11, c - m10 * tx - m11 * ty, zeros, zeros], axis=1
-    )
+    transforms = tf.stack([m00, m01, c - m00 * tx - m01 * ty, m10, m11, c - m10 * tx - m11 * ty, zeros, zeros], axis=1)
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
-        interpolation="BILINEAR", fill_mode="CONSTANT", fill_value=0.0,
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+        fill_value=0.0,
     )
     stroke = uniform(4, [batch, 1, 1, 1], 0.0, 1.0)
     thicker = tf.nn.max_pool2d(out, 2, 1, "SAME")
@@ -242,22 +275,27 @@ def augment(images, seed):
     return tf.where(stroke < 0.15, thicker, tf.where(stroke < 0.25, thinner, out))
 
 
-def _fit(model, train_ds, val_xy, steps, epochs, optimizer, stage, log):
+def _fit(model, train_ds, val_xy, steps, epochs, optimizer, stage, log, label_smoothing=0.0):
     """Fit for `epochs`, restore the weights of the best validation epoch; return (history, best_epoch)."""
     if epochs == 0:
         return [], 0
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     best = BestEpoch(stage, epochs, log)
-    model.fit(train_ds, steps_per_epoch=steps, epochs=epochs, validation_data=val_xy,
-              validation_batch_size=1024, callbacks=[best], verbose=0)
+    model.fit(
+        train_ds,
+        steps_per_epoch=steps,
+        epochs=epochs,
+        validation_data=val_xy,
+        validation_batch_size=1024,
+        callbacks=[best],
+        verbose=0,
+    )
     model.set_weights(best.weights)
     return best.history, best.best_epoch
-
-
 
 
 def _accuracy(model, x, y) -> float:

@@ -39,7 +39,11 @@ def test_notebook_example_runs(tiny_npz, tmp_path, monkeypatch, capsys):
     assert "'float32': " in printed[-2] and "'int8': " in printed[-2]
     assert "'path': 'my_digit.png', 'digit': " in printed[-1]
     assert {p.name for p in (tmp_path / "runs/notebook").iterdir()} >= {
-        "manifest.json", "lenet5_float32.tflite", "lenet5_int8.tflite", "bench.json", "bench.md"
+        "manifest.json",
+        "lenet5_float32.tflite",
+        "lenet5_int8.tflite",
+        "bench.json",
+        "bench.md",
     }
 
 
@@ -54,4 +58,9 @@ def test_stage_functions_survive_importing_the_stage_modules():
         assert inspect.isfunction(function) and function.__doc__
         assert "run_dir" in inspect.signature(function).parameters
     assert lenet_edge.TrainConfig(epochs=2).epochs == 2 and lenet_edge.BenchConfig().runs == 2000
-    assert set(lenet_edge.__all__) <= set(dir(lenet_edge)) | {"BenchConfig", "TrainConfig", "build_lenet5", "load_dataset"}
+    assert set(lenet_edge.__all__) <= set(dir(lenet_edge)) | {
+        "BenchConfig",
+        "TrainConfig",
+        "build_lenet5",
+        "load_dataset",
+    }

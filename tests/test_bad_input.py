@@ -283,88 +283,175 @@ ROWS: list[Row] = [
     # Data sources, through `data info`.
     Row("missing path", lambda e: info(e.tmp / "in" / "nope"), r"no such file or directory"),
     Row("empty directory", lambda e: info(mkdir(e.tmp / "in" / "empty")), r"no class folders"),
-    Row("cdb: truncated in the header", lambda e: info(cdb_case(e.tmp, lambda r: r[:500])),
-        r"truncated header: 500 of 1024 bytes"),
-    Row("cdb: truncated mid-record (record header)",
+    Row(
+        "cdb: truncated in the header",
+        lambda e: info(cdb_case(e.tmp, lambda r: r[:500])),
+        r"truncated header: 500 of 1024 bytes",
+    ),
+    Row(
+        "cdb: truncated mid-record (record header)",
         lambda e: info(cdb_case(e.tmp, lambda r: r[: record_offsets(r)[1] + 3])),
-        r"record 1 at offset 0x[0-9a-f]+: file ends inside the record header \(3 of 6 bytes\)"),
-    Row("cdb: truncated mid-row (image data)", lambda e: info(cdb_case(e.tmp, lambda r: r[: record_offsets(r)[0] + 9])),
-        r"record 0 at offset 0x400: file ends inside the image data"),
-    Row("cdb: record's runs end mid-row", lambda e: info(raw_file(e.tmp / "in" / "Test.cdb", cdb_bytes(
-        [(0, 4, 2, bytes([4, 4])), (1, 4, 2, bytes([4, 1, 2]))]))),
-        r"record 1 at offset 0x408: image data ends early, in row 1 of 2 at column 3"),
-    Row("cdb: wrong start byte", lambda e: info(cdb_case(e.tmp, lambda r: patch(r, HEADER_SIZE, b"\xfe"))),
-        r"record 0 at offset 0x400: start byte 0xfe, expected 0xff"),
-    Row("cdb: run length overruns the row", lambda e: info(raw_file(e.tmp / "in" / "Test.cdb", cdb_bytes(
-        [(0, 16, 1, bytes([10, 9]))]))), r"record 0 at offset 0x400: run lengths overrun row 0 \(sum 19 > width 16\)"),
-    Row("cdb: record count larger than the file",
+        r"record 1 at offset 0x[0-9a-f]+: file ends inside the record header \(3 of 6 bytes\)",
+    ),
+    Row(
+        "cdb: truncated mid-row (image data)",
+        lambda e: info(cdb_case(e.tmp, lambda r: r[: record_offsets(r)[0] + 9])),
+        r"record 0 at offset 0x400: file ends inside the image data",
+    ),
+    Row(
+        "cdb: record's runs end mid-row",
+        lambda e: info(
+            raw_file(e.tmp / "in" / "Test.cdb", cdb_bytes([(0, 4, 2, bytes([4, 4])), (1, 4, 2, bytes([4, 1, 2]))]))
+        ),
+        r"record 1 at offset 0x408: image data ends early, in row 1 of 2 at column 3",
+    ),
+    Row(
+        "cdb: wrong start byte",
+        lambda e: info(cdb_case(e.tmp, lambda r: patch(r, HEADER_SIZE, b"\xfe"))),
+        r"record 0 at offset 0x400: start byte 0xfe, expected 0xff",
+    ),
+    Row(
+        "cdb: run length overruns the row",
+        lambda e: info(raw_file(e.tmp / "in" / "Test.cdb", cdb_bytes([(0, 16, 1, bytes([10, 9]))]))),
+        r"record 0 at offset 0x400: run lengths overrun row 0 \(sum 19 > width 16\)",
+    ),
+    Row(
+        "cdb: record count larger than the file",
         lambda e: info(cdb_case(e.tmp, lambda r: patch(r, 6, struct.pack("<I", 10)))),
-        r"record 3 at offset 0x[0-9a-f]+: file ends here, but the header declares 10 records"),
-    Row("cdb: label outside 0-9", lambda e: info(cdb_case(e.tmp, lambda r: patch(r, HEADER_SIZE + 1, b"\x0a"))),
-        r"record 0 at offset 0x400: label 10 outside 0-9"),
-    Row("npz: label outside 0-9", lambda e: info(npz_case(e.tmp, x_train=x(20), y_train=y(20, high=12))),
-        r"y_train has labels 0\.\.12; expected 0-9"),
-    Row("npz: missing keys (x without y)", lambda e: info(npz_case(e.tmp, x_train=x(20))),
-        r"has x_train but no y_train"),
-    Row("npz: no dataset keys at all", lambda e: info(npz_case(e.tmp, images=x(20), labels=y(20))),
-        r"no x_train/y_train or x_test/y_test arrays \(found images, labels\)"),
-    Row("npz: mismatched lengths", lambda e: info(npz_case(e.tmp, x_train=x(20), y_train=y(19))),
-        r"x_train has 20 images but y_train has 19 labels"),
-    Row("folder: a non-image file", with_file("notes.txt", lambda p: p.write_text("hi")),
-        r"not an image file"),
-    Row("folder: a zero-byte image", with_file("empty.png", lambda p: p.write_bytes(b"")),
-        r"empty file \(0 bytes\), not an image"),
-    Row("folder: a corrupt JPEG", with_file("cut.jpg", corrupt_jpeg),
-        r"corrupt or truncated image"),
-    Row("folder: decompression bomb (> 2x Pillow's limit)",
+        r"record 3 at offset 0x[0-9a-f]+: file ends here, but the header declares 10 records",
+    ),
+    Row(
+        "cdb: label outside 0-9",
+        lambda e: info(cdb_case(e.tmp, lambda r: patch(r, HEADER_SIZE + 1, b"\x0a"))),
+        r"record 0 at offset 0x400: label 10 outside 0-9",
+    ),
+    Row(
+        "npz: label outside 0-9",
+        lambda e: info(npz_case(e.tmp, x_train=x(20), y_train=y(20, high=12))),
+        r"y_train has labels 0\.\.12; expected 0-9",
+    ),
+    Row(
+        "npz: missing keys (x without y)", lambda e: info(npz_case(e.tmp, x_train=x(20))), r"has x_train but no y_train"
+    ),
+    Row(
+        "npz: no dataset keys at all",
+        lambda e: info(npz_case(e.tmp, images=x(20), labels=y(20))),
+        r"no x_train/y_train or x_test/y_test arrays \(found images, labels\)",
+    ),
+    Row(
+        "npz: mismatched lengths",
+        lambda e: info(npz_case(e.tmp, x_train=x(20), y_train=y(19))),
+        r"x_train has 20 images but y_train has 19 labels",
+    ),
+    Row("folder: a non-image file", with_file("notes.txt", lambda p: p.write_text("hi")), r"not an image file"),
+    Row(
+        "folder: a zero-byte image",
+        with_file("empty.png", lambda p: p.write_bytes(b"")),
+        r"empty file \(0 bytes\), not an image",
+    ),
+    Row("folder: a corrupt JPEG", with_file("cut.jpg", corrupt_jpeg), r"corrupt or truncated image"),
+    Row(
+        "folder: decompression bomb (> 2x Pillow's limit)",
         with_file("bomb.png", lambda p: bomb_png(p, 30_000, 30_000)),
-        r"refusing to decode a possible decompression bomb"),
-    Row("folder: decompression bomb (between 1x and 2x the limit)",
+        r"refusing to decode a possible decompression bomb",
+    ),
+    Row(
+        "folder: decompression bomb (between 1x and 2x the limit)",
         with_file("bomb.png", lambda p: bomb_png(p, 10_000, 10_000)),
-        r"refusing to decode a possible decompression bomb"),
-    Row("folder: a class folder with no images",
-        lambda e: info_naming(empty_class(image_folder(e.tmp / "in" / "digits"))), r"class folder has no images"),
-    Row("folder: a split with a missing class", lambda e: info_naming(missing_class(e.tmp / "in" / "digits")),
-        r"no folder for class 9 \(expected all of 0-9\)"),
+        r"refusing to decode a possible decompression bomb",
+    ),
+    Row(
+        "folder: a class folder with no images",
+        lambda e: info_naming(empty_class(image_folder(e.tmp / "in" / "digits"))),
+        r"class folder has no images",
+    ),
+    Row(
+        "folder: a split with a missing class",
+        lambda e: info_naming(missing_class(e.tmp / "in" / "digits")),
+        r"no folder for class 9 \(expected all of 0-9\)",
+    ),
     # The same readers through `train`, over an existing run that must survive.
     Row("train: missing data path", lambda e: train_on(e, e.tmp / "in" / "nope.npz"), r"no such file or directory"),
-    Row("train: npz with mismatched lengths",
-        lambda e: train_on(e, npz_case(e.tmp, x_train=x(20), y_train=y(19))), r"x_train has 20 images but y_train"),
-    Row("train: cdb with a wrong start byte",
-        lambda e: train_on(e, cdb_case(e.tmp, lambda r: patch(r, HEADER_SIZE, b"\xfe"))), r"start byte 0xfe"),
-    Row("train: a test-only dataset", lambda e: train_on(e, cdb_case(e.tmp, lambda r: r)),
-        r"has no training split to train on", watch=("in", "run")),  # valid data: the cache may be written
-    Row("train: bad data into a new --dir (not even the directory is created)",
-        lambda e: train_on(e, npz_case(e.tmp, x_train=x(20)), run=e.tmp / "run"), r"has x_train but no y_train"),
+    Row(
+        "train: npz with mismatched lengths",
+        lambda e: train_on(e, npz_case(e.tmp, x_train=x(20), y_train=y(19))),
+        r"x_train has 20 images but y_train",
+    ),
+    Row(
+        "train: cdb with a wrong start byte",
+        lambda e: train_on(e, cdb_case(e.tmp, lambda r: patch(r, HEADER_SIZE, b"\xfe"))),
+        r"start byte 0xfe",
+    ),
+    Row(
+        "train: a test-only dataset",
+        lambda e: train_on(e, cdb_case(e.tmp, lambda r: r)),
+        r"has no training split to train on",
+        watch=("in", "run"),
+    ),  # valid data: the cache may be written
+    Row(
+        "train: bad data into a new --dir (not even the directory is created)",
+        lambda e: train_on(e, npz_case(e.tmp, x_train=x(20)), run=e.tmp / "run"),
+        r"has x_train but no y_train",
+    ),
     # Runs and models.
-    Row("export: directory with no manifest", lambda e: (["export", "--dir", str(mkdir(e.tmp / "run"))],
-        str(e.tmp / "run" / "manifest.json")), r"no manifest; run `lenet-edge train"),
-    Row("export: --dir that does not exist", lambda e: (["export", "--dir", str(e.tmp / "run")],
-        str(e.tmp / "run" / "manifest.json")), r"no manifest; run `lenet-edge train"),
-    Row("bench: directory with no manifest", lambda e: (["bench", "--dir", str(mkdir(e.tmp / "run"))],
-        str(e.tmp / "run" / "manifest.json")), r"no manifest; run `lenet-edge train"),
-    Row("export: manifest with a newer format_version",
+    Row(
+        "export: directory with no manifest",
+        lambda e: (["export", "--dir", str(mkdir(e.tmp / "run"))], str(e.tmp / "run" / "manifest.json")),
+        r"no manifest; run `lenet-edge train",
+    ),
+    Row(
+        "export: --dir that does not exist",
+        lambda e: (["export", "--dir", str(e.tmp / "run")], str(e.tmp / "run" / "manifest.json")),
+        r"no manifest; run `lenet-edge train",
+    ),
+    Row(
+        "bench: directory with no manifest",
+        lambda e: (["bench", "--dir", str(mkdir(e.tmp / "run"))], str(e.tmp / "run" / "manifest.json")),
+        r"no manifest; run `lenet-edge train",
+    ),
+    Row(
+        "export: manifest with a newer format_version",
         lambda e: (["export", "--dir", str(manifest_edit(e, newer_format))], str(e.tmp / "run" / "manifest.json")),
-        r"format version 2 is newer than this lenet-edge understands \(1\); upgrade lenet-edge"),
-    Row("bench: manifest with a newer format_version",
+        r"format version 2 is newer than this lenet-edge understands \(1\); upgrade lenet-edge",
+    ),
+    Row(
+        "bench: manifest with a newer format_version",
         lambda e: (["bench", "--dir", str(manifest_edit(e, newer_format))], str(e.tmp / "run" / "manifest.json")),
-        r"format version 2 is newer"),
-    Row("export: manifest that is not JSON",
-        lambda e: (["export", "--dir", str(raw_file(e.run() / "manifest.json", b'{"format_version": 1,').parent)],
-                   str(e.tmp / "run" / "manifest.json")), r"not a readable manifest"),
-    Row("export: float model changed after training (sha256)",
-        lambda e: (["export", "--int8", "--dir", str(e.run())],
-                   str(flip_last_byte(e.tmp / "run" / "lenet5_float.keras"))),
-        r"sha256 does not match the manifest", watch=("run",)),  # export reads (and caches) the run's data first
-    Row("export: QAT weights deleted after training",
+        r"format version 2 is newer",
+    ),
+    Row(
+        "export: manifest that is not JSON",
+        lambda e: (
+            ["export", "--dir", str(raw_file(e.run() / "manifest.json", b'{"format_version": 1,').parent)],
+            str(e.tmp / "run" / "manifest.json"),
+        ),
+        r"not a readable manifest",
+    ),
+    Row(
+        "export: float model changed after training (sha256)",
+        lambda e: (
+            ["export", "--int8", "--dir", str(e.run())],
+            str(flip_last_byte(e.tmp / "run" / "lenet5_float.keras")),
+        ),
+        r"sha256 does not match the manifest",
+        watch=("run",),
+    ),  # export reads (and caches) the run's data first
+    Row(
+        "export: QAT weights deleted after training",
         lambda e: (["export", "--int8", "--dir", str(e.run())], str(unlink(e.tmp / "run" / "lenet5_qat.weights.h5"))),
-        r"missing, but recorded in the manifest as qat_weights", watch=("run",)),
-    Row("bench: int8 model changed after export (sha256)",
+        r"missing, but recorded in the manifest as qat_weights",
+        watch=("run",),
+    ),
+    Row(
+        "bench: int8 model changed after export (sha256)",
         lambda e: (["bench", "--dir", str(e.run())], str(flip_last_byte(e.tmp / "run" / "lenet5_int8.tflite"))),
-        r"sha256 does not match the manifest"),
-    Row("bench: a run that was never exported",
+        r"sha256 does not match the manifest",
+    ),
+    Row(
+        "bench: a run that was never exported",
         lambda e: (["bench", "--dir", str(no_exports(e))], str(e.tmp / "run")),
-        r"no exported models; run `lenet-edge export"),
+        r"no exported models; run `lenet-edge export",
+    ),
     # Usage: click refuses these before any command runs.
     usage("train", "--arch", "vgg", option="--arch"),
     usage("train", "--epochs", "-1", option="--epochs"),
@@ -473,8 +560,10 @@ def test_bench_turns_broken_models_into_error_entries(exported_run, tiny_npz, tm
     good = exported_run / "lenet5_float32.tflite"
     before = snapshot(tmp_path, ("in",))
 
-    result = invoke(bench_argv(tmp_path, tiny_npz, {"float32": good, "corrupt": corrupt, "empty": empty,
-                                                    "missing": missing}), tmp_path)
+    result = invoke(
+        bench_argv(tmp_path, tiny_npz, {"float32": good, "corrupt": corrupt, "empty": empty, "missing": missing}),
+        tmp_path,
+    )
 
     assert_no_crash(result)
     assert result.exit_code == 1, result.output
@@ -545,8 +634,11 @@ def test_download_truncated_is_one_line_and_leaves_the_cache_alone(tmp_path, mon
     try:
         base_url = f"http://127.0.0.1:{httpd.server_address[1]}/"
         files = {"Test 20000.cdb": (3, None)}
-        monkeypatch.setattr(download, "download_hoda", functools.partial(download.download_hoda, base_url=base_url,
-                                                                         files=files, timeout=5))
+        monkeypatch.setattr(
+            download,
+            "download_hoda",
+            functools.partial(download.download_hoda, base_url=base_url, files=files, timeout=5),
+        )
         monkeypatch.chdir(tmp_path)
         hoda = mkdir(tmp_path / CACHE / "hoda")
         (hoda / "README").write_text("previous contents")
@@ -562,8 +654,10 @@ def test_download_truncated_is_one_line_and_leaves_the_cache_alone(tmp_path, mon
     # stderr: the progress bar's label (all a non-terminal gets of it), then the one error line
     progress, errors = result.stderr.splitlines()[:-1], result.stderr.splitlines()[-1:]
     assert progress == ["Test 20000.cdb"], result.stderr
-    assert errors == [f"error: Test 20000.cdb: truncated: got {len(httpd.payload)} of {len(httpd.payload) + 100} "
-                      f"bytes ({base_url}Test%2020000.cdb)"], result.stderr
+    assert errors == [
+        f"error: Test 20000.cdb: truncated: got {len(httpd.payload)} of {len(httpd.payload) + 100} "
+        f"bytes ({base_url}Test%2020000.cdb)"
+    ], result.stderr
     assert snapshot(tmp_path, (CACHE,)) == before
     assert not list(tmp_path.rglob(TMP_PREFIX + "*"))
 

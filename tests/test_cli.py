@@ -52,7 +52,9 @@ def test_bad_usage_exits_2_with_a_message(args, fragment):
 def test_bad_data_is_one_line_exit_1(tmp_path):
     result = run("data", "info", "--data", str(tmp_path / "missing"))
     assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [f"error: {tmp_path / 'missing'}: no such file or directory (and not a known source name: synthetic, hoda)"]
+    assert result.output.strip().splitlines() == [
+        f"error: {tmp_path / 'missing'}: no such file or directory (and not a known source name: synthetic, hoda)"
+    ]
     assert "Traceback" not in result.output
 
 

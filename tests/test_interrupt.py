@@ -145,8 +145,11 @@ def test_sigkill_during_training_keeps_the_previous_run_and_the_next_start_sweep
         path.write_bytes(b"half a file")
     # The next start sweeps them before it reads any data (bad data here, so it stops right after).
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "nope.npz"), "--dir", str(run_dir), "--force"],
-                                env={"LENET_EDGE_CACHE": str(tmp_path / "cache")})
+    result = CliRunner().invoke(
+        main,
+        ["train", "--data", str(tmp_path / "nope.npz"), "--dir", str(run_dir), "--force"],
+        env={"LENET_EDGE_CACHE": str(tmp_path / "cache")},
+    )
     assert result.exit_code == 1 and result.stderr.startswith("error: "), result.output
     assert temporaries(run_dir) == []
     assert snapshot(tmp_path, ("run",)) == before
@@ -158,8 +161,9 @@ def test_export_and_bench_sweep_leftover_temporaries(exported_run, tiny_npz, tmp
     run_dir = copy_run(exported_run, tmp_path / "run")
     (run_dir / "lenet5_qat.weights.h5").unlink()  # export --int8 then fails right after the sweep: no conversion
     (run_dir / f"{TMP_PREFIX}x.tflite").write_bytes(b"half")
-    result = CliRunner().invoke(main, ["export", "--int8", "--dir", str(run_dir)],
-                                env={"LENET_EDGE_CACHE": str(tmp_path / "cache")})
+    result = CliRunner().invoke(
+        main, ["export", "--int8", "--dir", str(run_dir)], env={"LENET_EDGE_CACHE": str(tmp_path / "cache")}
+    )
     assert result.exit_code == 1 and "qat_weights" in result.stderr, result.output
     assert temporaries(run_dir) == []
 
@@ -168,10 +172,20 @@ def test_export_and_bench_sweep_leftover_temporaries(exported_run, tiny_npz, tmp
     out = tmp_path / "bench-out"
     out.mkdir()
     (out / f"{TMP_PREFIX}y.png").write_bytes(b"half")
-    results = {"models": {}, "config": {"batch_sizes": [1], "runs": 10, "warmup": 0, "threads": 1, "xnnpack": True},
-               "reference": "-", "machine": {"cpu": "-", "cores": 1, "python": "-", "versions": {},
-                                              "loadavg_1m_start": None, "loadavg_1m_end": None},
-               "data": {"source": None, "split": None, "n": 0}}
+    results = {
+        "models": {},
+        "config": {"batch_sizes": [1], "runs": 10, "warmup": 0, "threads": 1, "xnnpack": True},
+        "reference": "-",
+        "machine": {
+            "cpu": "-",
+            "cores": 1,
+            "python": "-",
+            "versions": {},
+            "loadavg_1m_start": None,
+            "loadavg_1m_end": None,
+        },
+        "data": {"source": None, "split": None, "n": 0},
+    }
     write_results(results, out)
     assert temporaries(out) == [] and (out / "bench.json").is_file()
 

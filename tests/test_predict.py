@@ -111,14 +111,18 @@ def test_either_polarity_and_padding_give_the_dataset_array_and_the_same_predict
 
 
 def test_upscaled_images_come_close_to_the_dataset_array(run_dir, tiny_test):
-    """Resampling a 3x larger crop down to 20 px is not bit-identical, but near, and the digit holds."""
+    """Resampling a 3x larger crop down to 20 px is not bit-identical, but near; predict reads what it made.
+
+    (Whether the digit survives the small difference depends on the model: this
+    tiny one is barely trained, so only the preprocessing is held to the dataset.)
+    """
     paths, arrays = tiny_test
-    expected = reference(model_file(run_dir, "int8_tflite"), arrays).argmax(1)
     for variant in ("up3", "up3_inverted"):
         got = np.stack([preprocess(load_image(p)) for p in paths[variant]])
         assert np.abs(got.astype(int) - arrays).mean() < 3  # of 255
+        expected = reference(model_file(run_dir, "int8_tflite"), got).argmax(1)
         digits = np.array([r["digit"] for r in predict(paths[variant], run_dir=run_dir)])
-        assert (digits == expected).mean() >= 0.9, variant
+        assert np.array_equal(digits, expected), variant
 
 
 def test_results_rank_top_k_digits_with_softmax_confidences(run_dir, tiny_test):

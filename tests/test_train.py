@@ -62,8 +62,11 @@ def test_same_seed_gives_identical_weights(trained, tiny_npz, tmp_path):
         first = a(trained.run_dir / trained.manifest["artifacts"][key]["path"]).get_weights()
         second = a(tmp_path / again.manifest["artifacts"][key]["path"]).get_weights()
         assert all(np.array_equal(u, v) for u, v in zip(first, second, strict=True))
+
     def without_times(history):
-        return {stage: [{k: v for k, v in row.items() if k != "seconds"} for row in rows] for stage, rows in history.items()}
+        return {
+            stage: [{k: v for k, v in row.items() if k != "seconds"} for row in rows] for stage, rows in history.items()
+        }
 
     assert without_times(again.manifest["history"]) == without_times(trained.manifest["history"])
 

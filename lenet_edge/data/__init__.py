@@ -8,7 +8,17 @@ input contract every image goes through.
 from .preprocess import CONTRACT as PREPROCESSING
 from .sources import Dataset, Split, load_dataset, load_run_splits, load_splits, split_name_for, train_val_split
 
-__all__ = ["PREPROCESSING", "Dataset", "Split", "load_dataset", "load_run_splits", "load_splits", "split_name_for", "synthetic_version", "train_val_split"]
+__all__ = [
+    "PREPROCESSING",
+    "Dataset",
+    "Split",
+    "load_dataset",
+    "load_run_splits",
+    "load_splits",
+    "split_name_for",
+    "synthetic_version",
+    "train_val_split",
+]
 
 
 def synthetic_version() -> int:

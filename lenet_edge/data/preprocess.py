@@ -73,9 +73,7 @@ def preprocess(image: np.ndarray) -> np.ndarray:
     h, w = crop.shape
     scale = BOX / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    patch = np.asarray(
-        Image.fromarray(crop).resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.uint8
-    )
+    patch = np.asarray(Image.fromarray(crop).resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.uint8)
     row_mass = patch.sum(axis=1, dtype=np.float64)  # (new_h,)
     total = row_mass.sum()
     if total == 0:  # resampling can wipe a single faint pixel

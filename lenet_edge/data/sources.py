@@ -296,7 +296,9 @@ def _read_cache(cache_dir: Path, key: str) -> dict[str, Split] | None:
 def _write_cache(cache_dir: Path, key: str, splits: dict[str, Split]) -> None:
     arrays = {}
     for name, split in splits.items():
-        arrays.update({f"{name}/images": split.images, f"{name}/labels": split.labels, f"{name}/raw_shapes": split.raw_shapes})
+        arrays.update(
+            {f"{name}/images": split.images, f"{name}/labels": split.labels, f"{name}/raw_shapes": split.raw_shapes}
+        )
     try:
         with atomic_path(_cache_file(cache_dir, key)) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
