@@ -28,6 +28,11 @@ def run(args: list[str], env: dict, log: Path) -> float:
     return seconds
 
 
+def portable(text: str) -> str:
+    """`text` with this checkout's absolute paths written relative to the project root."""
+    return text.replace(str(ROOT.parent) + "/", "../").replace(str(ROOT) + "/", "")
+
+
 def percent(x: float) -> str:
     return f"{100 * x:.2f}%"
 

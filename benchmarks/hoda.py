@@ -25,7 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from common import DEFAULT_HODA, HERE, machine_line, percent, run
+from common import DEFAULT_HODA, HERE, machine_line, percent, portable, run
 
 
 def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, log: Path) -> dict:
@@ -104,7 +104,10 @@ def main() -> None:
     env = {**os.environ, "LENET_EDGE_CACHE": str(cache)}
     loads = data_load_times(args.data, env, log)
     results = [pipeline(arch, args.data, runs_dir, env, args.runs, log) for arch in ("lenet5", "lenet5-classic")]
-    args.out.write_text(render(results, loads, args.data), encoding="utf-8")
+    args.out.write_text(portable(render(results, loads, args.data)), encoding="utf-8")
+    figures = HERE / "figures"  # the plots the README shows: results only, no Hoda pixels
+    shutil.copyfile(runs_dir / "lenet5" / "latency.png", figures / "hoda_latency.png")
+    shutil.copyfile(runs_dir / "lenet5" / "confusion_int8.png", figures / "hoda_confusion_int8.png")
     print(f"wrote {args.out}")
 
 

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from common import DEFAULT_HODA, HERE, machine_line, percent, run
+from common import DEFAULT_HODA, HERE, machine_line, percent, portable, run
 
 PERSIAN = "۰۱۲۳۴۵۶۷۸۹"
 
@@ -75,7 +75,7 @@ def main() -> None:
     run(["bench", "--dir", str(run_dir), "--data", str(args.data), "--split", "test", "--runs", "500"], env, log)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     bench = json.loads((run_dir / "bench.json").read_text())
-    args.out.write_text(render(manifest, bench, train_s), encoding="utf-8")
+    args.out.write_text(portable(render(manifest, bench, train_s)), encoding="utf-8")
     print(f"wrote {args.out}")
 
 

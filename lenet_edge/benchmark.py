@@ -710,9 +710,9 @@ def format_markdown(results: dict) -> str:
         f"ai-edge-litert {machine['versions'].get('ai_edge_litert')}, "
         f"load average {machine['loadavg_1m_start']} -> {machine['loadavg_1m_end']}.",
         "",
-        "Latency is one image end to end (float conversion, quantization, set_tensor, invoke, get_tensor, "
-        "dequantization, argmax); `p50 x` is the median over timing rounds of the per-round ratio to the "
-        "reference, the models being interleaved round by round.",
+        "Latency is one image end to end (uint8 to the model's input type by one table lookup, set_tensor, "
+        "invoke, get_tensor, argmax of the raw output); `p50 x` is the median over timing rounds of the "
+        "per-round ratio to the reference, the models being interleaved round by round.",
     ]
     return "\n".join(out) + "\n"
 

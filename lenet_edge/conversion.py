@@ -344,8 +344,8 @@ def parse_c_array(source_text: str) -> bytes:
 # --- the stage ---------------------------------------------------------------------------------
 
 _NO_QAT_HINT = (
-    "this run was trained without quantization-aware training; re-run `lenet-edge train` with QAT, "
-    "or use --ptq for post-training quantization of the float model"
+    "it was trained with --qat-epochs 0; re-run `lenet-edge train` with --qat-epochs 1 or more, "
+    "or export with --ptq (post-training quantization of the float model) instead of --int8"
 )
 
 

@@ -27,7 +27,8 @@ def native_stderr_captured() -> Iterator[None]:
     except OSError:  # no fd 2 at all (some embedded interpreters): nothing to capture
         yield
         return
-    with tempfile.TemporaryFile() as captured:
+    python_stderr = sys.stderr
+    with tempfile.TemporaryFile() as captured, _python_stderr_kept(saved):
         os.dup2(captured.fileno(), 2)
         try:
             yield
@@ -36,8 +37,31 @@ def native_stderr_captured() -> Iterator[None]:
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
+            python_stderr.write(captured.read().decode(errors="replace"))
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+@contextlib.contextmanager
+def _python_stderr_kept(terminal_fd: int) -> Iterator[None]:
+    """Keep Python's own stderr writes (our progress lines, warnings) going to `terminal_fd`.
+
+    Only when `sys.stderr` is the process's fd 2; a replaced stderr (a test
+    runner's capture, a notebook's stream) is left alone.
+    """
+    try:
+        is_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        is_fd2 = False
+    if not is_fd2:
+        yield
+        return
+    original = sys.stderr
+    with os.fdopen(os.dup(terminal_fd), "w", buffering=1, encoding=original.encoding, errors="replace") as kept:
+        sys.stderr = kept
+        try:
+            yield
+        finally:
+            sys.stderr = original

@@ -41,7 +41,7 @@ class TrainConfig:
 
     data: str = "synthetic"
     arch: str = "lenet5"
-    epochs: int = 20  # float pretraining epochs; the best on validation is kept
+    epochs: int = 16  # float pretraining epochs; the best on validation is kept
     qat_epochs: int = 3  # quantization-aware fine-tuning epochs
     batch_size: int = 128
     lr: float = 3e-3  # peak Adam rate, cosine-decayed to ~0 over the float epochs
@@ -134,28 +134,31 @@ def train(
     )
     float_done = time.perf_counter()
 
-    qat_model = quantize_aware(model)
-    qat_history, qat_best = _fit(
-        qat_model,
-        train_ds,
-        val_xy,
-        steps,
-        config.qat_epochs,
-        keras.optimizers.Adam(config.qat_lr),
-        "qat",
-        log,
-        config.label_smoothing,
-    )
+    models, qat_history, qat_best = {"float": model}, [], 0
+    if config.qat_epochs:  # 0 epochs: no QAT model (its quantizer ranges would be uncalibrated)
+        models["qat"] = quantize_aware(model)
+        qat_history, qat_best = _fit(
+            models["qat"],
+            train_ds,
+            val_xy,
+            steps,
+            config.qat_epochs,
+            keras.optimizers.Adam(config.qat_lr),
+            "qat",
+            log,
+            config.label_smoothing,
+        )
     qat_done = time.perf_counter()
 
+    best_epochs = {"float": float_best, "qat": qat_best}
     metrics = {
-        "float": {"val_accuracy": _accuracy(model, val_x, val_labels), "best_epoch": float_best},
-        "qat": {"val_accuracy": _accuracy(qat_model, val_x, val_labels), "best_epoch": qat_best},
+        stage: {"val_accuracy": _accuracy(m, val_x, val_labels), "best_epoch": best_epochs[stage]}
+        for stage, m in models.items()
     }
     if "test" in splits:  # reported, never used to choose anything
-        test_xy = (to_model_input(splits["test"].images), splits["test"].labels)
-        metrics["float"]["test_accuracy"] = _accuracy(model, *test_xy)
-        metrics["qat"]["test_accuracy"] = _accuracy(qat_model, *test_xy)
+        test_x = to_model_input(splits["test"].images)
+        for stage, m in models.items():
+            metrics[stage]["test_accuracy"] = _accuracy(m, test_x, splits["test"].labels)
 
     old_manifest = read_manifest(run_dir) if (run_dir / MANIFEST_NAME).exists() else None
     manifest = {
@@ -186,21 +189,21 @@ def train(
             "qat": round(qat_done - float_done, 2),
         },
     }
-    with staged_files(run_dir) as stage:  # both models appear together, or neither
+    with staged_files(run_dir) as stage:  # all files appear together, or none
         model.save(stage(FLOAT_MODEL))
-        qat_model.save_weights(stage(QAT_WEIGHTS, suffix=".weights.h5"))
+        if "qat" in models:
+            models["qat"].save_weights(stage(QAT_WEIGHTS, suffix=".weights.h5"))
         training_curves(manifest["history"], stage(HISTORY_PLOT))
     record_artifact(manifest, "float_keras", run_dir / FLOAT_MODEL)
-    record_artifact(manifest, "qat_weights", run_dir / QAT_WEIGHTS)
+    if "qat" in models:
+        record_artifact(manifest, "qat_weights", run_dir / QAT_WEIGHTS)
     record_artifact(manifest, "history_png", run_dir / HISTORY_PLOT)
     manifest["wall_time_s"]["total"] = round(time.perf_counter() - started, 2)
     write_manifest(run_dir, manifest)
     _remove_stale(run_dir, old_manifest, manifest)
-    log(
-        f"done: float val {metrics['float']['val_accuracy']:.2%}, QAT val {metrics['qat']['val_accuracy']:.2%}"
-        + (f", QAT test {metrics['qat']['test_accuracy']:.2%}" if "test_accuracy" in metrics["qat"] else "")
-        + f", {manifest['wall_time_s']['total']:.0f} s -> {run_dir}"
-    )
+    summary = [f"{stage} val {m['val_accuracy']:.2%}" for stage, m in metrics.items()]
+    summary += [f"{stage} test {m['test_accuracy']:.2%}" for stage, m in metrics.items() if "test_accuracy" in m]
+    log(f"done: {', '.join(summary)}, {manifest['wall_time_s']['total']:.0f} s -> {run_dir}")
     return TrainResult(run_dir, manifest)
 
 

@@ -89,3 +89,13 @@ def test_interrupted_run_leaves_the_previous_one_intact(trained, tiny_npz, monke
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tiny_npz, seed=8), trained.run_dir, force=True, log=lambda _: None)
     assert {p.name: p.read_bytes() for p in trained.run_dir.iterdir()} == before
+
+
+def test_zero_qat_epochs_means_no_qat_model(tiny_npz, tmp_path):
+    result = train(tiny_config(tiny_npz, epochs=1, qat_epochs=0), tmp_path, log=lambda _: None)
+    assert set(result.manifest["metrics"]) == {"float"} and result.manifest["history"]["qat"] == []
+    assert "qat_weights" not in result.manifest["artifacts"] and not (tmp_path / "lenet5_qat.weights.h5").exists()
+    from lenet_edge.conversion import export_run
+
+    with pytest.raises(ModelError, match="--qat-epochs 0.*--ptq"):
+        export_run(tmp_path, int8=True, splits={})
