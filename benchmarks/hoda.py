@@ -37,13 +37,20 @@ def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, 
     times["bench_s"] = run(["bench", "--dir", str(run_dir), "--split", "test", "--runs", str(bench_runs)], env, log)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     bench = json.loads((run_dir / "bench.json").read_text())
-    return {
+    result = {
         "arch": arch,
         "times": times,
         "manifest": manifest,
         "bench": bench,
         "bench_md": (run_dir / "bench.md").read_text(),
     }
+    if arch == "lenet5":  # the same models on LiteRT's reference kernels, as a microcontroller runs them
+        reference_dir = runs_dir / "lenet5-no-xnnpack"
+        models = [f"--model={name}={run_dir / f'lenet5_{name}.tflite'}" for name in ("float32", "int8")]
+        bench = ["bench", "--dir", str(reference_dir), "--data", str(data), "--split", "test", "--no-xnnpack"]
+        run([*bench, "--runs", str(bench_runs // 3), *models], env, log)
+        result["reference_kernels_md"] = (reference_dir / "bench.md").read_text()
+    return result
 
 
 def data_load_times(data: Path, env: dict, log: Path) -> dict:
@@ -83,6 +90,16 @@ def render(results: list[dict], loads: dict, data: Path) -> str:
     ]
     for r in results:
         lines += [f"## Benchmark: {r['arch']}", "", r["bench_md"].strip(), ""]
+        if "reference_kernels_md" in r:
+            lines += [
+                f"## Benchmark: {r['arch']} on LiteRT's reference kernels (`--no-xnnpack`)",
+                "",
+                "The same two files without the XNNPACK delegate: the built-in kernels, from which "
+                "TensorFlow Lite for Microcontrollers' are ported.",
+                "",
+                r["reference_kernels_md"].strip(),
+                "",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -64,9 +64,9 @@ def echo(message: str) -> None:
 
 
 def status(message: str) -> None:
-    """A progress line on stderr (stdout stays the command's result), unless --quiet."""
+    """A progress line on stderr when it is a terminal (stdout stays the command's result), unless --quiet."""
     ctx = click.get_current_context(silent=True)
-    if not (ctx and ctx.find_root().params.get("quiet")):
+    if sys.stderr.isatty() and not (ctx and ctx.find_root().params.get("quiet")):
         click.echo(message, err=True)
 
 
@@ -85,7 +85,7 @@ DIR_OPTION = click.option(
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="lenet-edge")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr (results still print).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on the terminal (results still print).")
 def main(quiet):
     """Train, quantize and benchmark a LeNet-5 for handwritten Persian digits (۰-۹).
 
@@ -216,7 +216,7 @@ def data_download(name, force):
     type=click.Choice(["lenet5", "lenet5-classic"]),
     default="lenet5",
     show_default=True,
-    help="lenet5: ReLU + max pooling (int8 runs in one XNNPACK partition). lenet5-classic: tanh + average pooling (1998).",
+    help="lenet5: ReLU + max pooling (int8 in one XNNPACK partition). lenet5-classic: tanh + average pooling (1998).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True, help="Float pretraining epochs.")
 @click.option(
