@@ -261,7 +261,7 @@ def test_no_manifest_says_run_train_first(tmp_path):
 
 def test_run_without_qat_weights_says_so(tmp_path, trained, splits):
     run = write_run(tmp_path / "float-only", trained[0])
-    with pytest.raises(ModelError, match="the run has no qat_weights; this run was trained without quantization-aware"):
+    with pytest.raises(ModelError, match="the run has no qat_weights; it was trained with --qat-epochs 0"):
         conversion.export_run(run, int8=True, splits=splits)
 
 

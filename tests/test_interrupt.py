@@ -17,6 +17,7 @@ exits 130 with one line and leaves the earlier bench.json alone.
 from __future__ import annotations
 
 import os
+import pty
 import queue
 import re
 import signal
@@ -38,39 +39,61 @@ START_TIMEOUT_S = 120  # TensorFlow's import alone takes a few seconds on a busy
 
 
 class Command:
-    """A `python -m lenet_edge` process whose stdout lines can be awaited while it runs."""
+    """A `python -m lenet_edge` process whose output lines can be awaited while it runs.
 
-    def __init__(self, args: list[str], cache: Path):
+    With `stderr_tty`, stderr is a pseudo-terminal, as in an interactive shell:
+    the CLI then prints its progress lines there, which tests can wait for.
+    """
+
+    def __init__(self, args: list[str], cache: Path, stderr_tty: bool = False):
         env = {**os.environ, "LENET_EDGE_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
         env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # what a user gets: the CLI's own default quiets TensorFlow
+        master, terminal = pty.openpty() if stderr_tty else (None, subprocess.PIPE)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lenet_edge", *args], env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=terminal,
             # Python installs its Ctrl-C handler only when SIGINT is not ignored at start;
             # a test runner started in the background may pass SIG_IGN down.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
+        if stderr_tty:
+            os.close(terminal)  # the child holds its own copy
+            stderr = open(master, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by _read)
+        else:
+            stderr = self.process.stderr
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._readers = [
             threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, self.lines), daemon=True),
-            threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, None), daemon=True),
+            threading.Thread(
+                target=self._read, args=(stderr, self.stderr, self.lines if stderr_tty else None), daemon=True
+            ),
         ]
+        self._streams, self._ended = (2 if stderr_tty else 1), 0
         for reader in self._readers:
             reader.start()
 
     @staticmethod
     def _read(stream, lines: list[str], notify: queue.Queue | None) -> None:
-        for line in stream:
-            lines.append(line.rstrip("\n"))
-            if notify is not None:
-                notify.put(line)
+        try:
+            for line in stream:
+                lines.append(line.rstrip("\r\n"))  # a terminal ends lines with \r\n
+                if notify is not None:
+                    notify.put(line)
+        except OSError:  # a pseudo-terminal reports EIO once the child has closed it
+            pass
+        finally:
+            stream.close()
         if notify is not None:
             notify.put(None)  # end of output
 
     def wait_for(self, pattern: str, timeout: float = START_TIMEOUT_S) -> str:
-        """Block until a stdout line matches `pattern`; fail if the process ends or time runs out first."""
+        """Block until an awaited line matches `pattern`; fail if the process ends or time runs out first.
+
+        stdout is awaited, and stderr too when it is a terminal. With two streams
+        one of them may end first; the wait only fails when both have.
+        """
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -79,6 +102,9 @@ class Command:
                 self.process.kill()
                 pytest.fail(f"no line matching {pattern!r} within {timeout} s; stdout so far: {self.stdout}")
             if line is None:
+                self._ended += 1
+                if self._ended < self._streams:
+                    continue
                 self.finish()
                 pytest.fail(f"ended (code {self.process.returncode}) before {pattern!r}:\n{self.stdout}\n{self.stderr}")
             if re.search(pattern, line):
@@ -195,21 +221,20 @@ def test_sigint_during_bench_timing_exits_130_and_keeps_earlier_results(exported
     (run_dir / "bench.json").write_text('{"earlier": "results"}\n')
     before = snapshot(tmp_path, ("run",))
 
-    # A fresh cache makes bench print "reading ... and preprocessing" once the data starts
-    # loading; loading the models and the accuracy pass take well under a second on this tiny
-    # set, and 10^8 timed rounds take hours: two seconds later it is timing (on a very busy
-    # machine it may still be loading, and Ctrl-C must be just as clean there).
+    # On a terminal, bench announces each phase on stderr; "latency: ..." starts the timed
+    # rounds, and 10^8 of them take hours, so the signal lands inside the timing loop.
     with Command(
         ["bench", "--dir", str(run_dir), "--runs", "100000000", "--warmup", "0", "--batch-sizes", "1"],
         tmp_path / "cache",
+        stderr_tty=True,
     ) as command:
-        command.wait_for(r"^reading .* and preprocessing")
-        time.sleep(2.0)
+        command.wait_for(r"^latency: ")
+        time.sleep(0.5)
         assert command.process.poll() is None, (command.stdout, command.stderr)
         command.process.send_signal(signal.SIGINT)
         code = command.finish()
 
     assert code == 130, (command.stdout, command.stderr)
-    assert command.stderr == [INTERRUPTED]
+    assert command.stderr[-1] == INTERRUPTED and not any("Traceback" in line for line in command.stderr)
     assert snapshot(tmp_path, ("run",)) == before
     assert temporaries(run_dir) == []
