@@ -28,6 +28,17 @@ def run(args: list[str], env: dict, log: Path) -> float:
     return seconds
 
 
+def hoda_runs(data: Path, log_name: str) -> tuple[Path, Path]:
+    """Check `data` holds Hoda's test file; return (benchmarks/runs, a fresh log file there)."""
+    if not (data / "Test 20000.cdb").is_file():
+        sys.exit(f"{data}: no 'Test 20000.cdb' there; pass --data DIR")
+    runs_dir = HERE / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    log = runs_dir / log_name
+    log.write_text("")
+    return runs_dir, log
+
+
 def portable(text: str) -> str:
     """`text` with this checkout's absolute paths written relative to the project root."""
     return text.replace(str(ROOT.parent) + "/", "../").replace(str(ROOT) + "/", "")

@@ -22,10 +22,9 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
-from common import DEFAULT_HODA, HERE, machine_line, percent, portable, run
+from common import DEFAULT_HODA, HERE, hoda_runs, machine_line, percent, portable, run
 
 
 def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, log: Path) -> dict:
@@ -109,12 +108,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3000, help="timed single-image rounds per model")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
-    if not (args.data / "Test 20000.cdb").is_file():
-        sys.exit(f"{args.data}: no 'Test 20000.cdb' there; pass --data DIR")
-    runs_dir = HERE / "runs"
-    runs_dir.mkdir(exist_ok=True)
-    log = runs_dir / "hoda.log"
-    log.write_text("")
+    runs_dir, log = hoda_runs(args.data, "hoda.log")
     cache = runs_dir / "cache"
     if cache.exists():
         shutil.rmtree(cache)

@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from common import DEFAULT_HODA, HERE, machine_line, percent, portable, run
+from common import DEFAULT_HODA, HERE, hoda_runs, machine_line, percent, portable, run
 
 PERSIAN = "۰۱۲۳۴۵۶۷۸۹"
 
@@ -63,12 +62,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_HODA, help="Hoda directory (.cdb files)")
     parser.add_argument("--out", type=Path, default=HERE / "SIM_TO_REAL.md")
     args = parser.parse_args()
-    if not (args.data / "Test 20000.cdb").is_file():
-        sys.exit(f"{args.data}: no 'Test 20000.cdb' there; pass --data DIR")
-    runs_dir = HERE / "runs"
-    runs_dir.mkdir(exist_ok=True)
-    run_dir, log = runs_dir / "synthetic", runs_dir / "sim_to_real.log"
-    log.write_text("")
+    runs_dir, log = hoda_runs(args.data, "sim_to_real.log")
+    run_dir = runs_dir / "synthetic"
     env = {**os.environ, "LENET_EDGE_CACHE": str(runs_dir / "cache")}
     train_s = run(["train", "--dir", str(run_dir), "--force"], env, log)
     run(["export", "--dir", str(run_dir), "--int8"], env, log)

@@ -91,3 +91,18 @@ def snapshot(tmp: Path, watch: tuple[str, ...]) -> dict[str, bytes | None]:
             for path in sorted(root.rglob("*")):
                 state[str(path.relative_to(tmp))] = None if path.is_dir() else path.read_bytes()
     return state
+
+
+def assert_one_line_error(call, path: Path, expected: str, *, regex: bool = False) -> str:
+    """`call()` must raise DataError: one line, naming `path`, containing `expected` (a regex if `regex`)."""
+    import re
+
+    from lenet_edge.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message, message
+    assert re.search(expected, message) if regex else expected in message, message
+    return message

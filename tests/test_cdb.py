@@ -8,7 +8,6 @@ a file the writer refuses to produce. The real files are only read, through the
 
 from __future__ import annotations
 
-import re
 import struct
 import tempfile
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -205,13 +205,7 @@ def patched(path: Path, offset: int, value: bytes) -> Path:
 
 
 def assert_data_error(path: Path, pattern: str) -> str:
-    with pytest.raises(DataError) as info:
-        read_cdb(path)
-    message = str(info.value)
-    assert "\n" not in message
-    assert str(path) in message
-    assert re.search(pattern, message), message
-    return message
+    return assert_one_line_error(lambda: read_cdb(path), path, pattern, regex=True)
 
 
 def test_missing_file_and_directory(tmp_path):

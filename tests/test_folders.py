@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -128,14 +129,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert load_image(tmp_path / "r.jpg").shape == (10, 20)
 
 
-def assert_data_error(call, path: Path, fragment: str) -> str:
-    with pytest.raises(DataError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    assert str(path) in message, message
-    assert fragment in message, message
-    return message
+assert_data_error = assert_one_line_error
 
 
 def test_bad_image_files(tmp_path):

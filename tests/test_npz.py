@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,13 +85,7 @@ def test_other_numeric_dtypes_are_converted(tmp_path, x):
 
 
 def assert_data_error(path: Path, fragment: str) -> str:
-    with pytest.raises(DataError) as info:
-        load_npz(path)
-    message = str(info.value)
-    assert "\n" not in message
-    assert str(path) in message, message
-    assert fragment in message, message
-    return message
+    return assert_one_line_error(lambda: load_npz(path), path, fragment)
 
 
 def test_file_level_errors(tmp_path):
