@@ -160,7 +160,7 @@ def train(
         for stage, m in models.items():
             metrics[stage]["test_accuracy"] = _accuracy(m, test_x, splits["test"].labels)
 
-    old_manifest = read_manifest(run_dir) if (run_dir / MANIFEST_NAME).exists() else None
+    old_manifest = _previous_manifest(run_dir)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -304,6 +304,14 @@ def _fit(model, train_ds, val_xy, steps, epochs, optimizer, stage, log, label_sm
 def _accuracy(model, x, y) -> float:
     logits = model.predict(x, batch_size=1024, verbose=0)
     return float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+def _previous_manifest(run_dir: Path) -> dict | None:
+    """The manifest being replaced (--force), or None if there is none or it is unreadable."""
+    try:
+        return read_manifest(run_dir)
+    except ModelError:  # absent, corrupt or from a newer version: --force replaces it all the same
+        return None
 
 
 def _remove_stale(run_dir: Path, old: dict | None, new: dict) -> None:

@@ -99,3 +99,9 @@ def test_zero_qat_epochs_means_no_qat_model(tiny_npz, tmp_path):
 
     with pytest.raises(ModelError, match="--qat-epochs 0.*--ptq"):
         export_run(tmp_path, int8=True, splits={})
+
+
+def test_force_replaces_a_run_whose_manifest_is_unreadable(tiny_npz, tmp_path):
+    (tmp_path / "manifest.json").write_text("{ not json")
+    result = train(tiny_config(tiny_npz, epochs=1, qat_epochs=1), tmp_path, force=True, log=lambda _: None)
+    assert read_manifest(tmp_path)["artifacts"] == result.manifest["artifacts"]
