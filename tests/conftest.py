@@ -64,7 +64,7 @@ TINY_RUN = dict(epochs=1, qat_epochs=1, batch_size=32, val_fraction=0.2)
 def exported_run(tmp_path_factory, tiny_npz: Path) -> Path:
     """A run trained for one float and one QAT epoch on `tiny_npz`, exported to float32 + int8.
 
-    Built once per session (two conversions). Tests that change a run work on
+    Built once per test run (two conversions). Tests that change a run work on
     a copy (`copy_run`).
     """
     from lenet_edge.conversion import export_run

@@ -18,13 +18,12 @@ A few rows are not "one line and nothing written" by design and have their
 own tests below the matrix: `bench` with some broken models (error entries,
 results still written, exit 1); images in supported but unusual formats (16-bit
 and RGBA PNG) that must load; a float model where int8 is required (no command
-requires int8 from a user's file yet, so `export.verify_int8` is checked
+requires int8 from a user's file yet, so `conversion.verify_int8` is checked
 directly).
 
 The TFLite converter leaks memory on every call, so this module converts
-three models in all: the session's tiny run (float32 + int8, shared with
-test_reproducible through the `exported_run` fixture) and one small model with the
-wrong input shape.
+three models in all: the test run's shared tiny run (float32 + int8, the
+`exported_run` fixture of conftest.py) and one small model with the wrong input shape.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ from lenet_edge.fileio import TMP_PREFIX
 
 CACHE = "cache"  # every row's dataset cache, under its tmp_path
 
-# --- the session's tiny trained and exported run ------------------------------------------------
+# --- a model with the wrong input ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +180,7 @@ class Env:
     request: pytest.FixtureRequest
 
     def run(self) -> Path:
-        """A private copy of the session's exported run, at tmp/run."""
+        """A private copy of the shared exported run, at tmp/run."""
         return copy_run(self.request.getfixturevalue("exported_run"), self.tmp / "run")
 
 

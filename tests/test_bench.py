@@ -1,7 +1,7 @@
 """The benchmark harness on tiny untrained models: schema, what it measures, failures, writer.
 
 Four TFLite conversions in all (the converter leaks memory per call in TF 2.21),
-made once per session; the harness itself runs with small counts.
+made once per test run; the harness itself runs with small counts.
 """
 
 import json

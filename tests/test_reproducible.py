@@ -1,6 +1,6 @@
 """Same seed, same data, same machine: the same int8 model, byte for byte.
 
-Two runs are compared: the session's tiny run (`train` + `export_run` called
+Two runs are compared: the shared tiny run (`train` + `export_run` called
 in this process, see conftest.exported_run) and the same recipe
 through the command line in a fresh process (`lenet-edge train` then
 `lenet-edge export --int8`, both in that one process). A second process is the stronger check: nothing
