@@ -65,9 +65,41 @@ def echo(message: str) -> None:
 
 def status(message: str) -> None:
     """A progress line on stderr when it is a terminal (stdout stays the command's result), unless --quiet."""
-    ctx = click.get_current_context(silent=True)
-    if sys.stderr.isatty() and not (ctx and ctx.find_root().params.get("quiet")):
+    if showing_progress():
         click.echo(message, err=True)
+
+
+def showing_progress() -> bool:
+    """Progress output goes to stderr when it is a terminal, unless the user asked for --quiet."""
+    ctx = click.get_current_context(silent=True)
+    return sys.stderr.isatty() and not (ctx and ctx.find_root().params.get("quiet"))
+
+
+class ProgressBars:
+    """click progress bars on stderr, one per label, each created on its first update.
+
+    Call it as `bars(done, total)` (one bar) or `bars(done, total, label)`; use it as a
+    context manager so the bars are closed. Silent off a terminal or with --quiet.
+    """
+
+    def __init__(self, label: str, shown: bool = True):
+        self.label, self.shown, self.bars = label, shown and showing_progress(), {}
+
+    def __call__(self, done: int, total: int | None, label: str | None = None) -> None:
+        if not self.shown:
+            return
+        label = label or self.label
+        if label not in self.bars:
+            self.bars[label] = click.progressbar(length=total or 0, label=label, file=sys.stderr)
+            self.bars[label].__enter__()
+        self.bars[label].update(done - self.bars[label].pos)
+
+    def __enter__(self) -> ProgressBars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar in self.bars.values():
+            bar.__exit__(None, None, None)
 
 
 DATA_HELP = (
@@ -122,7 +154,8 @@ def data_info(source):
     from .data import load_dataset
 
     started = time.perf_counter()
-    dataset = load_dataset(source, cache_dir=cache_dir(), progress=status)
+    with ProgressBars("preprocessing") as bar:
+        dataset = load_dataset(source, cache_dir=cache_dir(), progress=status, advance=bar)
     seconds = time.perf_counter() - started
     echo(f"source:   {dataset.source} ({dataset.kind})")
     if dataset.location:
@@ -164,7 +197,8 @@ def data_preview(source, split, per_class, seed, scale, output):
     from .data import load_dataset
     from .data.preview import sample_grid
 
-    dataset = load_dataset(source, cache_dir=cache_dir(), progress=status)
+    with ProgressBars("preprocessing") as bar:
+        dataset = load_dataset(source, cache_dir=cache_dir(), progress=status, advance=bar)
     path = sample_grid(dataset.split(split), output, per_class=per_class, seed=seed, scale=scale)
     echo(f"wrote {path}")
 
@@ -186,21 +220,10 @@ def data_download(name, force):
     """
     from .data.download import download_hoda
 
-    target = cache_dir() / "hoda"
-    bars = {}
-
-    def progress(filename, done, total):
-        bar = bars.get(filename)
-        if bar is None:
-            bar = bars[filename] = click.progressbar(length=total or 0, label=filename, file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    try:
-        paths = download_hoda(target, force=force, progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.__exit__(None, None, None)
+    with ProgressBars("download") as bars:
+        paths = download_hoda(
+            cache_dir() / "hoda", force=force, progress=lambda name, done, total: bars(done, total, name)
+        )
     for path in paths:
         echo(f"ok: {path}")
 
@@ -304,14 +327,16 @@ def train(
         augment=augment,
         label_smoothing=label_smoothing,
     )
-    run_training(config, run_dir, force=force, cache_dir=cache_dir(), log=echo)
+    with ProgressBars("preprocessing") as bar:
+        run_training(config, run_dir, force=force, cache_dir=cache_dir(), log=echo, advance=bar)
 
 
 def run_splits(manifest: dict, source: str | None = None):
     """The run's dataset (or `source` instead) with the run's own validation carve-out."""
     from .data import load_run_splits
 
-    return load_run_splits(manifest, source, cache_dir=cache_dir(), progress=status)
+    with ProgressBars("preprocessing") as bar:
+        return load_run_splits(manifest, source, cache_dir=cache_dir(), progress=status, advance=bar)
 
 
 @main.command()
@@ -507,23 +532,8 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, quiet):
     from .inference import resolve_model
 
     model = resolve_model(model_path, run_dir, log=lambda message: click.echo(message, err=True))
-    bar = None
-
-    def progress(done, total):
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label="predicting", file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    show_bar = not quiet and sys.stderr.isatty()
-    try:
-        results = run_predict(
-            images, model, top_k=top_k, batch_size=batch_size, progress=progress if show_bar else None
-        )
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    with ProgressBars("predicting", shown=not quiet) as bar:
+        results = run_predict(images, model, top_k=top_k, batch_size=batch_size, progress=bar)
     width = max((len(r["path"]) for r in results), default=0)
     for r in results:
         if as_json:

@@ -83,6 +83,7 @@ def train(
     force: bool = False,
     cache_dir: Path | None = None,
     log: Callable[[str], None] = print,
+    advance: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train float then QAT, and write the models and `manifest.json` into `run_dir`.
 
@@ -92,6 +93,7 @@ def train(
         force: replace an existing run (only once the new one is complete).
         cache_dir: dataset cache (see `lenet_edge.data.load_dataset`).
         log: where progress lines go.
+        advance: optional callable(images_done, images_total) while the data is preprocessed.
 
     Raises:
         ModelError: `run_dir` already holds a run and `force` is not set.
@@ -105,7 +107,9 @@ def train(
 
     from .data import PREPROCESSING, load_splits
 
-    dataset, splits = load_splits(config.data, config.val_fraction, config.seed, cache_dir=cache_dir, progress=log)
+    dataset, splits = load_splits(
+        config.data, config.val_fraction, config.seed, cache_dir=cache_dir, progress=log, advance=advance
+    )
     if "train" not in splits:
         raise ModelError(f"{dataset.location or dataset.source}: has no training split to train on")
     loaded = time.perf_counter()

@@ -111,3 +111,14 @@ def test_real_hoda_counts_and_cache_speed(hoda_dir, tmp_path):
     assert set(dataset.files) == {"Train 60000.cdb", "Test 20000.cdb"}
     again = load_dataset(str(hoda_dir), cache_dir=tmp_path)  # its speed is measured in benchmarks/
     assert again.from_cache and np.array_equal(again.splits["test"].images, dataset.splits["test"].images)
+
+
+def test_preprocessing_reports_progress_once_per_image_in_total(tiny_npz):
+    seen = []
+    dataset = load_dataset(str(tiny_npz), advance=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (400, 400) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert len(dataset.split("train")) + len(dataset.split("test")) == 400
+    steps = []
+    preprocess_many([np.zeros((5, 5), np.uint8)] * 2500, progress=steps.append)
+    assert sum(steps) == 2500 and len(steps) == 3
+    assert load_dataset("synthetic:20:10").location == ""

@@ -10,7 +10,7 @@ photo of a digit end up in the same frame as the training data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,7 @@ PREPROCESSING_VERSION = 1
 CANVAS = 28  # output side, px
 BOX = 20  # longer side of the resized ink box, px
 INK_THRESHOLD = 64  # a pixel > this (of 255) counts as ink for the bounding box
+PROGRESS_EVERY = 1000  # images between progress callbacks
 BORDER_DARK_MAX = 128  # mean border brightness above this => dark ink on light paper
 
 CONTRACT = {
@@ -87,9 +88,19 @@ def preprocess(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def preprocess_many(images: Iterable[np.ndarray]) -> np.ndarray:
-    """Preprocess a sequence of images into one `(N, 28, 28)` uint8 array."""
-    processed = [preprocess(image) for image in images]
+def preprocess_many(images: Iterable[np.ndarray], progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Preprocess a sequence of images into one `(N, 28, 28)` uint8 array.
+
+    `progress(k)` is called after every `PROGRESS_EVERY` images (and at the end) with
+    the number of images done since its previous call.
+    """
+    processed = []
+    for image in images:
+        processed.append(preprocess(image))
+        if progress and len(processed) % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+    if progress and len(processed) % PROGRESS_EVERY:
+        progress(len(processed) % PROGRESS_EVERY)
     if not processed:
         return np.zeros((0, CANVAS, CANVAS), np.uint8)
     return np.stack(processed)

@@ -80,7 +80,13 @@ class Dataset:
         }
 
 
-def load_dataset(source: str, *, cache_dir: Path | None = None, progress: Callable | None = None) -> Dataset:
+def load_dataset(
+    source: str,
+    *,
+    cache_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    advance: Callable[[int, int], None] | None = None,
+) -> Dataset:
     """Load any supported source into preprocessed 28x28 splits.
 
     Args:
@@ -88,6 +94,8 @@ def load_dataset(source: str, *, cache_dir: Path | None = None, progress: Callab
         cache_dir: where preprocessed arrays are cached and where `hoda` lives;
             None disables the cache (and `hoda`).
         progress: optional callable(message) for long steps.
+        advance: optional callable(images_done, images_total) for a progress bar
+            while images are preprocessed (only when the cache cannot serve them).
 
     Raises:
         DataError: the source is missing or malformed, naming the file and the problem.
@@ -99,14 +107,24 @@ def load_dataset(source: str, *, cache_dir: Path | None = None, progress: Callab
     if cache_dir is not None:
         cached = _read_cache(Path(cache_dir), key)
         if cached is not None:
-            return Dataset(canonical, kind, cached, files, str(location), from_cache=True)
+            return Dataset(canonical, kind, cached, files, str(location or ""), from_cache=True)
     if progress:
         progress(f"reading {location or canonical} and preprocessing (once; then cached)")
     raw = _read_raw(kind, location, spec)
-    splits = {name: _preprocess_split(name, location, images, labels) for name, (images, labels) in raw.items()}
+    total, done = sum(len(labels) for _, labels in raw.values()), 0
+
+    def step(k: int) -> None:
+        nonlocal done
+        done += k
+        advance(done, total)
+
+    counter = step if advance else None
+    splits = {
+        name: _preprocess_split(name, location, images, labels, counter) for name, (images, labels) in raw.items()
+    }
     if cache_dir is not None:
         _write_cache(Path(cache_dir), key, splits)
-    return Dataset(canonical, kind, splits, files, str(location))
+    return Dataset(canonical, kind, splits, files, str(location or ""))
 
 
 def train_val_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,13 +148,19 @@ def train_val_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple
 
 
 def load_splits(
-    source: str, val_fraction: float, seed: int, *, cache_dir: Path | None = None, progress: Callable | None = None
+    source: str,
+    val_fraction: float,
+    seed: int,
+    *,
+    cache_dir: Path | None = None,
+    progress: Callable | None = None,
+    advance: Callable[[int, int], None] | None = None,
 ) -> tuple[Dataset, dict[str, Split]]:
     """The dataset and its splits with "val" carved from "train" (stratified, seeded).
 
     The test split is returned untouched and is never part of train or val.
     """
-    dataset = load_dataset(source, cache_dir=cache_dir, progress=progress)
+    dataset = load_dataset(source, cache_dir=cache_dir, progress=progress, advance=advance)
     splits = dict(dataset.splits)
     if "train" in splits:
         train_idx, val_idx = train_val_split(splits["train"].labels, val_fraction, seed)
@@ -146,7 +170,12 @@ def load_splits(
 
 
 def load_run_splits(
-    manifest: dict, source: str | None = None, *, cache_dir: Path | None = None, progress: Callable | None = None
+    manifest: dict,
+    source: str | None = None,
+    *,
+    cache_dir: Path | None = None,
+    progress: Callable | None = None,
+    advance: Callable[[int, int], None] | None = None,
 ) -> tuple[Dataset, dict[str, Split]]:
     """The splits a trained run saw: its recorded source (or `source`) with its own val carve-out.
 
@@ -159,7 +188,7 @@ def load_run_splits(
         raise DataError("no dataset: pass --data (there is no run manifest to take it from)")
     val_fraction = data.get("val_fraction", config.get("val_fraction", 0.1))
     seed = data.get("split_seed", config.get("seed", 0))
-    return load_splits(source, val_fraction, seed, cache_dir=cache_dir, progress=progress)
+    return load_splits(source, val_fraction, seed, cache_dir=cache_dir, progress=progress, advance=advance)
 
 
 # --- resolving and reading ---------------------------------------------------------------
@@ -234,14 +263,14 @@ def _read_raw(kind: str, location: Path | None, spec: str) -> RawSplits:
     return raw
 
 
-def _preprocess_split(name: str, location, images, labels) -> Split:
+def _preprocess_split(name: str, location, images, labels, progress: Callable[[int], None] | None) -> Split:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise DataError(f"{location}: the '{name}' split is empty")
     if labels.min() < 0 or labels.max() > 9:
         raise DataError(f"{location}: the '{name}' split has labels outside 0-9")
     shapes = np.array([image.shape[:2] for image in images], dtype=np.int32).reshape(-1, 2)
-    return Split(preprocess_many(images), labels, shapes)
+    return Split(preprocess_many(images, progress), labels, shapes)
 
 
 # --- hashing and the cache -----------------------------------------------------------
