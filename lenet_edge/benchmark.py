@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .compat import Interpreter, OpResolverType, versions
+from .data.preprocess import MODEL_INPUT_SHAPE, NUM_CLASSES
 from .errors import ModelError
 from .fileio import atomic_write_json, atomic_write_text, sweep_temporaries
 from .manifest import PERSIAN_DIGITS
@@ -45,8 +46,7 @@ from .plots import figure, save_png
 from .tflite import delegation, no_delegation
 
 SCHEMA_VERSION = 1
-INPUT_SHAPE = (1, 28, 28, 1)  # the one input every benchmarked model must take
-NUM_CLASSES = 10
+INPUT_SHAPE = (1, *MODEL_INPUT_SHAPE)  # the one input every benchmarked model must take
 STAT_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
 # Errors a model may raise while loading or running; anything else is a bug here.

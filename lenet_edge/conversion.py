@@ -53,7 +53,7 @@ INT8_FILE = "lenet5_int8.tflite"
 INT8_PTQ_FILE = "lenet5_int8_ptq.tflite"
 C_NAME = "lenet5_int8"  # C array name; also the stem of the .h/.cc files
 
-MODEL_INPUT_SHAPE = (1, *INPUT_SHAPE)  # (1, 28, 28, 1): what a device feeds, one image at a time
+DEVICE_INPUT_SHAPE = (1, *INPUT_SHAPE)  # (1, 28, 28, 1): what a device feeds, one image at a time
 
 
 # --- conversion -------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def _int8_problems(info: Mapping) -> list[str]:
     if len(info["inputs"]) != 1 or len(info["outputs"]) != 1:
         problems.append(f"expected one input and one output, found {len(info['inputs'])} and {len(info['outputs'])}")
     for side, entries, shape in (
-        ("input", info["inputs"], MODEL_INPUT_SHAPE),
+        ("input", info["inputs"], DEVICE_INPUT_SHAPE),
         ("output", info["outputs"], (1, NUM_CLASSES)),
     ):
         for entry in entries[:1]:

@@ -22,12 +22,11 @@ import numpy as np
 from PIL import Image
 
 from .data.folders import IGNORED_NAMES, load_image
-from .data.preprocess import PREPROCESSING_VERSION, preprocess
+from .data.preprocess import MODEL_INPUT_SHAPE, NUM_CLASSES, PREPROCESSING_VERSION, preprocess
 from .errors import DataError, ModelError
 from .manifest import PERSIAN_DIGITS, exported_models, manifest_path, read_manifest
 
-NUM_CLASSES = 10
-INPUT_SHAPE = [1, 28, 28, 1]  # what every lenet-edge model takes; the batch is resized at run time
+INPUT_SHAPE = [1, *MODEL_INPUT_SHAPE]  # what every lenet-edge model takes; the batch is resized at run time
 INPUT_DTYPES = ("float32", "int8")  # `predict_tflite` feeds x = pixel / 255, quantized for int8
 PROB_DIGITS = 6  # decimals kept of each probability: an int8 model's scores are far coarser
 

@@ -17,11 +17,10 @@ adding no PAD op to the converted graph.
 from __future__ import annotations
 
 from .compat import keras
-from .data.preprocess import to_model_input  # noqa: F401  (the model's input contract)
+from .data.preprocess import MODEL_INPUT_SHAPE as INPUT_SHAPE
+from .data.preprocess import NUM_CLASSES, to_model_input  # noqa: F401  (the model's input contract)
 
 ARCHITECTURES = ("lenet5", "lenet5-classic")
-INPUT_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
 
 
 def build_lenet5(arch: str = "lenet5") -> keras.Model:

@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from .compat import Interpreter, OpResolverType
-from .data.preprocess import to_model_input
+from .data.preprocess import MODEL_INPUT_SHAPE as INPUT_SHAPE
+from .data.preprocess import NUM_CLASSES, to_model_input
 from .errors import ModelError
 
-INPUT_SHAPE = (28, 28, 1)  # one image; the interpreter's input is (B, 28, 28, 1)
-NUM_CLASSES = 10
 PREDICT_BATCH = 256  # images per interpreter invoke in `predict_tflite`
 
 ModelSource = bytes | str | os.PathLike

@@ -33,11 +33,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DataError
-from .preprocess import to_white_on_black
+from .preprocess import NUM_CLASSES, to_white_on_black
 
 SPLIT_NAMES = {"train": "train", "training": "train", "test": "test", "testing": "test"}
 IGNORED_NAMES = {"thumbs.db", "desktop.ini", "__macosx"}  # compared in lower case
-NUM_CLASSES = 10
 _CLASS_NAME = re.compile(r"(?:class_)?([0-9])", re.IGNORECASE)
 _NUMBERED_NAME = re.compile(r"(?:class_)?[0-9]+", re.IGNORECASE)  # a class folder, but not 0-9
 _WORKERS = min(4, os.cpu_count() or 1)  # Pillow decodes without the GIL, but its Python side holds it

@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .preprocess import BORDER_DARK_MAX
+from .preprocess import BORDER_DARK_MAX, NUM_CLASSES
 
 SPLITS = ("train", "test")
-NUM_CLASSES = 10
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members; an empty zip
 _NPY_MAGIC = b"\x93NUMPY"
 # What a damaged zip member or .npy header raises inside zipfile and numpy.

@@ -17,6 +17,8 @@ from PIL import Image
 
 PREPROCESSING_VERSION = 1
 CANVAS = 28  # output side, px
+MODEL_INPUT_SHAPE = (CANVAS, CANVAS, 1)  # one image as every lenet-edge model takes it: (B, 28, 28, 1)
+NUM_CLASSES = 10  # the digits 0-9 (۰-۹): one logit each
 BOX = 20  # longer side of the resized ink box, px
 INK_THRESHOLD = 64  # a pixel > this (of 255) counts as ink for the bounding box
 PROGRESS_EVERY = 1000  # images between progress callbacks

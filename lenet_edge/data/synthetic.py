@@ -32,10 +32,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .preprocess import NUM_CLASSES
+
 SYNTHETIC_VERSION = 1
 CANVAS = 64  # side of each raw output image, px (the largest digit is ~48 px)
 SAMPLES_PER_SEGMENT = 5  # curve points between two control points
-NUM_CLASSES = 10
 
 
 class Stroke(NamedTuple):
