@@ -33,9 +33,10 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .benchmark import BenchConfig
+    from .config import TrainConfig
     from .data import load_dataset
     from .model import build_lenet5
-    from .training import TrainConfig, TrainResult
+    from .training import TrainResult
 
 __all__ = ["BenchConfig", "TrainConfig", "bench", "build_lenet5", "export", "load_dataset", "predict", "train"]
 
@@ -43,7 +44,7 @@ __all__ = ["BenchConfig", "TrainConfig", "bench", "build_lenet5", "export", "loa
 _LAZY = {
     "load_dataset": "lenet_edge.data",
     "build_lenet5": "lenet_edge.model",
-    "TrainConfig": "lenet_edge.training",
+    "TrainConfig": "lenet_edge.config",
     "BenchConfig": "lenet_edge.benchmark",
 }
 
@@ -70,7 +71,7 @@ def train(
     Returns:
         The run: `.run_dir`, `.manifest`, `.metrics`.
     """
-    from .training import TrainConfig
+    from .config import TrainConfig
     from .training import train as train_run
 
     config = dataclasses.replace(config, **settings) if config is not None else TrainConfig(**settings)

@@ -16,10 +16,12 @@ import click
 import numpy as np
 
 from . import __version__
+from .config import ARCHITECTURES, TrainConfig
 from .errors import DataError, LenetEdgeError, ModelError
 from .quiet import native_stderr_captured
 
 CACHE_ENV = "LENET_EDGE_CACHE"
+RECIPE = TrainConfig()  # train's option defaults are the recipe's own
 
 
 class Group(click.Group):
@@ -232,55 +234,74 @@ def data_download(name, force):
 
 
 @main.command()
-@click.option("--data", "source", default="synthetic", show_default=True, help=DATA_HELP)
+@click.option("--data", "source", default=RECIPE.data, show_default=True, help=DATA_HELP)
 @DIR_OPTION
 @click.option(
     "--arch",
-    type=click.Choice(["lenet5", "lenet5-classic"]),
-    default="lenet5",
+    type=click.Choice(ARCHITECTURES),
+    default=RECIPE.arch,
     show_default=True,
     help="lenet5: ReLU + max pooling (int8 in one XNNPACK partition). lenet5-classic: tanh + average pooling (1998).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True, help="Float pretraining epochs.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=RECIPE.epochs,
+    show_default=True,
+    help="Float pretraining epochs.",
+)
 @click.option(
     "--qat-epochs",
     type=click.IntRange(min=0),
-    default=3,
+    default=RECIPE.qat_epochs,
     show_default=True,
-    help="Quantization-aware fine-tuning epochs.",
+    help="Quantization-aware fine-tuning epochs (0: no QAT model).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Training batch size.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=RECIPE.batch_size,
+    show_default=True,
+    help="Training batch size.",
+)
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    default=3e-3,
+    default=RECIPE.lr,
     show_default=True,
     help="Peak float learning rate (cosine decay).",
 )
 @click.option(
-    "--qat-lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, help="QAT learning rate."
+    "--qat-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=RECIPE.qat_lr,
+    show_default=True,
+    help="QAT learning rate.",
 )
 @click.option(
     "--seed",
     type=int,
-    default=0,
+    default=RECIPE.seed,
     show_default=True,
     help="Seed for the split, initialisation, shuffling and augmentation.",
 )
 @click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.1,
+    default=RECIPE.val_fraction,
     show_default=True,
     help="Fraction of train held out (stratified) for choosing the best epoch.",
 )
 @click.option(
-    "--augment/--no-augment", default=True, show_default=True, help="Light rotation/scale/shift/stroke augmentation."
+    "--augment/--no-augment",
+    default=RECIPE.augment,
+    show_default=True,
+    help="Light rotation/scale/shift/stroke augmentation.",
 )
 @click.option(
     "--label-smoothing",
     type=click.FloatRange(0, 1, max_open=True),
-    default=0.1,
+    default=RECIPE.label_smoothing,
     show_default=True,
     help="Soften the one-hot targets: less overconfidence, steadier epochs.",
 )
@@ -311,7 +332,6 @@ def train(
       lenet-edge train --arch lenet5-classic --epochs 5 --force
     """
     import_tensorflow()
-    from .training import TrainConfig
     from .training import train as run_training
 
     config = TrainConfig(

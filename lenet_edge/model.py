@@ -17,10 +17,9 @@ adding no PAD op to the converted graph.
 from __future__ import annotations
 
 from .compat import keras
+from .config import ARCHITECTURES
 from .data.preprocess import MODEL_INPUT_SHAPE as INPUT_SHAPE
 from .data.preprocess import NUM_CLASSES, to_model_input  # noqa: F401  (the model's input contract)
-
-ARCHITECTURES = ("lenet5", "lenet5-classic")
 
 
 def build_lenet5(arch: str = "lenet5") -> keras.Model:
