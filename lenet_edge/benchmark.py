@@ -252,10 +252,18 @@ def _load(path: Path, config: BenchConfig) -> tuple[_Model, float]:
     return model, (time.perf_counter_ns() - t0) / 1e6
 
 
-def _rotated(names: list[str], shift: int) -> list[str]:
-    """`names` started at position `shift`: round r of an interleaved loop runs this order."""
-    shift %= max(len(names), 1)
-    return names[shift:] + names[:shift]
+def _interleaved(names: list[str], rounds: int, failed: dict[str, str]):
+    """Yield (round, name): each round visits every model not in `failed`, in an order rotated by the round.
+
+    Rotating keeps any position effect (first after a pause, last before one)
+    from landing on one model; checking `failed` as it goes drops a model the
+    moment it raises.
+    """
+    for r in range(rounds):
+        shift = r % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            if name not in failed:
+                yield r, name
 
 
 def _one_line(exc: BaseException) -> str:
@@ -311,18 +319,15 @@ def _timed_rounds(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a timed call would be charged to whichever model ran
     try:
-        for r in range(rounds):
+        for r, name in _interleaved(names, rounds, failed):
             image = images[r % len(images)][None]  # (1, 28, 28)
-            for name in _rotated(names, r):
-                if name in failed:
-                    continue
-                try:
-                    total, invoke = models[name].time_one(image)
-                except MODEL_FAILURES as exc:
-                    failed[name] = _one_line(exc)
-                    continue
-                if record:
-                    samples[name][r] = (total, invoke)
+            try:
+                total, invoke = models[name].time_one(image)
+            except MODEL_FAILURES as exc:
+                failed[name] = _one_line(exc)
+                continue
+            if record:
+                samples[name][r] = (total, invoke)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -352,16 +357,13 @@ def _throughput(
             except MODEL_FAILURES as exc:
                 failed[name] = _one_line(exc)
         rates: dict[str, list[float]] = {name: [] for name in calls}
-        for chunk in range(config.throughput_chunks):
-            for name in _rotated(list(calls), chunk):
-                if name in failed:
-                    continue
-                try:
-                    seconds = _time_calls(models[name], batch_images, calls[name])
-                except MODEL_FAILURES as exc:
-                    failed[name] = _one_line(exc)
-                    continue
-                rates[name].append(batch * calls[name] / seconds)
+        for _, name in _interleaved(list(calls), config.throughput_chunks, failed):
+            try:
+                seconds = _time_calls(models[name], batch_images, calls[name])
+            except MODEL_FAILURES as exc:
+                failed[name] = _one_line(exc)
+                continue
+            rates[name].append(batch * calls[name] / seconds)
         for name, r in rates.items():
             if name not in failed:
                 result[name][str(batch)] = round(float(np.median(r)), 1)
@@ -419,16 +421,13 @@ def _load_all(
 def _load_times(paths: dict[str, Path], config: BenchConfig, failed: dict[str, str]) -> dict[str, float]:
     """Median load + allocate ms over fresh interpreters, loads interleaved across models."""
     times: dict[str, list[float]] = {name: [] for name in paths}
-    for r in range(config.load_repeats):
-        for name in _rotated(list(paths), r):
-            if name in failed:
-                continue
-            try:
-                _, ms = _load(paths[name], config)  # the interpreter is dropped right away
-            except MODEL_FAILURES as exc:
-                failed[name] = _one_line(exc)
-                continue
-            times[name].append(ms)
+    for _, name in _interleaved(list(paths), config.load_repeats, failed):
+        try:
+            _, ms = _load(paths[name], config)  # the interpreter is dropped right away
+        except MODEL_FAILURES as exc:
+            failed[name] = _one_line(exc)
+            continue
+        times[name].append(ms)
     return {name: round(float(np.median(t)), 3) for name, t in times.items() if name not in failed}
 
 
