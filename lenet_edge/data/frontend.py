@@ -1,0 +1,334 @@
+"""Find the digit in a photo of paper, before the model's `preprocess`.
+
+`preprocess` crops to the bounding box of every pixel brighter than 64, which
+is right for a clean scan and wrong for a phone photo: a shadow, a ruled line
+or a form box becomes part of "the digit". This front end sits in between,
+as three steps a later stage can also call on its own (`read` segments a
+whole line with the first one):
+
+1. `clean_page(image)` (white ink on black, as `folders.load_image` returns
+   it): flatten the lighting (the paper's brightness, estimated by a median
+   at a scale larger than a stroke, divided out), binarize (Otsu on the
+   flattened image, never below a minimum contrast, so blank paper stays
+   blank), and remove long thin straight runs (ruled lines, box and comb
+   frames, table borders; slightly rotated too), restoring the pixels where
+   a pen stroke crosses such a line, so the stroke is not cut.
+2. `find_digit(ink)`: the ink components that make the digit (the large
+   component nearest the centre, with nearby pieces of a broken stroke
+   merged; specks dropped), or a verdict: no digit, or several side by side.
+3. `digit_image(image)`: the 28x28 model input: the kept ink through
+   `preprocess` (crop, 20 px box, centre of mass).
+
+Clean inputs keep the training contract byte for byte: an image whose
+background is already black (a scan after `load_image`, a Hoda record, a
+synthetic digit, a 28x28 dataset JPEG) and that holds no line goes to
+`preprocess` untouched. Only a photo's pixels are rebuilt, from its kept ink.
+
+OpenCV does the image work (median, morphology, Otsu, connected components).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from ..errors import DataError
+from .preprocess import INK_THRESHOLD, preprocess
+
+WORK_PIXELS = 400_000  # larger photos are shrunk to this many pixels first: a digit stays > 100 px
+CLEAN_BACKGROUND_MAX = 8.0  # mean of the non-ink pixels at most this => the background is already black
+MIN_CONTRAST = 48  # flattened ink level (0-255) below which nothing counts as ink, whatever Otsu says
+BACKGROUND_FRACTION = 8  # median window = longer side / this: several strokes wide, so it sees the paper
+LINE_FRACTION = 0.2  # a rule is a straight run at least this fraction of the image's width (or height) ...
+MIN_LINE_PX = 30  # ... and at least this long, px
+LINE_ASPECT = 12.0  # ... and at least this many times longer than thick (a pen stroke is far stubbier)
+LINE_ANGLES = tuple(range(-8, 9, 2))  # degrees off horizontal/vertical tried: rotated photos and perspective
+SPECK_FRACTION = 0.04  # a component smaller than this fraction of the largest is a speck
+MAIN_FRACTION = 0.25  # components at least this fraction of the largest may be "the digit"
+MERGE_GAP = 0.3  # pieces within this fraction of the digit's size of it are the same digit
+NEIGHBOUR_FRACTION = 0.3  # a second component this large (of the digit's area) beside it is another digit
+NEIGHBOUR_HEIGHT = 0.5  # ... and at least this fraction of the digit's height
+
+
+class NoDigitError(DataError):
+    """An image with no ink that could be a digit (blank paper, only lines or an empty box)."""
+
+
+class SeveralDigitsError(DataError):
+    """An image with more than one digit side by side, where one was expected."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """A cleaned page: what `clean_page` hands to the digit finder or a segmenter.
+
+    All arrays share one shape, the working resolution (`scale` times the input's).
+    """
+
+    flattened: np.ndarray  # uint8, ink bright on black, lighting divided out
+    ink: np.ndarray  # bool, binarized ink with the rules removed
+    removed: np.ndarray  # bool, pixels removed as rules (ruled lines, frames)
+    scale: float  # working size / input size (1.0 unless the input was larger than WORK_PIXELS)
+    clean: bool  # the input was already a clean digit image (black background, no rule)
+    threshold: int  # the binarization threshold used on `flattened`
+
+
+@dataclass(frozen=True)
+class Digit:
+    """What `find_digit` decided about a page's ink."""
+
+    kept: np.ndarray  # bool, the components making the digit (all False when there is none)
+    count: int  # digits seen: 0 (none), 1, or 2 and more side by side
+    dropped: int = 0  # components dropped as specks or stray marks
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # (x, y, w, h) of each digit seen
+
+
+def clean_page(image: np.ndarray) -> Page:
+    """Flatten, binarize and remove rules from one white-on-black image (any size).
+
+    Args:
+        image: 2-D uint8, ink bright on a dark background (`load_image`'s output).
+
+    Returns:
+        The `Page`; for an already clean image, `flattened` is the image itself
+        and `ink` its pixels above `INK_THRESHOLD`.
+    """
+    image = _check(image)
+    ink = image > INK_THRESHOLD
+    if _background_is_black(image, ink):
+        lines = _rules(ink)
+        if not lines.any():
+            return Page(image, ink, lines, 1.0, True, INK_THRESHOLD)
+    scale = min(1.0, math.sqrt(WORK_PIXELS / image.size))
+    if scale < 1.0:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    flattened = flatten(image)
+    otsu, _ = cv2.threshold(flattened, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    threshold = max(int(otsu), MIN_CONTRAST)
+    ink = flattened > threshold
+    lines = _rules(ink)
+    if lines.any():
+        ink = _remove_rules(ink, lines)
+    return Page(flattened, ink, lines & ~ink, scale, False, threshold)
+
+
+def flatten(image: np.ndarray) -> np.ndarray:
+    """Divide out the paper's brightness: 0 where the paper is, up to 255 for black ink.
+
+    Works on the paper's own luminance (255 - image): illumination multiplies
+    it, so a shadow darkens ink and paper alike and division undoes both. The
+    paper is the median over a window several strokes wide, computed on a
+    4x smaller copy (a median is slow at full size and the light varies slowly).
+    """
+    luminance = 255 - image
+    small = cv2.resize(luminance, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    window = max(3, max(small.shape) // BACKGROUND_FRACTION) | 1
+    window = min(window, 255)  # OpenCV's uint8 median takes any odd window; keep it bounded
+    paper = cv2.medianBlur(small, window) if min(small.shape) >= 3 else small
+    paper = cv2.resize(paper, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    paper = np.maximum(paper.astype(np.float32), 1.0)
+    flat = 255.0 * (1.0 - luminance.astype(np.float32) / paper)
+    return np.clip(np.rint(flat), 0, 255).astype(np.uint8)
+
+
+def _check(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2 or image.size == 0:
+        raise ValueError(f"expected a non-empty 2-D grayscale image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+    return image
+
+
+def _background_is_black(image: np.ndarray, ink: np.ndarray) -> bool:
+    """A scan or dataset image: what is not ink is (nearly) pure black, unlike any photo of paper."""
+    background = image[~ink]
+    return background.size == 0 or float(background.mean()) <= CLEAN_BACKGROUND_MAX
+
+
+def _line_kernel(length: int, degrees: float, vertical: bool) -> np.ndarray:
+    """A one-pixel digital line of `length` px at `degrees` off the axis, as a morphology kernel."""
+    half = length // 2
+    dx, dy = half * math.cos(math.radians(degrees)), half * math.sin(math.radians(degrees))
+    if vertical:
+        dx, dy = dy, dx
+    w, h = 2 * math.ceil(abs(dx)) + 1, 2 * math.ceil(abs(dy)) + 1
+    kernel = np.zeros((h, w), np.uint8)
+    cx, cy = w // 2, h // 2
+    cv2.line(kernel, (round(cx - dx), round(cy - dy)), (round(cx + dx), round(cy + dy)), 1)
+    return kernel
+
+
+def _rules(ink: np.ndarray) -> np.ndarray:
+    """Pixels of long, thin, straight runs: ruled lines, frames, borders (bool, shape of `ink`)."""
+    mask = ink.astype(np.uint8)
+    found = np.zeros_like(mask)
+    for vertical in (False, True):
+        side = ink.shape[0] if vertical else ink.shape[1]
+        length = max(MIN_LINE_PX, round(LINE_FRACTION * side))
+        if length > side:
+            continue
+        runs = np.zeros_like(mask)
+        for degrees in LINE_ANGLES:
+            runs |= cv2.morphologyEx(mask, cv2.MORPH_OPEN, _line_kernel(length, degrees, vertical))
+        found |= _thin(runs, vertical)
+    return found.astype(bool)
+
+
+def _thin(runs: np.ndarray, vertical: bool) -> np.ndarray:
+    """Keep the straight runs that are much longer than thick (a thick stroke of a large digit is not a rule)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
+    if n <= 1:
+        return runs
+    lengths = stats[1:, cv2.CC_STAT_HEIGHT if vertical else cv2.CC_STAT_WIDTH].astype(np.float64)
+    thickness = stats[1:, cv2.CC_STAT_AREA] / lengths
+    keep = np.concatenate([[False], lengths >= LINE_ASPECT * thickness])
+    return keep[labels].astype(np.uint8)
+
+
+def _remove_rules(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Ink without the rules, except where a stroke crosses one (the gap a closing across the rule bridges)."""
+    band = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ink
+    rest = (ink & ~band).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(band.astype(np.uint8), connectivity=8)
+    widths = np.minimum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) if n > 1 else [1]
+    gap = int(min(max(widths), 0.1 * max(ink.shape))) + 3  # the thickest rule, bounded (a frame's corner)
+    bridged = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, np.ones((gap, 1), np.uint8))
+    bridged |= cv2.morphologyEx(rest, cv2.MORPH_CLOSE, np.ones((1, gap), np.uint8))
+    return rest.astype(bool) | (bridged.astype(bool) & band)
+
+
+def find_digit(ink: np.ndarray) -> Digit:
+    """Choose the components of a binarized page that make the one digit.
+
+    The digit is the component nearest the centre among the large ones (at
+    least `MAIN_FRACTION` of the largest), plus every non-speck component
+    within `MERGE_GAP` of its size (a broken stroke, a detached dot). Another
+    large component beside it, about as tall, is a second digit.
+
+    Args:
+        ink: 2-D bool mask (e.g. `clean_page(...).ink`).
+    """
+    ink = np.asarray(ink, bool)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return Digit(np.zeros_like(ink), 0)
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    boxes = stats[1:, :4].astype(np.float64)  # x, y, w, h
+    solid = areas >= SPECK_FRACTION * areas.max()
+    centre = np.array([(ink.shape[1] - 1) / 2, (ink.shape[0] - 1) / 2])
+    candidates = np.flatnonzero(areas >= MAIN_FRACTION * areas.max())
+    main = candidates[np.argmin(np.linalg.norm(centroids[1:][candidates] - centre, axis=1))]
+    group = _grow({int(main)}, boxes, solid)
+    box = _union(boxes[sorted(group)])
+    digits = [box]
+    # Another digit: a large component (grown with its own pieces) beside this one, sharing its rows.
+    rest = [i for i in np.flatnonzero(solid) if i not in group]
+    while rest:
+        big = max(rest, key=lambda i: areas[i])
+        other = _grow({big}, boxes, solid, exclude=group)
+        other_box = _union(boxes[sorted(other)])
+        rest = [i for i in rest if i not in other]
+        if areas[sorted(other)].sum() >= NEIGHBOUR_FRACTION * areas[sorted(group)].sum() and _beside(box, other_box):
+            digits.append(other_box)
+    kept = np.isin(labels, [i + 1 for i in group])
+    dropped = n - 1 - len(group)
+    return Digit(kept, len(digits), dropped, [tuple(int(v) for v in b) for b in digits])
+
+
+def _grow(group: set[int], boxes: np.ndarray, solid: np.ndarray, exclude: set[int] = frozenset()) -> set[int]:
+    """Add every solid component near the group's box until none is left to add."""
+    while True:
+        x, y, w, h = _union(boxes[sorted(group)])
+        gap = MERGE_GAP * max(w, h)
+        near = (
+            solid
+            & (boxes[:, 0] <= x + w + gap)
+            & (boxes[:, 0] + boxes[:, 2] >= x - gap)
+            & (boxes[:, 1] <= y + h + gap)
+            & (boxes[:, 1] + boxes[:, 3] >= y - gap)
+        )
+        added = {int(i) for i in np.flatnonzero(near)} - group - set(exclude)
+        if not added:
+            return group
+        group |= added
+
+
+def _union(boxes: np.ndarray) -> np.ndarray:
+    x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
+    x1, y1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
+    return np.array([x0, y0, x1 - x0, y1 - y0])
+
+
+def _beside(a: np.ndarray, b: np.ndarray) -> bool:
+    """`b` stands left or right of `a` on the same line, at least `NEIGHBOUR_HEIGHT` of its height."""
+    overlap = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return b[3] >= NEIGHBOUR_HEIGHT * a[3] and overlap >= 0.5 * min(a[3], b[3])
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Every stage of one image through the front end (what `predict --explain` draws)."""
+
+    page: Page
+    digit: Digit
+    final: np.ndarray  # (28, 28) uint8, the model's input
+
+
+def run_frontend(image: np.ndarray) -> Stages:
+    """All stages for one white-on-black image; never raises for a missing or doubled digit."""
+    page = clean_page(image)
+    digit = find_digit(page.ink)
+    if page.clean:
+        final = preprocess(page.flattened)  # the training contract, untouched
+    elif digit.count:
+        final = preprocess(np.where(digit.kept, np.uint8(255), np.uint8(0)))
+    else:
+        final = np.zeros((28, 28), np.uint8)
+    return Stages(page, digit, final)
+
+
+def digit_image(image: np.ndarray, *, strict: bool = True) -> np.ndarray:
+    """The 28x28 model input for one white-on-black image of a single digit.
+
+    Args:
+        image: 2-D uint8, ink bright on black.
+        strict: raise for an image without a digit or with several; else return
+            the best guess (all black when there is no ink), as a dataset needs.
+
+    Raises:
+        NoDigitError: no digit found (blank paper, only lines, an empty box).
+        SeveralDigitsError: two or more digits side by side.
+    """
+    stages = run_frontend(image)
+    if strict:
+        check_single(stages.digit)
+    return stages.final
+
+
+def check_single(digit: Digit) -> None:
+    """Raise unless exactly one digit was found (messages for `predict`'s per-file errors)."""
+    if digit.count == 0:
+        raise NoDigitError("no digit found (blank, or only lines or an empty box)")
+    if digit.count > 1:
+        raise SeveralDigitsError(
+            f"{digit.count} digits side by side, expected one; `lenet-edge read` reads a row of digits"
+        )
+
+
+def digit_images(images, progress=None) -> np.ndarray:
+    """`digit_image(strict=False)` over a sequence: `(N, 28, 28)` uint8 (a dataset's images)."""
+    from .preprocess import PROGRESS_EVERY
+
+    out = []
+    for image in images:
+        out.append(digit_image(image, strict=False))
+        if progress and len(out) % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+    if progress and len(out) % PROGRESS_EVERY:
+        progress(len(out) % PROGRESS_EVERY)
+    return np.stack(out) if out else np.zeros((0, 28, 28), np.uint8)
