@@ -41,8 +41,8 @@ from .preprocess import INK_THRESHOLD, preprocess
 WORK_PIXELS = 400_000  # larger photos are shrunk to this many pixels first: a digit stays > 100 px
 CLEAN_BACKGROUND_MAX = 8.0  # mean of the non-ink pixels at most this => the background is already black
 MIN_CONTRAST = 48  # flattened ink level (0-255) below which nothing counts as ink, whatever Otsu says
-BACKGROUND_FRACTION = 8  # median window = longer side / this: several strokes wide, so it sees the paper
-LINE_FRACTION = 0.2  # a rule is a straight run at least this fraction of the image's width (or height) ...
+BACKGROUND_FRACTION = 3  # median window = longer side / this: wider than any blob of ink, so it sees the paper
+LINE_FRACTION = 0.35  # a rule is a straight run at least this fraction of the image's width (or height) ...
 MIN_LINE_PX = 30  # ... and at least this long, px
 LINE_ASPECT = 12.0  # ... and at least this many times longer than thick (a pen stroke is far stubbier)
 LINE_ANGLES = tuple(range(-8, 9, 2))  # degrees off horizontal/vertical tried: rotated photos and perspective
@@ -106,11 +106,13 @@ def clean_page(image: np.ndarray) -> Page:
     if scale < 1.0:
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if np.median(image) > 127:  # mostly bright: dark ink on paper that the border test took for a scan
+        image = 255 - image
     flattened = flatten(image)
     otsu, _ = cv2.threshold(flattened, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     threshold = max(int(otsu), MIN_CONTRAST)
     ink = flattened > threshold
-    lines = _rules(ink)
+    lines = _rules(ink, flattened > threshold // 2)
     if lines.any():
         ink = _remove_rules(ink, lines)
     return Page(flattened, ink, lines & ~ink, scale, False, threshold)
@@ -163,43 +165,87 @@ def _line_kernel(length: int, degrees: float, vertical: bool) -> np.ndarray:
     return kernel
 
 
-def _rules(ink: np.ndarray) -> np.ndarray:
-    """Pixels of long, thin, straight runs: ruled lines, frames, borders (bool, shape of `ink`)."""
-    mask = ink.astype(np.uint8)
+def _rules(ink: np.ndarray, weak: np.ndarray | None = None) -> np.ndarray:
+    """Pixels of long, thin, straight runs: ruled lines, frames, borders (bool, shape of `ink`).
+
+    Runs are sought in `weak` (a lower threshold, where a faint 1-px line is not
+    yet broken into dashes); a shorter run joined to a rule and as thin (a box's
+    short side, a comb field's tick) is a rule too.
+    """
+    mask = (ink if weak is None else weak).astype(np.uint8)
     found = np.zeros_like(mask)
     for vertical in (False, True):
         side = ink.shape[0] if vertical else ink.shape[1]
         length = max(MIN_LINE_PX, round(LINE_FRACTION * side))
         if length > side:
             continue
-        runs = np.zeros_like(mask)
-        for degrees in LINE_ANGLES:
-            runs |= cv2.morphologyEx(mask, cv2.MORPH_OPEN, _line_kernel(length, degrees, vertical))
-        found |= _thin(runs, vertical)
+        found |= _thin(_runs(mask, length, vertical), vertical)
+    if not found.any():
+        return found.astype(bool)
+    thickness = _thickness(found)
+    found = found.copy()
+    for vertical in (False, True):
+        short = max(MIN_LINE_PX // 2, round(LINE_FRACTION * (ink.shape[0] if vertical else ink.shape[1]) / 3))
+        found |= _attached(_runs(mask, short, vertical) & ~found, found, thickness)
     return found.astype(bool)
+
+
+def _runs(mask: np.ndarray, length: int, vertical: bool) -> np.ndarray:
+    """Pixels on a straight run of `length` px at any of `LINE_ANGLES` (a union of openings)."""
+    runs = np.zeros_like(mask)
+    for degrees in LINE_ANGLES:
+        runs |= cv2.morphologyEx(mask, cv2.MORPH_OPEN, _line_kernel(length, degrees, vertical))
+    return runs
+
+
+def _components(mask: np.ndarray):
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return n, labels, stats[1:]
 
 
 def _thin(runs: np.ndarray, vertical: bool) -> np.ndarray:
     """Keep the straight runs that are much longer than thick (a thick stroke of a large digit is not a rule)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
+    n, labels, stats = _components(runs)
     if n <= 1:
         return runs
-    lengths = stats[1:, cv2.CC_STAT_HEIGHT if vertical else cv2.CC_STAT_WIDTH].astype(np.float64)
-    thickness = stats[1:, cv2.CC_STAT_AREA] / lengths
-    keep = np.concatenate([[False], lengths >= LINE_ASPECT * thickness])
+    lengths = stats[:, cv2.CC_STAT_HEIGHT if vertical else cv2.CC_STAT_WIDTH].astype(np.float64)
+    keep = np.concatenate([[False], lengths >= LINE_ASPECT * stats[:, cv2.CC_STAT_AREA] / lengths])
+    return keep[labels].astype(np.uint8)
+
+
+def _thickness(rules: np.ndarray) -> float:
+    """The rules' typical thickness, px: the median of area / length over their components."""
+    n, _, stats = _components(rules)
+    lengths = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).astype(np.float64)
+    return float(np.median(stats[:, cv2.CC_STAT_AREA] / lengths))
+
+
+def _attached(runs: np.ndarray, rules: np.ndarray, thickness: float) -> np.ndarray:
+    """Shorter runs that touch a rule and are no thicker than the rules."""
+    n, labels, stats = _components(runs)
+    if n <= 1:
+        return np.zeros_like(runs)
+    touching = np.unique(labels[cv2.dilate(rules, np.ones((3, 3), np.uint8)).astype(bool)])
+    lengths = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).astype(np.float64)
+    thin = stats[:, cv2.CC_STAT_AREA] / lengths <= 1.5 * thickness + 1
+    keep = np.concatenate([[False], thin]) & np.isin(np.arange(n), touching)
+    keep[0] = False
     return keep[labels].astype(np.uint8)
 
 
 def _remove_rules(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
-    """Ink without the rules, except where a stroke crosses one (the gap a closing across the rule bridges)."""
+    """Ink without the rules, except where a stroke crosses one.
+
+    A stroke crossing a rule is ink that reaches further across the rule than
+    the rule is thick: such pixels (an opening across each rule's direction,
+    longer than its thickness) are kept.
+    """
     band = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ink
-    rest = (ink & ~band).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(band.astype(np.uint8), connectivity=8)
-    widths = np.minimum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) if n > 1 else [1]
-    gap = int(min(max(widths), 0.1 * max(ink.shape))) + 3  # the thickest rule, bounded (a frame's corner)
-    bridged = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, np.ones((gap, 1), np.uint8))
-    bridged |= cv2.morphologyEx(rest, cv2.MORPH_CLOSE, np.ones((1, gap), np.uint8))
-    return rest.astype(bool) | (bridged.astype(bool) & band)
+    across = math.ceil(_thickness(lines.astype(np.uint8))) + 4
+    mask = ink.astype(np.uint8)
+    stroke = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((across, 1), np.uint8))
+    stroke &= cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, across), np.uint8))
+    return ink & ~(band & ~stroke.astype(bool))
 
 
 def find_digit(ink: np.ndarray) -> Digit:
@@ -220,8 +266,11 @@ def find_digit(ink: np.ndarray) -> Digit:
     areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
     boxes = stats[1:, :4].astype(np.float64)  # x, y, w, h
     solid = areas >= SPECK_FRACTION * areas.max()
+    solid &= ~_frames(boxes, areas, solid)
+    if not solid.any():
+        return Digit(np.zeros_like(ink), 0, n - 1)
     centre = np.array([(ink.shape[1] - 1) / 2, (ink.shape[0] - 1) / 2])
-    candidates = np.flatnonzero(areas >= MAIN_FRACTION * areas.max())
+    candidates = np.flatnonzero(solid & (areas >= MAIN_FRACTION * areas[solid].max()))
     main = candidates[np.argmin(np.linalg.norm(centroids[1:][candidates] - centre, axis=1))]
     group = _grow({int(main)}, boxes, solid)
     box = _union(boxes[sorted(group)])
@@ -238,6 +287,15 @@ def find_digit(ink: np.ndarray) -> Digit:
     kept = np.isin(labels, [i + 1 for i in group])
     dropped = n - 1 - len(group)
     return Digit(kept, len(digits), dropped, [tuple(int(v) for v in b) for b in digits])
+
+
+def _frames(boxes: np.ndarray, areas: np.ndarray, solid: np.ndarray) -> np.ndarray:
+    """Components that enclose another solid one: a box frame the rule finder missed, not a digit."""
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
+    inside = (x0[:, None] < x0) & (y0[:, None] < y0) & (x1[:, None] > x1) & (y1[:, None] > y1)  # [i, j]: j in i
+    inside &= solid[None, :] & (areas[None, :] >= 0.2 * areas[:, None])
+    return inside.any(axis=1)
 
 
 def _grow(group: set[int], boxes: np.ndarray, solid: np.ndarray, exclude: set[int] = frozenset()) -> set[int]:
@@ -286,10 +344,30 @@ def run_frontend(image: np.ndarray) -> Stages:
     if page.clean:
         final = preprocess(page.flattened)  # the training contract, untouched
     elif digit.count:
-        final = preprocess(np.where(digit.kept, np.uint8(255), np.uint8(0)))
+        final = preprocess(_ink_image(page, digit.kept))
     else:
         final = np.zeros((28, 28), np.uint8)
     return Stages(page, digit, final)
+
+
+def _ink_image(page: Page, kept: np.ndarray) -> np.ndarray:
+    """The kept digit as a clean scan would show it: its ink on pure black, strokes at full brightness.
+
+    Hysteresis keeps the faint edges and thin tails of the kept strokes (flattened
+    above half the threshold and connected to them), not the rules or specks.
+    """
+    near_rules = cv2.dilate(page.removed.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    near_kept = cv2.dilate(kept.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    mask = kept | (near_kept & ~near_rules & (page.flattened > page.threshold // 2))
+    level = max(float(np.percentile(page.flattened[kept], 90)), 1.0)  # the ink's own full strength
+    ink = np.clip(page.flattened.astype(np.float32) * (255.0 / level), 0, 255)
+    if BINARY_FINAL:
+        return np.where(mask, np.uint8(255), np.uint8(0))
+    return np.where(mask, np.rint(ink), 0).astype(np.uint8)
+
+
+import os
+BINARY_FINAL = os.environ.get("BINF") == "1"
 
 
 def digit_image(image: np.ndarray, *, strict: bool = True) -> np.ndarray:
