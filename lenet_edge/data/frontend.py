@@ -99,7 +99,7 @@ def clean_page(image: np.ndarray) -> Page:
     image = _check(image)
     ink = image > INK_THRESHOLD
     if _background_is_black(image, ink):
-        lines = _rules(ink)
+        lines, _ = _rules(ink)
         if not lines.any():
             return Page(image, ink, lines, 1.0, True, INK_THRESHOLD)
     scale = min(1.0, math.sqrt(WORK_PIXELS / image.size))
@@ -112,9 +112,9 @@ def clean_page(image: np.ndarray) -> Page:
     otsu, _ = cv2.threshold(flattened, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     threshold = max(int(otsu), MIN_CONTRAST)
     ink = flattened > threshold
-    lines = _rules(ink, flattened > threshold // 2)
+    lines, thickness = _rules(ink, flattened > threshold // 2)
     if lines.any():
-        ink = _remove_rules(ink, lines)
+        ink = _remove_rules(ink, lines, thickness)
     return Page(flattened, ink, lines & ~ink, scale, False, threshold)
 
 
@@ -165,8 +165,8 @@ def _line_kernel(length: int, degrees: float, vertical: bool) -> np.ndarray:
     return kernel
 
 
-def _rules(ink: np.ndarray, weak: np.ndarray | None = None) -> np.ndarray:
-    """Pixels of long, thin, straight runs: ruled lines, frames, borders (bool, shape of `ink`).
+def _rules(ink: np.ndarray, weak: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Pixels of long, thin, straight runs (ruled lines, frames, borders), and their typical thickness, px.
 
     Runs are sought in `weak` (a lower threshold, where a faint 1-px line is not
     yet broken into dashes); a shorter run joined to a rule and as thin (a box's
@@ -174,20 +174,22 @@ def _rules(ink: np.ndarray, weak: np.ndarray | None = None) -> np.ndarray:
     """
     mask = (ink if weak is None else weak).astype(np.uint8)
     found = np.zeros_like(mask)
+    widths = []
     for vertical in (False, True):
         side = ink.shape[0] if vertical else ink.shape[1]
         length = max(MIN_LINE_PX, round(LINE_FRACTION * side))
         if length > side:
             continue
-        found |= _thin(_runs(mask, length, vertical), vertical)
+        lines, width = _thin(_runs(mask, length, vertical), vertical)
+        found |= lines
+        widths += width
     if not found.any():
-        return found.astype(bool)
-    thickness = _thickness(found)
-    found = found.copy()
+        return found.astype(bool), 0.0
+    thickness = float(np.median(widths))
     for vertical in (False, True):
         short = max(MIN_LINE_PX // 2, round(LINE_FRACTION * (ink.shape[0] if vertical else ink.shape[1]) / 3))
         found |= _attached(_runs(mask, short, vertical) & ~found, found, thickness)
-    return found.astype(bool)
+    return found.astype(bool), thickness
 
 
 def _runs(mask: np.ndarray, length: int, vertical: bool) -> np.ndarray:
@@ -203,21 +205,15 @@ def _components(mask: np.ndarray):
     return n, labels, stats[1:]
 
 
-def _thin(runs: np.ndarray, vertical: bool) -> np.ndarray:
-    """Keep the straight runs that are much longer than thick (a thick stroke of a large digit is not a rule)."""
+def _thin(runs: np.ndarray, vertical: bool) -> tuple[np.ndarray, list[float]]:
+    """The straight runs much longer than thick (a thick stroke of a large digit is not a rule), and their widths."""
     n, labels, stats = _components(runs)
     if n <= 1:
-        return runs
+        return runs, []
     lengths = stats[:, cv2.CC_STAT_HEIGHT if vertical else cv2.CC_STAT_WIDTH].astype(np.float64)
-    keep = np.concatenate([[False], lengths >= LINE_ASPECT * stats[:, cv2.CC_STAT_AREA] / lengths])
-    return keep[labels].astype(np.uint8)
-
-
-def _thickness(rules: np.ndarray) -> float:
-    """The rules' typical thickness, px: the median of area / length over their components."""
-    n, _, stats = _components(rules)
-    lengths = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).astype(np.float64)
-    return float(np.median(stats[:, cv2.CC_STAT_AREA] / lengths))
+    widths = stats[:, cv2.CC_STAT_AREA] / lengths
+    thin = lengths >= LINE_ASPECT * widths
+    return np.concatenate([[False], thin])[labels].astype(np.uint8), list(widths[thin])
 
 
 def _attached(runs: np.ndarray, rules: np.ndarray, thickness: float) -> np.ndarray:
@@ -227,13 +223,13 @@ def _attached(runs: np.ndarray, rules: np.ndarray, thickness: float) -> np.ndarr
         return np.zeros_like(runs)
     touching = np.unique(labels[cv2.dilate(rules, np.ones((3, 3), np.uint8)).astype(bool)])
     lengths = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).astype(np.float64)
-    thin = stats[:, cv2.CC_STAT_AREA] / lengths <= 1.5 * thickness + 1
+    thin = stats[:, cv2.CC_STAT_AREA] / lengths <= thickness + 1
     keep = np.concatenate([[False], thin]) & np.isin(np.arange(n), touching)
     keep[0] = False
     return keep[labels].astype(np.uint8)
 
 
-def _remove_rules(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
+def _remove_rules(ink: np.ndarray, lines: np.ndarray, thickness: float) -> np.ndarray:
     """Ink without the rules, except where a stroke crosses one.
 
     A stroke crossing a rule is ink that reaches further across the rule than
@@ -241,7 +237,7 @@ def _remove_rules(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
     longer than its thickness) are kept.
     """
     band = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ink
-    across = math.ceil(_thickness(lines.astype(np.uint8))) + 4
+    across = math.ceil(thickness) + 4
     mask = ink.astype(np.uint8)
     stroke = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((across, 1), np.uint8))
     stroke &= cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, across), np.uint8))
