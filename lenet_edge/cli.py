@@ -532,19 +532,28 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Images per interpreter call."
 )
+@click.option(
+    "--explain",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write per image DIR/NAME.png: the photo front end's stages (flattened, binarized, kept, final 28x28).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def predict(images, run_dir, model_path, top_k, as_json, batch_size, quiet):
+def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, quiet):
     """Read the handwritten digit in image files (photos or scans, any size, either polarity).
 
     IMAGES are files or directories (searched recursively). Each image goes
-    through the preprocessing the model was trained with. A file that cannot
-    be read is reported and the others still run; the command then exits 1.
+    through the preprocessing the model was trained with; a photo of paper is
+    first cleaned (lighting flattened, ruled lines and boxes removed, the
+    digit's ink kept). A file that cannot be read, shows no digit or several
+    is reported and the others still run; the command then exits 1.
 
     \b
     Examples:
       lenet-edge predict digit.png
       lenet-edge predict scans/ --dir runs/hoda --top-k 2
       lenet-edge predict photo.jpg --model lenet5_float32.tflite --json
+      lenet-edge predict photos/ --explain why/
     """
     import json
 
@@ -553,7 +562,7 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, quiet):
 
     model = resolve_model(model_path, run_dir, log=lambda message: click.echo(message, err=True))
     with ProgressBars("predicting", shown=not quiet) as bar:
-        results = run_predict(images, model, top_k=top_k, batch_size=batch_size, progress=bar)
+        results = run_predict(images, model, top_k=top_k, batch_size=batch_size, progress=bar, explain=explain)
     width = max((len(r["path"]) for r in results), default=0)
     for r in results:
         if as_json:

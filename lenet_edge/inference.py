@@ -2,7 +2,8 @@
 
 `predict(paths)` expands directories into their image files, loads each image
 exactly as the training data was loaded (`load_image` -> `preprocess`, the
-contract the run's manifest records), runs the model in the LiteRT
+contract the run's manifest records; a photo of paper first goes through
+`data.frontend`, which finds the digit among lines, boxes and shadows), runs the model in the LiteRT
 interpreter in batches (`tflite.predict_tflite`: input quantized with the
 model's own scale and zero point, output dequantized) and returns per image
 the digit, its confidence (softmax over the logits) and the runners-up. A file
@@ -22,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from .data.folders import IGNORED_NAMES, load_image
-from .data.preprocess import MODEL_INPUT_SHAPE, NUM_CLASSES, PREPROCESSING_VERSION, preprocess
+from .data.frontend import check_single, run_frontend, save_explain
+from .data.preprocess import MODEL_INPUT_SHAPE, NUM_CLASSES, PREPROCESSING_VERSION
 from .errors import DataError, ModelError
 from .manifest import PERSIAN_DIGITS, exported_models, manifest_path, read_manifest
 
@@ -139,6 +141,7 @@ def predict(
     progress: Callable[[int, int], None] | None = None,
     *,
     log: Callable[[str], None] | None = None,
+    explain: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Predict the digit in each image file.
 
@@ -152,12 +155,15 @@ def predict(
         batch_size: images per interpreter call (and per batch of decoding).
         progress: called as `progress(done, total)` after each image is read.
         log: told about choices made (e.g. falling back to the float32 model).
+        explain: a directory to write, per readable image, `STEM.png` with the
+            front end's stages side by side (see `frontend.save_explain`).
 
     Returns:
         One dict per image file, in order: `path`, `digit` (0-9), `persian`
         ("۰"-"۹"), `confidence` (softmax probability of `digit`) and `top_k`
         (`[[digit, probability], ...]`, most likely first); or `path` and
-        `error` for a file that could not be read.
+        `error` for a file that could not be read or that holds no digit, or
+        several side by side (photos go through `data.frontend`).
 
     Raises:
         ValueError: `top_k` or `batch_size` out of range.
@@ -174,13 +180,20 @@ def predict(
     from .tflite import predict_tflite
 
     model_bytes = model.read_bytes()  # read once: every batch runs the file that was checked
+    explain_dir, explained = (Path(explain), set()) if explain is not None else (None, set())
+    if explain_dir is not None:
+        explain_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     for start in range(0, len(files), batch_size):
         images, entries = [], []
         for path in files[start : start + batch_size]:
             entry = {"path": str(path)}
             try:
-                images.append(preprocess(load_image(path)))  # (28, 28) uint8
+                stages = run_frontend(load_image(path))
+                if explain_dir is not None:
+                    save_explain(stages, explain_dir / _unique(path.stem, explained))
+                check_single(stages.digit)
+                images.append(stages.final)  # (28, 28) uint8
             except DataError as exc:
                 entry["error"] = _without_path(str(exc), path)
             entries.append(entry)
@@ -201,6 +214,16 @@ def predict(
                 top_k=[[int(d), round(float(p[d]), PROB_DIGITS)] for d in ranked],
             )
     return results
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    """`STEM.png`, or `STEM-2.png`, ... when two inputs share a name."""
+    name, k = f"{stem}.png", 1
+    while name in taken:
+        k += 1
+        name = f"{stem}-{k}.png"
+    taken.add(name)
+    return name
 
 
 def _without_path(message: str, path: Path) -> str:

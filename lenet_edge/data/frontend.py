@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import DataError
 from .preprocess import INK_THRESHOLD, preprocess
 
+FRONTEND_VERSION = 1  # part of a folder dataset's cache key: a change re-reads photos, never clean images
 WORK_PIXELS = 400_000  # larger photos are shrunk to this many pixels first: a digit stays > 100 px
 CLEAN_BACKGROUND_MAX = 8.0  # mean of the non-ink pixels at most this => the background is already black
 MIN_CONTRAST = 48  # flattened ink level (0-255) below which nothing counts as ink, whatever Otsu says
@@ -46,6 +47,10 @@ LINE_FRACTION = 0.35  # a rule is a straight run at least this fraction of the i
 MIN_LINE_PX = 30  # ... and at least this long, px
 LINE_ASPECT = 12.0  # ... and at least this many times longer than thick (a pen stroke is far stubbier)
 LINE_ANGLES = tuple(range(-8, 9, 2))  # degrees off horizontal/vertical tried: rotated photos and perspective
+SPAN = 0.9  # on a clean image, a rule crosses at least this fraction of it, ...
+EDGE_CLEARANCE = 3  # px of background between that ink and the image's edges (a tight crop has none)
+REST_FRACTION = 0.2  # on a clean image, rules need at least this share of the ink left beside them ...
+RULE_OVER_DIGIT = 1.5  # ... and to be this many times longer than that ink's extent
 SPECK_FRACTION = 0.04  # a component smaller than this fraction of the largest is a speck
 MAIN_FRACTION = 0.25  # components at least this fraction of the largest may be "the digit"
 MERGE_GAP = 0.3  # pieces within this fraction of the digit's size of it are the same digit
@@ -100,8 +105,8 @@ def clean_page(image: np.ndarray) -> Page:
     ink = image > INK_THRESHOLD
     if _background_is_black(image, ink):
         lines, _ = _rules(ink)
-        if not lines.any():
-            return Page(image, ink, lines, 1.0, True, INK_THRESHOLD)
+        if not _frames_a_digit(ink, lines):
+            return Page(image, ink, np.zeros_like(ink), 1.0, True, INK_THRESHOLD)
     scale = min(1.0, math.sqrt(WORK_PIXELS / image.size))
     if scale < 1.0:
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
@@ -150,6 +155,32 @@ def _background_is_black(image: np.ndarray, ink: np.ndarray) -> bool:
     """A scan or dataset image: what is not ink is (nearly) pure black, unlike any photo of paper."""
     background = image[~ink]
     return background.size == 0 or float(background.mean()) <= CLEAN_BACKGROUND_MAX
+
+
+def _frames_a_digit(ink: np.ndarray, lines: np.ndarray) -> bool:
+    """On a clean image, are the straight runs rules around a digit, or the digit's own strokes?
+
+    A scanned ۱ is one long straight run, and a tight crop of a ۲ has a stem
+    from edge to edge: runs count as rules only when they cross the whole
+    image, and what remains without them is substantial ink clear of the
+    image's edges and clearly shorter than they are (a digit in a box or
+    between lines on a scanned form).
+    """
+    if not lines.any():
+        return False
+    _, _, stats = _components(lines)
+    spans = (stats[:, cv2.CC_STAT_WIDTH] >= SPAN * ink.shape[1]) | (stats[:, cv2.CC_STAT_HEIGHT] >= SPAN * ink.shape[0])
+    if not spans.any():
+        return False
+    rest = ink & ~cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    if rest.sum() < REST_FRACTION * ink.sum():
+        return False
+    rows, cols = np.flatnonzero(rest.any(axis=1)), np.flatnonzero(rest.any(axis=0))
+    h, w = ink.shape
+    if min(rows[0], cols[0], h - 1 - rows[-1], w - 1 - cols[-1]) < EDGE_CLEARANCE:
+        return False
+    extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    return float(np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).max()) >= RULE_OVER_DIGIT * extent
 
 
 def _line_kernel(length: int, degrees: float, vertical: bool) -> np.ndarray:
@@ -406,3 +437,33 @@ def digit_images(images, progress=None) -> np.ndarray:
     if progress and len(out) % PROGRESS_EVERY:
         progress(len(out) % PROGRESS_EVERY)
     return np.stack(out) if out else np.zeros((0, 28, 28), np.uint8)
+
+
+def save_explain(stages: Stages, target) -> None:
+    """One PNG with the stages side by side: flattened, binarized (rules removed in red), kept, final 28x28.
+
+    Dropped ink (specks, other marks) shows grey in the "kept" panel.
+    """
+    from PIL import Image, ImageDraw
+
+    from ..fileio import atomic_path
+
+    side = 224  # px per panel
+    page, kept = stages.page, stages.digit.kept
+    binarized = np.stack([page.ink * 255] * 3, axis=-1).astype(np.uint8)
+    binarized[page.removed] = (220, 40, 40)
+    chosen = np.where(kept, 255, np.where(page.ink, 90, 0)).astype(np.uint8)
+    panels = [("flattened", page.flattened), ("binarized", binarized), ("kept", chosen), ("final 28x28", stages.final)]
+    sheet = Image.new("RGB", (side * len(panels), side + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (title, pixels) in enumerate(panels):
+        panel = Image.fromarray(pixels).convert("RGB")
+        panel.thumbnail((side, side), Image.Resampling.NEAREST if pixels.shape[0] <= side else Image.Resampling.BOX)
+        if max(panel.size) < side:  # small images (the 28x28) are enlarged, pixels kept square
+            factor = side / max(panel.size)
+            size = (max(1, round(panel.width * factor)), max(1, round(panel.height * factor)))
+            panel = panel.resize(size, Image.Resampling.NEAREST)
+        sheet.paste(panel, (k * side + (side - panel.width) // 2, 20 + (side - panel.height) // 2))
+        draw.text((k * side + 4, 4), title, fill="black")
+    with atomic_path(target, suffix=".png") as tmp:
+        sheet.save(tmp, format="PNG")

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import atomic_path, sha256_file
+from .frontend import FRONTEND_VERSION, digit_images
 from .preprocess import PREPROCESSING_VERSION, preprocess_many
 
 SPLITS = ("train", "test", "remaining")
@@ -119,8 +120,11 @@ def load_dataset(
         advance(done, total)
 
     counter = step if advance else None
+    # Image files may be photos of paper: the photo front end (byte-identical to `preprocess` on clean images).
+    prepare = digit_images if kind == "folder" else preprocess_many
     splits = {
-        name: _preprocess_split(name, location, images, labels, counter) for name, (images, labels) in raw.items()
+        name: _preprocess_split(name, location, images, labels, counter, prepare)
+        for name, (images, labels) in raw.items()
     }
     if cache_dir is not None:
         _write_cache(Path(cache_dir), key, splits)
@@ -263,14 +267,16 @@ def _read_raw(kind: str, location: Path | None, spec: str) -> RawSplits:
     return raw
 
 
-def _preprocess_split(name: str, location, images, labels, progress: Callable[[int], None] | None) -> Split:
+def _preprocess_split(
+    name: str, location, images, labels, progress: Callable[[int], None] | None, prepare=preprocess_many
+) -> Split:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise DataError(f"{location}: the '{name}' split is empty")
     if labels.min() < 0 or labels.max() > 9:
         raise DataError(f"{location}: the '{name}' split has labels outside 0-9")
     shapes = np.array([image.shape[:2] for image in images], dtype=np.int32).reshape(-1, 2)
-    return Split(preprocess_many(images, progress), labels, shapes)
+    return Split(prepare(images, progress), labels, shapes)
 
 
 # --- hashing and the cache -----------------------------------------------------------
@@ -302,6 +308,7 @@ def _cache_key(kind: str, spec: str, files: dict[str, str]) -> str:
         "preprocessing": PREPROCESSING_VERSION,
         "loader": LOADER_VERSION,
         "synthetic": synthetic_version() if kind == "synthetic" else None,
+        "frontend": FRONTEND_VERSION if kind == "folder" else None,  # photos in a folder go through it
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:32]
 
