@@ -55,7 +55,9 @@ SPECK_FRACTION = 0.04  # a component smaller than this fraction of the largest i
 MAIN_FRACTION = 0.25  # components at least this fraction of the largest may be "the digit"
 MERGE_GAP = 0.3  # pieces within this fraction of the digit's size of it are the same digit
 NEIGHBOUR_FRACTION = 0.3  # a second component this large (of the digit's area) beside it is another digit
-NEIGHBOUR_HEIGHT = 0.5  # ... and at least this fraction of the digit's height
+NEIGHBOUR_HEIGHT = 0.5  # ... and at least this fraction of the digit's height ...
+SIDE_GAP = 0.08  # ... and this far to its side, as a fraction of the height (a ۸ in two strokes is not two digits)
+MIN_DIGIT_FRACTION = 0.04  # on a photo, a digit's longer side is at least this fraction of the page's shorter side
 
 
 class NoDigitError(DataError):
@@ -180,7 +182,8 @@ def _frames_a_digit(ink: np.ndarray, lines: np.ndarray) -> bool:
     if min(rows[0], cols[0], h - 1 - rows[-1], w - 1 - cols[-1]) < EDGE_CLEARANCE:
         return False
     extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
-    return float(np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).max()) >= RULE_OVER_DIGIT * extent
+    longest = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).max()
+    return float(longest) >= RULE_OVER_DIGIT * extent
 
 
 def _line_kernel(length: int, degrees: float, vertical: bool) -> np.ndarray:
@@ -275,45 +278,45 @@ def _remove_rules(ink: np.ndarray, lines: np.ndarray, thickness: float) -> np.nd
     return ink & ~(band & ~stroke.astype(bool))
 
 
-def find_digit(ink: np.ndarray) -> Digit:
+def find_digit(ink: np.ndarray, min_size: int = 1) -> Digit:
     """Choose the components of a binarized page that make the one digit.
 
     The digit is the component nearest the centre among the large ones (at
     least `MAIN_FRACTION` of the largest), plus every non-speck component
-    within `MERGE_GAP` of its size (a broken stroke, a detached dot). Another
-    large component beside it, about as tall, is a second digit.
+    within `MERGE_GAP` of its size (a broken stroke, a detached dot) that is
+    not itself a digit beside it: a component at least `NEIGHBOUR_FRACTION`
+    of its ink and `NEIGHBOUR_HEIGHT` of its height, on the same rows and
+    clear of it by `SIDE_GAP` of its height, is a second digit.
 
     Args:
         ink: 2-D bool mask (e.g. `clean_page(...).ink`).
+        min_size: px; a digit whose longer side is shorter than this is a
+            speck on an otherwise empty page (`count` 0).
     """
     ink = np.asarray(ink, bool)
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return Digit(np.zeros_like(ink), 0)
     areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
     boxes = stats[1:, :4].astype(np.float64)  # x, y, w, h
-    solid = areas >= SPECK_FRACTION * areas.max()
+    solid = areas >= SPECK_FRACTION * areas.max() if n > 1 else np.zeros(0, bool)
     solid &= ~_frames(boxes, areas, solid)
     if not solid.any():
         return Digit(np.zeros_like(ink), 0, n - 1)
     centre = np.array([(ink.shape[1] - 1) / 2, (ink.shape[0] - 1) / 2])
     candidates = np.flatnonzero(solid & (areas >= MAIN_FRACTION * areas[solid].max()))
-    main = candidates[np.argmin(np.linalg.norm(centroids[1:][candidates] - centre, axis=1))]
-    group = _grow({int(main)}, boxes, solid)
+    main = int(candidates[np.argmin(np.linalg.norm(centroids[1:][candidates] - centre, axis=1))])
+    group = _grow({main}, boxes, areas, solid)
     box = _union(boxes[sorted(group)])
+    if max(box[2], box[3]) < min_size:
+        return Digit(np.zeros_like(ink), 0, n - 1)
     digits = [box]
-    # Another digit: a large component (grown with its own pieces) beside this one, sharing its rows.
-    rest = [i for i in np.flatnonzero(solid) if i not in group]
-    while rest:
-        big = max(rest, key=lambda i: areas[i])
-        other = _grow({big}, boxes, solid, exclude=group)
-        other_box = _union(boxes[sorted(other)])
+    rest = [int(i) for i in np.flatnonzero(solid) if i not in group]
+    while rest:  # the other glyphs, largest first, each grown with its own pieces
+        other = _grow({max(rest, key=lambda i: areas[i])}, boxes, areas, solid, exclude=group)
         rest = [i for i in rest if i not in other]
-        if areas[sorted(other)].sum() >= NEIGHBOUR_FRACTION * areas[sorted(group)].sum() and _beside(box, other_box):
-            digits.append(other_box)
+        if _another_digit(box, areas[sorted(group)].sum(), _union(boxes[sorted(other)]), areas[sorted(other)].sum()):
+            digits.append(_union(boxes[sorted(other)]))
     kept = np.isin(labels, [i + 1 for i in group])
-    dropped = n - 1 - len(group)
-    return Digit(kept, len(digits), dropped, [tuple(int(v) for v in b) for b in digits])
+    return Digit(kept, len(digits), n - 1 - len(group), [tuple(int(v) for v in b) for b in digits])
 
 
 def _frames(boxes: np.ndarray, areas: np.ndarray, solid: np.ndarray) -> np.ndarray:
@@ -325,10 +328,13 @@ def _frames(boxes: np.ndarray, areas: np.ndarray, solid: np.ndarray) -> np.ndarr
     return inside.any(axis=1)
 
 
-def _grow(group: set[int], boxes: np.ndarray, solid: np.ndarray, exclude: set[int] = frozenset()) -> set[int]:
-    """Add every solid component near the group's box until none is left to add."""
+def _grow(
+    group: set[int], boxes: np.ndarray, areas: np.ndarray, solid: np.ndarray, exclude: set[int] = frozenset()
+) -> set[int]:
+    """Add every solid component near the group's box (and not a digit beside it) until none is left."""
     while True:
-        x, y, w, h = _union(boxes[sorted(group)])
+        box = _union(boxes[sorted(group)])
+        x, y, w, h = box
         gap = MERGE_GAP * max(w, h)
         near = (
             solid
@@ -337,22 +343,30 @@ def _grow(group: set[int], boxes: np.ndarray, solid: np.ndarray, exclude: set[in
             & (boxes[:, 1] <= y + h + gap)
             & (boxes[:, 1] + boxes[:, 3] >= y - gap)
         )
-        added = {int(i) for i in np.flatnonzero(near)} - group - set(exclude)
+        total = areas[sorted(group)].sum()
+        added = {
+            i
+            for i in map(int, np.flatnonzero(near))
+            if i not in group and i not in exclude and not _another_digit(box, total, boxes[i], areas[i])
+        }
         if not added:
             return group
         group |= added
+
+
+def _another_digit(box: np.ndarray, area: float, other: np.ndarray, other_area: float) -> bool:
+    """`other` is a digit of its own beside the digit in `box`: large, as tall, on the same rows, clear of it."""
+    if other_area < NEIGHBOUR_FRACTION * area or other[3] < NEIGHBOUR_HEIGHT * box[3]:
+        return False
+    rows = min(box[1] + box[3], other[1] + other[3]) - max(box[1], other[1])
+    gap = max(other[0] - (box[0] + box[2]), box[0] - (other[0] + other[2]))
+    return rows >= 0.5 * min(box[3], other[3]) and gap >= SIDE_GAP * max(box[3], other[3])
 
 
 def _union(boxes: np.ndarray) -> np.ndarray:
     x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
     x1, y1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
     return np.array([x0, y0, x1 - x0, y1 - y0])
-
-
-def _beside(a: np.ndarray, b: np.ndarray) -> bool:
-    """`b` stands left or right of `a` on the same line, at least `NEIGHBOUR_HEIGHT` of its height."""
-    overlap = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    return b[3] >= NEIGHBOUR_HEIGHT * a[3] and overlap >= 0.5 * min(a[3], b[3])
 
 
 @dataclass(frozen=True)
@@ -367,7 +381,7 @@ class Stages:
 def run_frontend(image: np.ndarray) -> Stages:
     """All stages for one white-on-black image; never raises for a missing or doubled digit."""
     page = clean_page(image)
-    digit = find_digit(page.ink)
+    digit = find_digit(page.ink, 1 if page.clean else round(MIN_DIGIT_FRACTION * min(page.ink.shape)))
     if page.clean:
         final = preprocess(page.flattened)  # the training contract, untouched
     elif digit.count:
@@ -388,13 +402,7 @@ def _ink_image(page: Page, kept: np.ndarray) -> np.ndarray:
     mask = kept | (near_kept & ~near_rules & (page.flattened > page.threshold // 2))
     level = max(float(np.percentile(page.flattened[kept], 90)), 1.0)  # the ink's own full strength
     ink = np.clip(page.flattened.astype(np.float32) * (255.0 / level), 0, 255)
-    if BINARY_FINAL:
-        return np.where(mask, np.uint8(255), np.uint8(0))
     return np.where(mask, np.rint(ink), 0).astype(np.uint8)
-
-
-import os
-BINARY_FINAL = os.environ.get("BINF") == "1"
 
 
 def digit_image(image: np.ndarray, *, strict: bool = True) -> np.ndarray:
