@@ -107,7 +107,7 @@ def clean_page(image: np.ndarray) -> Page:
     ink = image > INK_THRESHOLD
     if _background_is_black(image, ink):
         lines, _ = _rules(ink)
-        if not _frames_a_digit(ink, lines):
+        if not _frames_a_digit(ink, lines) and not _box_frames(ink)[0].any():
             return Page(image, ink, np.zeros_like(ink), 1.0, True, INK_THRESHOLD)
     scale = min(1.0, math.sqrt(WORK_PIXELS / image.size))
     if scale < 1.0:
@@ -119,7 +119,12 @@ def clean_page(image: np.ndarray) -> Page:
     otsu, _ = cv2.threshold(flattened, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     threshold = max(int(otsu), MIN_CONTRAST)
     ink = flattened > threshold
-    lines, thickness = _rules(ink, flattened > threshold // 2)
+    weak = flattened > threshold // 2
+    lines, thickness = _rules(ink, weak)
+    frames, frame_thickness = _box_frames(weak)
+    if frames.any():
+        lines |= frames & weak
+        thickness = max(thickness, frame_thickness)
     if lines.any():
         ink = _remove_rules(ink, lines, thickness)
     return Page(flattened, ink, lines & ~ink, scale, False, threshold)
@@ -157,6 +162,43 @@ def _background_is_black(image: np.ndarray, ink: np.ndarray) -> bool:
     """A scan or dataset image: what is not ink is (nearly) pure black, unlike any photo of paper."""
     background = image[~ink]
     return background.size == 0 or float(background.mean()) <= CLEAN_BACKGROUND_MAX
+
+
+def _box_frames(mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """Closed quadrilateral frames (a form's box around the digit, whatever its size) and their thickness, px.
+
+    A frame is a component whose outer contour is a convex quadrilateral
+    (within 2% of its perimeter), filling its minimum-area rectangle, and
+    hollow: ink covers under half of it even with a digit touching it inside.
+    """
+    found = np.zeros(mask.shape, np.uint8)
+    widths = []
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    for contour in contours:
+        perimeter = cv2.arcLength(contour, True)
+        if perimeter < 4 * MIN_LINE_PX // 2:
+            continue
+        quad = cv2.approxPolyDP(contour, max(2.0, 0.02 * perimeter), True)
+        if len(quad) != 4 or not cv2.isContourConvex(quad):
+            continue
+        (_, _), (w, h), _ = cv2.minAreaRect(contour)
+        area = cv2.contourArea(quad)
+        if area < 0.9 * w * h:
+            continue
+        inside = np.zeros_like(found)
+        cv2.drawContours(inside, [quad], -1, 1, cv2.FILLED)
+        covered = float((mask & inside.astype(bool)).sum())
+        if covered >= 0.5 * area:
+            continue
+        # The frame's thickness: twice the largest distance to paper along its outline (a digit inside adds none).
+        outline = np.zeros_like(found)
+        reach = max(3, round(0.1 * min(w, h)))
+        cv2.drawContours(outline, [quad], -1, 1, reach)
+        depth = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)[outline.astype(bool) & mask]
+        thickness = min(2.0 * float(np.percentile(depth, 90)) if depth.size else 1.0, reach)
+        cv2.drawContours(found, [quad], -1, 1, 2 * math.ceil(thickness) + 3)
+        widths.append(thickness)
+    return found.astype(bool), max(widths, default=0.0)
 
 
 def _frames_a_digit(ink: np.ndarray, lines: np.ndarray) -> bool:
