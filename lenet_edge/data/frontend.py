@@ -47,10 +47,12 @@ LINE_FRACTION = 0.35  # a rule is a straight run at least this fraction of the i
 MIN_LINE_PX = 30  # ... and at least this long, px
 LINE_ASPECT = 12.0  # ... and at least this many times longer than thick (a pen stroke is far stubbier)
 LINE_ANGLES = tuple(range(-8, 9, 2))  # degrees off horizontal/vertical tried: rotated photos and perspective
+HOLLOW = 0.7  # a box frame, with the digit inside it, covers less than this fraction of its area
 SPAN = 0.9  # on a clean image, a rule crosses at least this fraction of it, ...
 EDGE_CLEARANCE = 3  # px of background between that ink and the image's edges (a tight crop has none)
 REST_FRACTION = 0.2  # on a clean image, rules need at least this share of the ink left beside them ...
 RULE_OVER_DIGIT = 1.5  # ... and to be this many times longer than that ink's extent
+RESIDUE_FRACTION = 0.08  # ink left touching a removed rule and smaller than this fraction of the largest: its stub
 SPECK_FRACTION = 0.04  # a component smaller than this fraction of the largest is a speck
 MAIN_FRACTION = 0.25  # components at least this fraction of the largest may be "the digit"
 MERGE_GAP = 0.3  # pieces within this fraction of the digit's size of it are the same digit
@@ -126,7 +128,7 @@ def clean_page(image: np.ndarray) -> Page:
         lines |= frames & weak
         thickness = max(thickness, frame_thickness)
     if lines.any():
-        ink = _remove_rules(ink, lines, thickness)
+        ink = _drop_residues(_remove_rules(ink, lines, thickness), lines)
     return Page(flattened, ink, lines & ~ink, scale, False, threshold)
 
 
@@ -169,7 +171,7 @@ def _box_frames(mask: np.ndarray) -> tuple[np.ndarray, float]:
 
     A frame is a component whose outer contour is a convex quadrilateral
     (within 2% of its perimeter), filling its minimum-area rectangle, and
-    hollow: ink covers under half of it even with a digit touching it inside.
+    hollow: ink covers under `HOLLOW` of it, even with a digit touching it inside.
     """
     found = np.zeros(mask.shape, np.uint8)
     widths = []
@@ -188,7 +190,7 @@ def _box_frames(mask: np.ndarray) -> tuple[np.ndarray, float]:
         inside = np.zeros_like(found)
         cv2.drawContours(inside, [quad], -1, 1, cv2.FILLED)
         covered = float((mask & inside.astype(bool)).sum())
-        if covered >= 0.5 * area:
+        if covered >= HOLLOW * area:
             continue
         # The frame's thickness: twice the largest distance to paper along its outline (a digit inside adds none).
         outline = np.zeros_like(found)
@@ -318,6 +320,18 @@ def _remove_rules(ink: np.ndarray, lines: np.ndarray, thickness: float) -> np.nd
     stroke = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((across, 1), np.uint8))
     stroke &= cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, across), np.uint8))
     return ink & ~(band & ~stroke.astype(bool))
+
+
+def _drop_residues(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Drop the small leftovers of removed rules (a frame's corner, a tick's stub): small and touching a rule."""
+    n, labels, stats = _components(ink)
+    if n <= 1:
+        return ink
+    areas = stats[:, cv2.CC_STAT_AREA]
+    touching = np.zeros(n, bool)
+    touching[np.unique(labels[cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)])] = True
+    residue = touching & np.concatenate([[False], areas < RESIDUE_FRACTION * areas.max()])
+    return ink & ~residue[labels]
 
 
 def find_digit(ink: np.ndarray, min_size: int = 1) -> Digit:
