@@ -39,7 +39,7 @@ from ..errors import DataError
 from .preprocess import INK_THRESHOLD, preprocess
 
 FRONTEND_VERSION = 1  # part of a folder dataset's cache key: a change re-reads photos, never clean images
-WORK_PIXELS = 400_000  # larger photos are shrunk to this many pixels first: a digit stays > 100 px
+WORK_PIXELS = 250_000  # larger photos are shrunk to this many pixels first: a digit in a photo stays > 80 px
 CLEAN_BACKGROUND_MAX = 8.0  # mean of the non-ink pixels at most this => the background is already black
 MIN_CONTRAST = 48  # flattened ink level (0-255) below which nothing counts as ink, whatever Otsu says
 BACKGROUND_FRACTION = 3  # median window = longer side / this: wider than any blob of ink, so it sees the paper
