@@ -219,7 +219,8 @@ def _frames_a_digit(ink: np.ndarray, lines: np.ndarray) -> bool:
     if not spans.any():
         return False
     rest = ink & ~cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    if rest.sum() < REST_FRACTION * ink.sum():
+    # Ruled paper may hold far more rule than digit; one lone run must leave a real digit beside it.
+    if not rest.any() or (spans.sum() < 2 and rest.sum() < REST_FRACTION * ink.sum()):
         return False
     rows, cols = np.flatnonzero(rest.any(axis=1)), np.flatnonzero(rest.any(axis=0))
     h, w = ink.shape
@@ -258,7 +259,7 @@ def _rules(ink: np.ndarray, weak: np.ndarray | None = None) -> tuple[np.ndarray,
         length = max(MIN_LINE_PX, round(LINE_FRACTION * side))
         if length > side:
             continue
-        lines, width = _thin(_runs(mask, length, vertical), vertical)
+        lines, width = _thin(_runs(mask, length, vertical, weak is not None), vertical, mask)
         found |= lines
         widths += width
     if not found.any():
@@ -266,15 +267,26 @@ def _rules(ink: np.ndarray, weak: np.ndarray | None = None) -> tuple[np.ndarray,
     thickness = float(np.median(widths))
     for vertical in (False, True):
         short = max(MIN_LINE_PX // 2, round(LINE_FRACTION * (ink.shape[0] if vertical else ink.shape[1]) / 3))
-        found |= _attached(_runs(mask, short, vertical) & ~found, found, thickness)
+        runs = _runs(mask, short, vertical, weak is not None)
+        found |= _attached(runs & ~found, found, thickness, mask)
     return found.astype(bool), thickness
 
 
-def _runs(mask: np.ndarray, length: int, vertical: bool) -> np.ndarray:
-    """Pixels on a straight run of `length` px at any of `LINE_ANGLES` (a union of openings)."""
+def _runs(mask: np.ndarray, length: int, vertical: bool, bridge: bool = True) -> np.ndarray:
+    """Pixels on a straight run of `length` px at any of `LINE_ANGLES` (a union of openings).
+
+    A faint 1-px rule off the axis breaks into a staircase of dashes once
+    binarized: the mask is first thickened across the run and its small gaps
+    along it closed, so the opening still finds it whole.
+    """
+    bridged = mask
+    if bridge:
+        across, along = ((1, 3), (5, 1)) if vertical else ((3, 1), (1, 5))  # kernel shapes: (rows, columns)
+        bridged = cv2.dilate(mask, np.ones(across, np.uint8))
+        bridged = cv2.morphologyEx(bridged, cv2.MORPH_CLOSE, np.ones(along, np.uint8))
     runs = np.zeros_like(mask)
     for degrees in LINE_ANGLES:
-        runs |= cv2.morphologyEx(mask, cv2.MORPH_OPEN, _line_kernel(length, degrees, vertical))
+        runs |= cv2.morphologyEx(bridged, cv2.MORPH_OPEN, _line_kernel(length, degrees, vertical))
     return runs
 
 
@@ -283,25 +295,28 @@ def _components(mask: np.ndarray):
     return n, labels, stats[1:]
 
 
-def _thin(runs: np.ndarray, vertical: bool) -> tuple[np.ndarray, list[float]]:
-    """The straight runs much longer than thick (a thick stroke of a large digit is not a rule), and their widths."""
+def _thin(runs: np.ndarray, vertical: bool, mask: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """The straight runs much longer than thick (a thick stroke of a large digit is not a rule), and their widths.
+
+    A run's width is its ink in `mask` over its length (the runs themselves were thickened to be found).
+    """
     n, labels, stats = _components(runs)
     if n <= 1:
         return runs, []
     lengths = stats[:, cv2.CC_STAT_HEIGHT if vertical else cv2.CC_STAT_WIDTH].astype(np.float64)
-    widths = stats[:, cv2.CC_STAT_AREA] / lengths
+    widths = np.bincount(labels[mask.astype(bool)], minlength=n)[1:] / lengths
     thin = lengths >= LINE_ASPECT * widths
     return np.concatenate([[False], thin])[labels].astype(np.uint8), list(widths[thin])
 
 
-def _attached(runs: np.ndarray, rules: np.ndarray, thickness: float) -> np.ndarray:
-    """Shorter runs that touch a rule and are no thicker than the rules."""
+def _attached(runs: np.ndarray, rules: np.ndarray, thickness: float, mask: np.ndarray) -> np.ndarray:
+    """Shorter runs that touch a rule and are no thicker (in `mask`) than the rules."""
     n, labels, stats = _components(runs)
     if n <= 1:
         return np.zeros_like(runs)
     touching = np.unique(labels[cv2.dilate(rules, np.ones((3, 3), np.uint8)).astype(bool)])
     lengths = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).astype(np.float64)
-    thin = stats[:, cv2.CC_STAT_AREA] / lengths <= thickness + 1
+    thin = np.bincount(labels[mask.astype(bool)], minlength=n)[1:] / lengths <= thickness + 1
     keep = np.concatenate([[False], thin]) & np.isin(np.arange(n), touching)
     keep[0] = False
     return keep[labels].astype(np.uint8)
@@ -310,16 +325,20 @@ def _attached(runs: np.ndarray, rules: np.ndarray, thickness: float) -> np.ndarr
 def _remove_rules(ink: np.ndarray, lines: np.ndarray, thickness: float) -> np.ndarray:
     """Ink without the rules, except where a stroke crosses one.
 
-    A stroke crossing a rule is ink that reaches further across the rule than
-    the rule is thick: such pixels (an opening across each rule's direction,
-    longer than its thickness) are kept.
+    A stroke crossing a horizontal rule reaches further up and down than the
+    rule is thick (a vertical opening longer than the thickness keeps it), and
+    one crossing a vertical rule further left and right: such pixels stay.
     """
-    band = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ink
+    band = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8))
     across = math.ceil(thickness) + 4
+    along = 2 * across + 1  # a rule's own pixels run at least this far along it
+    horizontal = cv2.morphologyEx(band, cv2.MORPH_OPEN, np.ones((1, along), np.uint8)).astype(bool)
+    vertical = cv2.morphologyEx(band, cv2.MORPH_OPEN, np.ones((along, 1), np.uint8)).astype(bool)
     mask = ink.astype(np.uint8)
-    stroke = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((across, 1), np.uint8))
-    stroke &= cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, across), np.uint8))
-    return ink & ~(band & ~stroke.astype(bool))
+    tall = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((across, 1), np.uint8)).astype(bool)
+    wide = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, across), np.uint8)).astype(bool)
+    crossing = (horizontal & tall & ~vertical) | (vertical & wide & ~horizontal) | (horizontal & vertical & tall & wide)
+    return ink & ~(band.astype(bool) & ~crossing)
 
 
 def _drop_residues(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
