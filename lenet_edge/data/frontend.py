@@ -108,8 +108,8 @@ def clean_page(image: np.ndarray) -> Page:
     image = _check(image)
     ink = image > INK_THRESHOLD
     if _background_is_black(image, ink):
-        lines, _ = _rules(ink)
-        if not _frames_a_digit(ink, lines) and not _box_frames(ink)[0].any():
+        horizontal, vertical, _ = _rules(ink)
+        if not _frames_a_digit(ink, horizontal | vertical) and not _box_frames(ink)[0].any():
             return Page(image, ink, np.zeros_like(ink), 1.0, True, INK_THRESHOLD)
     scale = min(1.0, math.sqrt(WORK_PIXELS / image.size))
     if scale < 1.0:
@@ -122,13 +122,16 @@ def clean_page(image: np.ndarray) -> Page:
     threshold = max(int(otsu), MIN_CONTRAST)
     ink = flattened > threshold
     weak = flattened > threshold // 2
-    lines, thickness = _rules(ink, weak)
+    horizontal, vertical, thickness = _rules(ink, weak)
     frames, frame_thickness = _box_frames(weak)
-    if frames.any():
-        lines |= frames & weak
+    if frames.any():  # a frame's sides, each by its direction (the corners in both)
+        side = np.ones((1, 2 * math.ceil(frame_thickness) + 9), np.uint8)
+        horizontal |= cv2.morphologyEx(frames.astype(np.uint8), cv2.MORPH_OPEN, side).astype(bool) & weak
+        vertical |= cv2.morphologyEx(frames.astype(np.uint8), cv2.MORPH_OPEN, side.T).astype(bool) & weak
         thickness = max(thickness, frame_thickness)
+    lines = horizontal | vertical
     if lines.any():
-        ink = _drop_residues(_remove_rules(ink, lines, thickness), lines)
+        ink = _drop_residues(_remove_rules(ink, horizontal, vertical, thickness), lines)
     return Page(flattened, ink, lines & ~ink, scale, False, threshold)
 
 
@@ -244,15 +247,15 @@ def _line_kernel(length: int, degrees: float, vertical: bool) -> np.ndarray:
     return kernel
 
 
-def _rules(ink: np.ndarray, weak: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Pixels of long, thin, straight runs (ruled lines, frames, borders), and their typical thickness, px.
+def _rules(ink: np.ndarray, weak: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Long, thin, straight runs (ruled lines, frames, borders): horizontal and vertical pixels, typical thickness.
 
     Runs are sought in `weak` (a lower threshold, where a faint 1-px line is not
     yet broken into dashes); a shorter run joined to a rule and as thin (a box's
     short side, a comb field's tick) is a rule too.
     """
     mask = (ink if weak is None else weak).astype(np.uint8)
-    found = np.zeros_like(mask)
+    found = [np.zeros_like(mask), np.zeros_like(mask)]  # horizontal, vertical
     widths = []
     for vertical in (False, True):
         side = ink.shape[0] if vertical else ink.shape[1]
@@ -260,16 +263,17 @@ def _rules(ink: np.ndarray, weak: np.ndarray | None = None) -> tuple[np.ndarray,
         if length > side:
             continue
         lines, width = _thin(_runs(mask, length, vertical, weak is not None), vertical, mask)
-        found |= lines
+        found[vertical] |= lines
         widths += width
-    if not found.any():
-        return found.astype(bool), 0.0
+    if not widths:
+        return found[0].astype(bool), found[1].astype(bool), 0.0
     thickness = float(np.median(widths))
+    both = found[0] | found[1]
     for vertical in (False, True):
         short = max(MIN_LINE_PX // 2, round(LINE_FRACTION * (ink.shape[0] if vertical else ink.shape[1]) / 3))
         runs = _runs(mask, short, vertical, weak is not None)
-        found |= _attached(runs & ~found, found, thickness, mask)
-    return found.astype(bool), thickness
+        found[vertical] |= _attached(runs & ~both, both, thickness, mask)
+    return found[0].astype(bool), found[1].astype(bool), thickness
 
 
 def _runs(mask: np.ndarray, length: int, vertical: bool, bridge: bool = True) -> np.ndarray:
@@ -322,23 +326,21 @@ def _attached(runs: np.ndarray, rules: np.ndarray, thickness: float, mask: np.nd
     return keep[labels].astype(np.uint8)
 
 
-def _remove_rules(ink: np.ndarray, lines: np.ndarray, thickness: float) -> np.ndarray:
+def _remove_rules(ink: np.ndarray, horizontal: np.ndarray, vertical: np.ndarray, thickness: float) -> np.ndarray:
     """Ink without the rules, except where a stroke crosses one.
 
     A stroke crossing a horizontal rule reaches further up and down than the
     rule is thick (a vertical opening longer than the thickness keeps it), and
     one crossing a vertical rule further left and right: such pixels stay.
     """
-    band = cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8))
+    grow = np.ones((3, 3), np.uint8)
     across = math.ceil(thickness) + 4
-    along = 2 * across + 1  # a rule's own pixels run at least this far along it
-    horizontal = cv2.morphologyEx(band, cv2.MORPH_OPEN, np.ones((1, along), np.uint8)).astype(bool)
-    vertical = cv2.morphologyEx(band, cv2.MORPH_OPEN, np.ones((along, 1), np.uint8)).astype(bool)
     mask = ink.astype(np.uint8)
     tall = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((across, 1), np.uint8)).astype(bool)
     wide = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, across), np.uint8)).astype(bool)
-    crossing = (horizontal & tall & ~vertical) | (vertical & wide & ~horizontal) | (horizontal & vertical & tall & wide)
-    return ink & ~(band.astype(bool) & ~crossing)
+    off = cv2.dilate(horizontal.astype(np.uint8), grow).astype(bool) & ~tall
+    off |= cv2.dilate(vertical.astype(np.uint8), grow).astype(bool) & ~wide
+    return ink & ~off
 
 
 def _drop_residues(ink: np.ndarray, lines: np.ndarray) -> np.ndarray:
