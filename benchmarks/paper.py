@@ -1,6 +1,6 @@
 """Digits photographed on paper: the old front end against the new one, per condition.
 
-    python benchmarks/paper.py [--run DIR] [--data ../shared/data/hoda] [--n 500]
+    python benchmarks/paper.py [--run DIR] [--data ../shared/data/hoda] [--n 1000]
 
 Renders Hoda *test* digits onto paper, as a phone photo of a notebook or a
 form shows them, in each condition below: ink (blue, black or red) on
@@ -316,7 +316,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="run directory with lenet5_int8.tflite (default: benchmarks/runs/lenet5)")
     parser.add_argument("--data", default=str(DEFAULT_HODA), help="Hoda folder with the .cdb files")
-    parser.add_argument("--n", type=int, default=500, help="digits per condition")
+    parser.add_argument("--n", type=int, default=1000, help="digits per condition")
     parser.add_argument("--split", choices=("test", "train"), default="test", help="train: for tuning only")
     parser.add_argument("--seed", type=int, default=16)
     args = parser.parse_args()
