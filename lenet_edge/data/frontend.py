@@ -10,9 +10,10 @@ whole line with the first one):
    it): flatten the lighting (the paper's brightness, estimated by a median
    at a scale larger than a stroke, divided out), binarize (Otsu on the
    flattened image, never below a minimum contrast, so blank paper stays
-   blank), and remove long thin straight runs (ruled lines, box and comb
-   frames, table borders; slightly rotated too), restoring the pixels where
-   a pen stroke crosses such a line, so the stroke is not cut.
+   blank), and remove long thin straight runs (ruled lines, grids, comb
+   fields, table borders; slightly rotated too) and closed box frames of any
+   size, keeping the pixels where a pen stroke crosses them, so the stroke
+   is not cut.
 2. `find_digit(ink)`: the ink components that make the digit (the large
    component nearest the centre, with nearby pieces of a broken stroke
    merged; specks dropped), or a verdict: no digit, or several side by side.
@@ -36,7 +37,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
-from .preprocess import INK_THRESHOLD, preprocess
+from .preprocess import CANVAS, INK_THRESHOLD, PROGRESS_EVERY, preprocess
 
 FRONTEND_VERSION = 1  # part of a folder dataset's cache key: a change re-reads photos, never clean images
 WORK_PIXELS = 250_000  # larger photos are shrunk to this many pixels first: a digit in a photo stays > 80 px
@@ -464,7 +465,7 @@ def run_frontend(image: np.ndarray) -> Stages:
     elif digit.count:
         final = preprocess(_ink_image(page, digit.kept))
     else:
-        final = np.zeros((28, 28), np.uint8)
+        final = np.zeros((CANVAS, CANVAS), np.uint8)
     return Stages(page, digit, final)
 
 
@@ -512,8 +513,6 @@ def check_single(digit: Digit) -> None:
 
 def digit_images(images, progress=None) -> np.ndarray:
     """`digit_image(strict=False)` over a sequence: `(N, 28, 28)` uint8 (a dataset's images)."""
-    from .preprocess import PROGRESS_EVERY
-
     out = []
     for image in images:
         out.append(digit_image(image, strict=False))
@@ -521,7 +520,7 @@ def digit_images(images, progress=None) -> np.ndarray:
             progress(PROGRESS_EVERY)
     if progress and len(out) % PROGRESS_EVERY:
         progress(len(out) % PROGRESS_EVERY)
-    return np.stack(out) if out else np.zeros((0, 28, 28), np.uint8)
+    return np.stack(out) if out else np.zeros((0, CANVAS, CANVAS), np.uint8)
 
 
 def save_explain(stages: Stages, target) -> None:
