@@ -48,10 +48,11 @@ from lenet_edge.benchmark import (
 )
 from lenet_edge.compat import versions
 from lenet_edge.data import load_run_splits
-from lenet_edge.fileio import sha256_bytes
+from lenet_edge.fileio import atomic_write_text, sha256_bytes
 
 PEERS = ("tf2onnx", "onnx", "onnxruntime", "openvino", "nncf")
 REFERENCE = "LiteRT float32"
+QDQ = "ONNX Runtime | int8 QDQ S8S8 per-channel"
 FLOAT_TOLERANCE = 1e-4  # max |logit difference| allowed between a float conversion and Keras (float32 round-off)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
 LITERT_FILES = {"float32": "float32_tflite", "int8 QAT": "int8_tflite", "int8 PTQ": "int8_ptq_tflite"}
@@ -159,7 +160,11 @@ def verify(peers: dict, keras: np.ndarray, images: np.ndarray) -> dict:
         if check["max_abs_diff"] > FLOAT_TOLERANCE:
             sys.exit(f"error: {name} differs from Keras by {check['max_abs_diff']:.2e} > {FLOAT_TOLERANCE:g}")
     sources = {"ONNX": ("ONNX float32", onnx_logits), "OpenVINO": ("OpenVINO float32", ov_logits)}
-    how = {"QDQ": "`quantize_static` QDQ", "QOperator": "`quantize_static` QOperator", "NNCF": "`nncf.quantize`"}
+    how = {
+        "QDQ": "`quant_pre_process`, `quantize_static` QDQ S8S8 MinMax",
+        "QOperator": "`quant_pre_process`, `quantize_static` QOperator U8S8 MinMax",
+        "NNCF": "`nncf.quantize` (defaults) of the OpenVINO float32 IR",
+    }
     for name, (model, _) in peers.items():
         if name in ("ONNX Runtime | float32", "OpenVINO | float32"):
             continue
@@ -182,6 +187,26 @@ def litert_checks(manifest: dict) -> dict:
 def size_bytes(path: Path) -> int:
     """File size; an OpenVINO IR counts its .xml and .bin."""
     return path.stat().st_size + (path.with_suffix(".bin").stat().st_size if path.suffix == ".xml" else 0)
+
+
+def convert_all(keras_path: Path, work: Path, calibration: np.ndarray) -> tuple[Callable, dict]:
+    """Every peer model, converted into `work` and loaded: name -> (bench model, file); and Keras's logits."""
+    work.mkdir(parents=True, exist_ok=True)
+    float_onnx = work / "lenet5_float32.onnx"
+    keras_logits = to_onnx(keras_path, float_onnx)
+    qdq_onnx, qop_onnx = work / "lenet5_int8_qdq.onnx", work / "lenet5_int8_qop.onnx"
+    ort_int8(float_onnx, qdq_onnx, calibration, "QDQ")
+    ort_int8(float_onnx, qop_onnx, calibration, "QOperator")
+    ov_float, ov_int8 = openvino_models(float_onnx, work, calibration)
+    peers = {
+        "ONNX Runtime | float32": (OrtModel(float_onnx), float_onnx),
+        QDQ: (OrtModel(qdq_onnx), qdq_onnx),
+        "ONNX Runtime | int8 QOperator U8S8 per-channel": (OrtModel(qop_onnx), qop_onnx),
+        "OpenVINO | float32": (OvModel(ov_float), ov_float),
+        "OpenVINO | float32 file, default hint": (OvModel(ov_float, precision=None), ov_float),
+        "OpenVINO + NNCF | int8": (OvModel(ov_int8), ov_int8),
+    }
+    return keras_logits, peers
 
 
 # --------------------------------------------------------------------------- measuring
@@ -246,8 +271,10 @@ def render(rows: dict, checks: dict, notes: dict, info: dict) -> str:
         f"| x LiteRT f32 | batch-{batch} img/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    hint = f"default hint ({notes['ov_default_precision']})"
     for name, r in rows.items():
         runtime, precision = name.split(" ", 1) if name.startswith("LiteRT") else name.split(" | ")
+        precision = precision.replace("default hint", hint)
         lines.append(
             f"| {runtime} | {precision} | {r['size_bytes'] / 1024:.0f} | {100 * r['accuracy']:.2f} | {r['flips']} "
             f"| {r['latency_us']['p50']:.1f} | {r['latency_us']['p90']:.1f} | {r['run_us']['p50']:.1f} "
@@ -273,14 +300,16 @@ def render(rows: dict, checks: dict, notes: dict, info: dict) -> str:
         "|---|---|---|---:|---:|",
     ]
     for name, c in checks.items():
-        lines.append(f"| {name} | {c['how']} | {c['source']} | {100 * c['agreement']:.2f}% | {c['max_abs_diff']:.2e} |")
+        agreement, diff = f"{100 * c['agreement']:.2f}%", f"{c['max_abs_diff']:.2e}"
+        lines.append(f"| {name.replace('default hint', hint)} | {c['how']} | {c['source']} | {agreement} | {diff} |")
     lines += [
         "",
         "## How each runtime was driven",
         "",
-        "- LiteRT: the bench's own model (`lenet-edge bench`): `Interpreter(num_threads=1)` with XNNPACK "
-        "(the default delegate), `set_tensor` / `invoke` / `get_tensor`; int8 models take the image as int8 "
-        "through the same table.",
+        "- LiteRT: the bench's own model (`lenet-edge bench`), unchanged: `Interpreter(num_threads=1)` with "
+        "XNNPACK (the default delegate), `set_tensor` / `invoke` / `get_tensor`, which copy in and out (the "
+        "peers below write in place, so if anything LiteRT's Python path is the dearer one); the int8 models "
+        "take int8 input, so their table maps each pixel straight to it.",
         "- ONNX Runtime: `InferenceSession` on the CPU provider, `intra_op_num_threads=1`, sequential, "
         "default graph optimizations; input and output bound once by IOBinding to numpy buffers, the image "
         "written into the input buffer in place, `run_with_iobinding()`; batch size changes rebind the buffers "
@@ -299,8 +328,12 @@ def render(rows: dict, checks: dict, notes: dict, info: dict) -> str:
         f"- OpenVINO's CPU plugin defaults to `INFERENCE_PRECISION_HINT={notes['ov_default_precision']}` on this "
         "CPU (it has avx512_bf16): a float32 model compiled with default properties runs in that precision. The "
         "`float32 file, default hint` row shows what that costs and changes; the `float32` row forces f32.",
-        "- Earlier figures in the issue that asked for this page came from an AVX2-only CPU without VNNI; "
-        "the integer kernels of all three runtimes take other paths with VNNI, so ratios differ by machine.",
+        "- ORT's QOperator form is quantized with unsigned activations (U8S8), as ORT's documentation "
+        "recommends for it on x86-64; with signed activations `quantize_static` warns of bad performance on "
+        "x64, and that model runs on slower kernels.",
+        "- The figures first quoted in issue #15 came from an AVX2-only CPU without VNNI (and an earlier "
+        "training run). This CPU has AVX-512 VNNI, which the int8 kernels use where present, so int8/float "
+        "ratios and ORT's QDQ flips (61 there, put down to u8s8 overflow without VNNI) differ by machine.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -337,29 +370,11 @@ def main() -> None:
     info.update(n_test=len(test.images), n_val=len(val.images), calibration=len(calibration))
 
     print("converting", flush=True)
-    work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    float_onnx, qdq_onnx, qop_onnx = (
-        work / "lenet5_float32.onnx",
-        work / "lenet5_int8_qdq.onnx",
-        work / "lenet5_int8_qop.onnx",
-    )
-    keras_logits = to_onnx(args.run / artifacts["float_keras"]["path"], float_onnx)
-    ort_int8(float_onnx, qdq_onnx, calibration, "QDQ")
-    ort_int8(float_onnx, qop_onnx, calibration, "QOperator")
-    ov_float, ov_int8 = openvino_models(float_onnx, work, calibration)
+    keras_logits, peers = convert_all(args.run / artifacts["float_keras"]["path"], args.work, calibration)
+    ov_default = peers["OpenVINO | float32 file, default hint"][0]
+    litert = {f"LiteRT {label}": args.run / artifacts[key]["path"] for label, key in LITERT_FILES.items()}
 
     print("checking", flush=True)
-    litert = {f"LiteRT {label}": args.run / artifacts[key]["path"] for label, key in LITERT_FILES.items()}
-    ov_default = OvModel(ov_float, precision=None)  # what a user gets without a precision hint
-    peers = {
-        "ONNX Runtime | float32": (OrtModel(float_onnx), float_onnx),
-        "ONNX Runtime | int8 QDQ S8S8 per-channel": (OrtModel(qdq_onnx), qdq_onnx),
-        "ONNX Runtime | int8 QOperator U8S8 per-channel": (OrtModel(qop_onnx), qop_onnx),
-        "OpenVINO | float32": (OvModel(ov_float), ov_float),
-        f"OpenVINO | float32 file, default hint ({ov_default.precision})": (ov_default, ov_float),
-        "OpenVINO + NNCF | int8": (OvModel(ov_int8), ov_int8),
-    }
     checks = {**litert_checks(manifest), **verify(peers, keras_logits(val.images), val.images)}
 
     print(f"measuring {len(litert) + len(peers)} models on {len(test.images):,} test images", flush=True)
@@ -369,18 +384,18 @@ def main() -> None:
     sizes.update({name: size_bytes(path) for name, (_, path) in peers.items()})
     rows = measure(models, sizes, test.images, test.labels.astype(np.int64), config)
 
-    unoptimized = _predict_all(OrtModel(qdq_onnx, optimize=False), test.images, config.accuracy_batch)
+    unoptimized = _predict_all(OrtModel(peers[QDQ][1], optimize=False), test.images, config.accuracy_batch)
     reference = _predict_all(models[REFERENCE], test.images, config.accuracy_batch)
     notes = {
         "qdq_unoptimized": {
             "accuracy": float((unoptimized == test.labels).mean()),
             "flips": int((unoptimized != reference).sum()),
         },
-        "qdq_optimized_flips": rows["ONNX Runtime | int8 QDQ S8S8 per-channel"]["flips"],
+        "qdq_optimized_flips": rows[QDQ]["flips"],
         "ov_default_precision": ov_default.precision,
     }
     info.update(versions=peer_versions(), loadavg_end=_loadavg())
-    args.out.write_text(portable(render(rows, checks, notes, info)), encoding="utf-8")
+    atomic_write_text(args.out, portable(render(rows, checks, notes, info)))
     print(args.out.read_text())
 
 
