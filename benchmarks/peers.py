@@ -237,12 +237,17 @@ def measure(models: dict, sizes: dict, images: np.ndarray, labels: np.ndarray, c
 
 
 def machine() -> dict:
-    flags = set()
+    """CPU model, family/model numbers, the ISA extensions that matter to int8/bf16 kernels, load average."""
+    fields, flags = {}, set()
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         for line in f:
-            if line.startswith("flags"):
-                flags |= set(line.split(":", 1)[1].split())
-    return {"cpu": _cpu_model(), "isa": [f for f in ISA_FLAGS if f in flags], "loadavg": _loadavg()}
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "flags":
+                flags |= set(value.split())
+            elif key in ("cpu family", "model") and key not in fields:
+                fields[key] = value
+    cpu = f"{_cpu_model()}, family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+    return {"cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags], "loadavg": _loadavg()}
 
 
 def peer_versions() -> dict:
@@ -361,7 +366,9 @@ def main() -> None:
     if "export" not in manifest or any(key not in artifacts for key in LITERT_FILES.values()):
         sys.exit(f"error: {manifest_file}: the run needs `lenet-edge export --int8 --ptq` first")
     config = BenchConfig(threads=1, runs=args.runs, warmup=args.warmup, batch_sizes=(32,))
-    info = {"run": portable(str(args.run)), "config": config, "machine": machine()}
+    recipe = manifest["config"]  # the run is described by its recipe, not by a path on this machine
+    run = f"`{recipe['arch']}`, {recipe['epochs']} float + {recipe['qat_epochs']} QAT epochs"
+    info = {"run": run, "config": config, "machine": machine()}
 
     print("loading the run's data", flush=True)
     _, splits = load_run_splits(manifest, args.data, cache_dir=HERE / "runs" / "cache")
