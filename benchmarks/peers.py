@@ -365,7 +365,10 @@ def main() -> None:
     artifacts = manifest["artifacts"]
     if "export" not in manifest or any(key not in artifacts for key in LITERT_FILES.values()):
         sys.exit(f"error: {manifest_file}: the run needs `lenet-edge export --int8 --ptq` first")
-    config = BenchConfig(threads=1, runs=args.runs, warmup=args.warmup, batch_sizes=(32,))
+    try:
+        config = BenchConfig(threads=1, runs=args.runs, warmup=args.warmup, batch_sizes=(32,))
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
     recipe = manifest["config"]  # the run is described by its recipe, not by a path on this machine
     run = f"`{recipe['arch']}`, {recipe['epochs']} float + {recipe['qat_epochs']} QAT epochs"
     info = {"run": run, "config": config, "machine": machine()}
