@@ -34,10 +34,12 @@ import numpy as np
 from common import HERE, portable
 from peer_runtimes import LEVELS, OrtModel, OvModel
 
-# Everything taken from lenet_edge, in one place.
+# Everything taken from lenet_edge, in one place: the bench's harness (timing, statistics, comparison),
+# the run's data, and the project's one TensorFlow/Keras import with its safe model loader.
 from lenet_edge.benchmark import (
     BenchConfig,
     _accuracy,
+    _compare,
     _cpu_model,
     _load,
     _loadavg,
@@ -46,9 +48,13 @@ from lenet_edge.benchmark import (
     _throughput,
     _timed_rounds,
 )
-from lenet_edge.compat import versions
 from lenet_edge.data import load_run_splits
 from lenet_edge.fileio import atomic_write_text, sha256_bytes
+from lenet_edge.quiet import native_stderr_captured
+
+with native_stderr_captured():  # TensorFlow's start-up INFO lines go to fd 2 before its logging exists
+    from lenet_edge.compat import tf, versions
+    from lenet_edge.model import load_float
 
 PEERS = ("tf2onnx", "onnx", "onnxruntime", "openvino", "nncf")
 REFERENCE = "LiteRT float32"
@@ -74,9 +80,6 @@ def calibration_images(manifest: dict, train: np.ndarray) -> np.ndarray:
 def to_onnx(keras_path: Path, target: Path) -> Callable[[np.ndarray], np.ndarray]:
     """Write the float Keras model as ONNX (opset 17); return the Keras model's logits function."""
     import tf2onnx
-
-    from lenet_edge.compat import tf
-    from lenet_edge.model import load_float
 
     model = load_float(keras_path)
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="image"),)
@@ -221,18 +224,16 @@ def measure(models: dict, sizes: dict, images: np.ndarray, labels: np.ndarray, c
     throughput = _throughput(models, images, config, failed)
     if failed:
         sys.exit("error: " + "; ".join(f"{name}: {why}" for name, why in failed.items()))
-    ref = samples[REFERENCE][:, 0]
     rows = {}
     for name in models:
         rows[name] = {
             "size_bytes": sizes[name],
-            "accuracy": _accuracy(preds[name], labels)["accuracy"],
-            "flips": int((preds[name] != preds[REFERENCE]).sum()),
+            **_accuracy(preds[name], labels),
             "latency_us": _stats_us(samples[name][:, 0]),
-            "run_us": _stats_us(samples[name][:, 1]),
-            "ratio_p50": float(np.median(samples[name][:, 0] / ref)),  # per round, then the median
+            "invoke_us": _stats_us(samples[name][:, 1]),  # the runtime's call alone
             "throughput_ips": throughput[name],
         }
+    _compare(rows, preds, samples, REFERENCE)  # flips, and ratios taken round by round, as the bench does
     return rows
 
 
@@ -282,8 +283,8 @@ def render(rows: dict, checks: dict, notes: dict, info: dict) -> str:
         precision = precision.replace("default hint", hint)
         lines.append(
             f"| {runtime} | {precision} | {r['size_bytes'] / 1024:.0f} | {100 * r['accuracy']:.2f} | {r['flips']} "
-            f"| {r['latency_us']['p50']:.1f} | {r['latency_us']['p90']:.1f} | {r['run_us']['p50']:.1f} "
-            f"| {r['ratio_p50']:.2f} | {r['throughput_ips'][str(batch)]:,.0f} |"
+            f"| {r['latency_us']['p50']:.1f} | {r['latency_us']['p90']:.1f} | {r['invoke_us']['p50']:.1f} "
+            f"| {r['ratios_to_reference']['p50_latency']:.2f} | {r['throughput_ips'][str(batch)]:,.0f} |"
         )
     m = info["machine"]
     lines += [

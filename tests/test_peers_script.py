@@ -42,7 +42,7 @@ def test_peers_are_an_extra_only():
 
 
 def test_missing_extra_or_run_is_one_line(tmp_path):
-    result = _run("--run", str(tmp_path / "absent"))
+    result = _run("--run", str(tmp_path / "absent"))  # also: the script imports without the extra
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -51,9 +51,3 @@ def test_missing_extra_or_run_is_one_line(tmp_path):
         assert lines[0] == f'error: {", ".join(missing)} not installed; run: pip install -e ".[peers]"'
     else:
         assert f"{tmp_path / 'absent' / 'manifest.json'}: no such file" in lines[0]
-
-
-def test_help_needs_no_extra():
-    result = _run("--help")
-    assert result.returncode == 0
-    assert "--run" in result.stdout and "ONNX Runtime" in result.stdout
