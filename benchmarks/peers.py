@@ -107,14 +107,14 @@ def ort_int8(float_path: Path, target: Path, calibration: np.ndarray, fmt: str) 
 
     QDQ uses signed 8-bit activations and weights (S8S8, ORT's default); QOperator
     uses unsigned activations (U8S8), the form ORT recommends for QOperator on
-    x86-64: with S8S8 it warns of bad performance, and falls back to slow kernels.
+    x86-64: with S8S8 it warns of bad performance on x64 and runs on slower kernels.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = float_path.with_name(float_path.stem + "_prepared.onnx")
-    # ONNX shape inference + ORT's basic graph fusions; the symbolic pass (it needs sympy) adds nothing
-    # on this static-shape graph.
+    # ONNX shape inference + ORT's basic graph fusions; the symbolic shape pass is skipped: it needs sympy,
+    # which the extra does not pull in.
     quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
     quantize_static(
         str(prepared),
