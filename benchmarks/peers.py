@@ -32,35 +32,29 @@ from pathlib import Path
 
 import numpy as np
 from common import HERE, portable
-from peer_runtimes import LEVELS, OrtModel, OvModel
+from peer_runtimes import FLOAT_IO, OrtModel, OvModel
 
 # Everything taken from lenet_edge, in one place: the bench's harness (timing, statistics, comparison),
 # the run's data, and the project's one TensorFlow/Keras import with its safe model loader.
-from lenet_edge.benchmark import (
-    BenchConfig,
-    _accuracy,
-    _compare,
-    _cpu_model,
-    _load,
-    _loadavg,
-    _predict_all,
-    _stats_us,
-    _throughput,
-    _timed_rounds,
-)
+from lenet_edge import harness
+from lenet_edge.benchmark import compare_to_reference
+from lenet_edge.config import BenchConfig
 from lenet_edge.data import load_run_splits
 from lenet_edge.fileio import atomic_write_text, sha256_bytes
+from lenet_edge.machine import cpu_identity, isa_line, loadavg
 from lenet_edge.quiet import native_stderr_captured
+from lenet_edge.runtimes import open_model
+from lenet_edge.runtimes.base import input_levels
 
 with native_stderr_captured():  # TensorFlow's start-up INFO lines go to fd 2 before its logging exists
     from lenet_edge.compat import tf, versions
     from lenet_edge.model import load_float
 
 PEERS = ("tf2onnx", "onnx", "onnxruntime", "openvino", "nncf")
+LEVELS = input_levels(FLOAT_IO[0][0])  # pixel value -> float32 v/255, the float models' input
 REFERENCE = "LiteRT float32"
 QDQ = "ONNX Runtime | int8 QDQ S8S8 per-channel"
 FLOAT_TOLERANCE = 1e-4  # max |logit difference| allowed between a float conversion and Keras (float32 round-off)
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
 LITERT_FILES = {"float32": "float32_tflite", "int8 QAT": "int8_tflite", "int8 PTQ": "int8_ptq_tflite"}
 
 
@@ -154,7 +148,7 @@ def parity(logits: np.ndarray, source: np.ndarray) -> dict:
 def verify(peers: dict, keras: np.ndarray, images: np.ndarray) -> dict:
     """Each peer's agreement and max logit difference against its float source; a float one must match Keras."""
     (ort_float, _), (ov_float, _) = peers["ONNX Runtime | float32"], peers["OpenVINO | float32"]
-    onnx_logits, ov_logits = ort_float.logits(images), ov_float.logits(images)
+    onnx_logits, ov_logits = ort_float.scores(images), ov_float.scores(images)
     checks = {
         "ONNX float32": {"how": "tf2onnx `from_keras`, opset 17", "source": "Keras", **parity(onnx_logits, keras)},
         "OpenVINO float32": {"how": "`read_model` of the ONNX file", "source": "Keras", **parity(ov_logits, keras)},
@@ -173,7 +167,7 @@ def verify(peers: dict, keras: np.ndarray, images: np.ndarray) -> dict:
             continue
         label, source = sources[name.split(" ")[0]]
         made = next((text for key, text in how.items() if key in name), "no INFERENCE_PRECISION_HINT")
-        checks[name.replace(" | ", " ")] = {"how": made, "source": label, **parity(model.logits(images), source)}
+        checks[name.replace(" | ", " ")] = {"how": made, "source": label, **parity(model.scores(images), source)}
     return checks
 
 
@@ -218,37 +212,30 @@ def convert_all(keras_path: Path, work: Path, calibration: np.ndarray) -> tuple[
 def measure(models: dict, sizes: dict, images: np.ndarray, labels: np.ndarray, config: BenchConfig) -> dict:
     """Accuracy, flips, latency, ratio and throughput of every model, timed together by the bench's harness."""
     failed: dict[str, str] = {}
-    preds = {name: _predict_all(model, images, config.accuracy_batch) for name, model in models.items()}
-    _timed_rounds(models, images, config.warmup, record=False, failed=failed)
-    samples = _timed_rounds(models, images, config.runs, record=True, failed=failed)
-    throughput = _throughput(models, images, config, failed)
+    preds = harness.predictions(models, images, config.accuracy_batch, failed)
+    harness.timed_rounds(models, images, config.warmup, record=False, failed=failed)
+    samples = harness.timed_rounds(models, images, config.runs, record=True, failed=failed)
+    throughput = harness.throughput(
+        models, images, config.batch_sizes, config.throughput_seconds, config.throughput_chunks, failed
+    )
     if failed:
         sys.exit("error: " + "; ".join(f"{name}: {why}" for name, why in failed.items()))
     rows = {}
     for name in models:
         rows[name] = {
             "size_bytes": sizes[name],
-            **_accuracy(preds[name], labels),
-            "latency_us": _stats_us(samples[name][:, 0]),
-            "invoke_us": _stats_us(samples[name][:, 1]),  # the runtime's call alone
+            **harness.accuracy_stats(preds[name], labels),
+            "latency_us": harness.stats_us(samples[name][:, 0]),
+            "invoke_us": harness.stats_us(samples[name][:, 1]),  # the runtime's call alone
             "throughput_ips": throughput[name],
         }
-    _compare(rows, preds, samples, REFERENCE)  # flips, and ratios taken round by round, as the bench does
+    compare_to_reference(rows, preds, samples, REFERENCE)  # flips, and ratios taken round by round, as bench does
     return rows
 
 
 def machine() -> dict:
-    """CPU model, family/model numbers, the ISA extensions that matter to int8/bf16 kernels, load average."""
-    fields, flags = {}, set()
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "flags":
-                flags |= set(value.split())
-            elif key in ("cpu family", "model") and key not in fields:
-                fields[key] = value
-    cpu = f"{_cpu_model()}, family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
-    return {"cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags], "loadavg": _loadavg()}
+    """The CPU (model, family/model numbers, the ISA extensions that matter to int8/bf16 kernels) and load."""
+    return {**cpu_identity(), "loadavg": loadavg()}
 
 
 def peer_versions() -> dict:
@@ -289,7 +276,7 @@ def render(rows: dict, checks: dict, notes: dict, info: dict) -> str:
     m = info["machine"]
     lines += [
         "",
-        f"Machine: {m['cpu']} ({', '.join(m['isa'])}); load average {m['loadavg']} at the start, "
+        f"Machine: {m['cpu']} ({isa_line(m)}); load average {m['loadavg']} at the start, "
         f"{info['loadavg_end']} at the end. Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
         "`run p50` is the runtime's call alone (LiteRT `invoke()`, ORT `run_with_iobinding`, OpenVINO "
@@ -312,18 +299,20 @@ def render(rows: dict, checks: dict, notes: dict, info: dict) -> str:
         "",
         "## How each runtime was driven",
         "",
-        "- LiteRT: the bench's own model (`lenet-edge bench`), unchanged: `Interpreter(num_threads=1)` with "
-        "XNNPACK (the default delegate), `set_tensor` / `invoke` / `get_tensor`, which copy in and out (the "
-        "peers below write in place, so if anything LiteRT's Python path is the dearer one); the int8 models "
+        "- Every model is a `lenet_edge.runtimes.ModelHandle`, the handle `lenet-edge bench` times: the image goes "
+        "through the same 256-entry table to the model's input and is copied once into the runtime's input "
+        "buffer; only the runtime's own calls differ.",
+        "- LiteRT: the bench's own handle, unchanged: `Interpreter(num_threads=1)` with "
+        "XNNPACK (the default delegate), `set_tensor` / `invoke` / `get_tensor`; the int8 models "
         "take int8 input, so their table maps each pixel straight to it.",
         "- ONNX Runtime: `InferenceSession` on the CPU provider, `intra_op_num_threads=1`, sequential, "
-        "default graph optimizations; input and output bound once by IOBinding to numpy buffers, the image "
-        "written into the input buffer in place, `run_with_iobinding()`; batch size changes rebind the buffers "
+        "default graph optimizations; input and output bound once by IOBinding to numpy buffers, the input "
+        "copied into the bound buffer, `run_with_iobinding()`; batch size changes rebind the buffers "
         "(the ONNX graph keeps tf2onnx's dynamic batch).",
         '- OpenVINO: the IR read by `Core.read_model`, reshaped to a static batch, `compile_model("CPU")` with '
         "`INFERENCE_NUM_THREADS=1`, `NUM_STREAMS=1`, `PERFORMANCE_HINT=LATENCY` and, unless the row says "
-        "otherwise, `INFERENCE_PRECISION_HINT=f32`; one infer request, the image written into its input tensor "
-        "in place, `infer()` without arguments; a batch size change reshapes and compiles again.",
+        "otherwise, `INFERENCE_PRECISION_HINT=f32`; one infer request, the input copied into its own input "
+        "tensor, `infer()` without arguments; a batch size change reshapes and compiles again.",
         "",
         "## Notes",
         "",
@@ -389,14 +378,14 @@ def main() -> None:
     checks = {**litert_checks(manifest), **verify(peers, keras_logits(val.images), val.images)}
 
     print(f"measuring {len(litert) + len(peers)} models on {len(test.images):,} test images", flush=True)
-    models = {name: _load(path, config)[0] for name, path in litert.items()}
+    models = {name: open_model(path, threads=config.threads, xnnpack=True) for name, path in litert.items()}
     models.update({name: model for name, (model, _) in peers.items()})
     sizes = {name: path.stat().st_size for name, path in litert.items()}
     sizes.update({name: size_bytes(path) for name, (_, path) in peers.items()})
     rows = measure(models, sizes, test.images, test.labels.astype(np.int64), config)
 
-    unoptimized = _predict_all(OrtModel(peers[QDQ][1], optimize=False), test.images, config.accuracy_batch)
-    reference = _predict_all(models[REFERENCE], test.images, config.accuracy_batch)
+    unoptimized = OrtModel(peers[QDQ][1], optimize=False).predict_all(test.images, config.accuracy_batch)
+    reference = models[REFERENCE].predict_all(test.images, config.accuracy_batch)
     notes = {
         "qdq_unoptimized": {
             "accuracy": float((unoptimized == test.labels).mean()),
@@ -405,7 +394,7 @@ def main() -> None:
         "qdq_optimized_flips": rows[QDQ]["flips"],
         "ov_default_precision": ov_default.precision,
     }
-    info.update(versions=peer_versions(), loadavg_end=_loadavg())
+    info.update(versions=peer_versions(), loadavg_end=loadavg())
     atomic_write_text(args.out, portable(render(rows, checks, notes, info)))
     print(args.out.read_text())
 

@@ -155,7 +155,7 @@ def bench_models(
     loaded.clear()
 
     results_models = {name: {"error": failed[name]} if name in failed else entries[name] for name in paths}
-    _compare(results_models, preds, samples, reference)
+    compare_to_reference(results_models, preds, samples, reference)
     return {
         "schema_version": SCHEMA_VERSION,
         "ok": not failed,
@@ -180,7 +180,7 @@ def _latency(loaded: dict[str, ModelHandle], images, config: BenchConfig, failed
     return harness.timed_rounds(live, images, config.runs, record=True, failed=failed)
 
 
-def _compare(entries: dict, preds: dict, samples: dict, reference: str) -> None:
+def compare_to_reference(entries: dict, preds: dict, samples: dict, reference: str) -> None:
     """Add agreement/flips and ratios to the reference to every model that ran (in place)."""
     ref = entries[reference]
     if "error" in ref:
