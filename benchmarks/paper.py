@@ -181,7 +181,7 @@ def evaluate(model: Path, digits, labels, n: int, seed: int, workdir: Path) -> d
     from lenet_edge.data.folders import load_image
     from lenet_edge.data.frontend import digit_image
     from lenet_edge.data.preprocess import preprocess
-    from lenet_edge.tflite import predict_tflite
+    from lenet_edge.runtimes import predict_tflite
 
     model_bytes = model.read_bytes()
     pick = np.random.default_rng(seed).choice(len(labels), n, replace=False)
@@ -207,7 +207,7 @@ def evaluate(model: Path, digits, labels, n: int, seed: int, workdir: Path) -> d
 def clean_accuracy(model: Path, digits, labels) -> float:
     """Top-1 of the model on the split's own records (the dataset's arrays: no paper, no camera)."""
     from lenet_edge.data.preprocess import preprocess_many
-    from lenet_edge.tflite import predict_tflite
+    from lenet_edge.runtimes import predict_tflite
 
     return float((predict_tflite(model.read_bytes(), preprocess_many(digits)).argmax(1) == labels).mean())
 
