@@ -38,6 +38,21 @@ from scipy import ndimage
 from .data.preprocess import preprocess
 
 Score = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) uint8 preprocessed digits -> (N, 10) probabilities
+IMPLAUSIBLE = 0.1  # weight of a class a piece's shape rules out
+# width / height of each digit, 0.5th and 99.5th percentiles over Hoda's 60,000 training digits
+DIGIT_ASPECT = (
+    (0.67, 1.67),
+    (0.13, 0.70),
+    (0.36, 0.87),
+    (0.49, 1.14),
+    (0.40, 1.12),
+    (0.52, 1.50),
+    (0.41, 1.32),
+    (0.55, 1.41),
+    (0.56, 1.36),
+    (0.37, 1.08),
+)
+ASPECT_SLACK = (0.85, 1.15)  # margin around those ranges: slant and scanning change a digit's box a little
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal step of a thin stroke stays one component
 
 
@@ -49,12 +64,13 @@ class SegmentConfig:
     small_height: float = 0.55  # a group lower than this * H is small: kept only at mid-line (a ۰)
     mid_band: float = 0.3  # a small group's centre must lie within this * H of the line's middle
     merge_overlap: float = 0.5  # horizontal overlap, as a fraction of the narrower piece, that makes one digit
+    join_overlap: float = 0.1  # two groups overlapping horizontally by this * H may be one digit (a ۸ not closed)
     split_width: float = 0.45  # groups wider than this * H are tried with cuts (۱ + ۱ touching is ~0.55 H)
     max_width: float = 1.5  # no single digit is wider than this * H (Hoda's widest: ~1.4 H)
-    min_piece: float = 0.1  # a cut leaves pieces at least this * H wide
+    min_piece: float = 0.15  # a cut leaves pieces at least this * H wide
     max_cuts: int = 6  # candidate cut columns per group
-    max_pieces: int = 4  # digits one touching group may hold
-    piece_penalty: float = 0.7  # each extra piece multiplies a hypothesis' score by this: cut only when it pays
+    sharpen: float = 1.0  # power the model's probabilities are raised to when cuts are compared (see `plausible`)
+    piece_penalty: float = 1.0  # each extra digit multiplies a hypothesis' score by this (each confidence < 1 already does)
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,30 +135,76 @@ def segment(
     kept = np.flatnonzero(areas >= config.speck_area * height * height)
     groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config)
 
-    pieces: list[tuple[_Group, list[int]]] = []  # group, its cut columns (start, cuts..., end)
-    for group in groups:
-        cuts = _candidate_cuts(labels, group, height, config) if group.width > config.split_width * height else []
-        if score is None:
+    # atoms: the groups, left to right, each cut at its candidate columns into column ranges
+    atoms: list[tuple[_Group, int, int]] = []
+    for group in sorted(groups, key=lambda g: (g.x0 + g.x1) / 2):
+        if score is not None:
+            cuts = _candidate_cuts(labels, group, height, config) if group.width > config.split_width * height else []
+        else:
             cuts = _deepest_cuts(labels, group, height, config) if group.width > config.max_width * height else []
-        pieces.append((group, [group.x0, *cuts, group.x1]))
-
-    # every column range between two cut points, of every group: one batch for `score`
-    ranges = [(g, a, b) for g, points in pieces for i, a in enumerate(points) for b in points[i + 1 :]]
-    crops = {(id(g), a, b): _crop(gray, ink, labels, g, a, b, height, config) for g, a, b in ranges}
-    images = {key: preprocess(crop) for key, (crop, _) in crops.items()}
-    probs = {}
+        points = [group.x0, *cuts, group.x1]
+        atoms += [(group, a, b) for a, b in zip(points, points[1:])]  # noqa: B905 (consecutive points)
+    spans = [(i, i + 1) for i in range(len(atoms))]
+    if score is not None:
+        spans = _spans(atoms, height, config)
+    crops = {span: _crop(gray, ink, labels, atoms[span[0] : span[1]], height, config) for span in spans}
+    images = {span: preprocess(crop) for span, (crop, _) in crops.items()}
+    probs: dict[tuple[int, int], np.ndarray] = {}
+    chosen = spans
     if score is not None and images:
-        keys = list(images)
-        scored = np.asarray(score(np.stack([images[k] for k in keys])), np.float64)
-        probs = dict(zip(keys, scored, strict=True))
-
-    segments = []
-    for group, points in pieces:
-        chosen = _best_cuts(group, points, probs, height, config) if score is not None else points
-        for a, b in zip(chosen, chosen[1:]):  # noqa: B905 (pairs of consecutive points)
-            crop, box = crops[(id(group), a, b)]
-            segments.append(Segment(box, crop, images[(id(group), a, b)], probs.get((id(group), a, b))))
+        scored = np.asarray(score(np.stack(list(images.values()))), np.float64)  # one batch for the whole image
+        probs = dict(zip(images, scored, strict=True))
+        chosen = _best_spans(len(atoms), probs, {span: box for span, (_, box) in crops.items()}, height, config)
+    segments = [Segment(crops[span][1], crops[span][0], images[span], probs.get(span)) for span in chosen]
     return sorted(segments, key=lambda s: (s.box[0] + s.box[2]) / 2)
+
+
+def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentConfig) -> list[tuple[int, int]]:
+    """Runs of consecutive atoms that could be one digit.
+
+    Atoms join within their group, and across two groups whose boxes overlap horizontally by
+    `join_overlap * H` (the two strokes of a ۸ that do not meet, say); the run must not be wider than a digit, unless it is
+    one atom. Each run is a candidate piece, classified in `segment`'s batch.
+    """
+    joined = [
+        atoms[i][0] is atoms[i + 1][0] or atoms[i][0].x1 - atoms[i + 1][0].x0 >= config.join_overlap * height
+        for i in range(len(atoms) - 1)
+    ]
+    spans = []
+    for start in range(len(atoms)):
+        for stop in range(start + 1, len(atoms) + 1):
+            if stop - start > 1 and not joined[stop - 2]:
+                break
+            x0 = min(a for _, a, _ in atoms[start:stop])
+            x1 = max(b for _, _, b in atoms[start:stop])
+            if stop - start > 1 and x1 - x0 > config.max_width * height:
+                break
+            spans.append((start, stop))
+    return spans
+
+
+def _best_spans(
+    n: int, probs: dict, boxes: dict, height: float, config: SegmentConfig
+) -> list[tuple[int, int]]:
+    """The runs of atoms, covering all n, whose product of plausible confidences is highest.
+
+    Dynamic programming: best[j] = max over candidate runs (i, j) of best[i] * penalty * conf(i, j),
+    the penalty counted once per digit after the first, so that splitting must pay for itself.
+    """
+    best = [1.0] + [-1.0] * n
+    back = [0] * (n + 1)
+    for (i, j), p in sorted(probs.items(), key=lambda item: item[0][1]):
+        if best[i] < 0:
+            continue
+        conf = float(plausible(p, boxes[(i, j)], height, config.sharpen).max())
+        value = best[i] * (config.piece_penalty if i else 1.0) * conf
+        if value > best[j]:
+            best[j], back[j] = value, i
+    chosen, j = [], n
+    while j > 0:
+        chosen.append((back[j], j))
+        j = back[j]
+    return chosen[::-1]
 
 
 def _merge(boxes: np.ndarray, kept: np.ndarray, config: SegmentConfig) -> list[_Group]:
@@ -185,6 +247,31 @@ def _projection(labels: np.ndarray, group: _Group) -> np.ndarray:
     return np.isin(window, group.labels).sum(axis=0)
 
 
+def plausible(probs: np.ndarray, box: tuple[int, int, int, int], height: float, sharpen: float = 1.0) -> np.ndarray:
+    """Class scores of a piece, down-weighted where its shape cannot be that digit.
+
+    The model sees every piece scaled into the same 20 px box, so a sliver cut off a stroke can
+    look like a confident ۰ (a blob) or ۱ (a bar), and two touching digits like one wide ۳. The
+    piece's own aspect ratio (`DIGIT_ASPECT`) and its height relative to the line (۰ is small,
+    every other digit at least half the line's height) rule those out. `sharpen` raises the
+    probabilities to that power first: a model trained with label smoothing caps its confidence
+    near 0.9, which leaves a product of confidences little room to tell good cuts from bad ones.
+    """
+    w, h = box[2] - box[0], box[3] - box[1]
+    scores = probs**sharpen
+    scores = scores / scores.sum()
+    prior = np.ones(len(probs))
+    aspect = w / h
+    for digit, (lo, hi) in enumerate(DIGIT_ASPECT):
+        if not lo * ASPECT_SLACK[0] <= aspect <= hi * ASPECT_SLACK[1]:
+            prior[digit] = IMPLAUSIBLE
+    if h < 0.5 * height:
+        prior[1:] = IMPLAUSIBLE
+    if h > 0.85 * height:
+        prior[0] = min(prior[0], 0.5)
+    return scores * prior
+
+
 def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: SegmentConfig) -> list[int]:
     """Up to `max_cuts` columns at local minima of the ink projection, lowest first, spaced apart."""
     profile = _projection(labels, group).astype(np.float64)
@@ -209,71 +296,41 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
 
 def _deepest_cuts(labels: np.ndarray, group: _Group, height: float, config: SegmentConfig) -> list[int]:
     """Without a classifier: cut a too-wide group into round(width / H) pieces at its lowest minima."""
-    count = min(config.max_pieces, max(2, round(group.width / height))) - 1
+    count = max(2, round(group.width / height)) - 1
     candidates = _candidate_cuts(labels, group, height, config)
     lowest = sorted(candidates, key=lambda c: _projection(labels, group)[c - group.x0])[:count]
     return sorted(lowest)
-
-
-def _best_cuts(
-    group: _Group, points: list[int], probs: dict, height: float, config: SegmentConfig
-) -> list[int]:
-    """The cut points (ends included) whose pieces' product of confidences, with a penalty per piece, is highest.
-
-    Dynamic programming over the points: best[j] = max over i < j of best[i] * conf(i, j) * penalty.
-    A piece wider than `max_width * H` is allowed only when it is the whole group (nothing better exists).
-    """
-    n = len(points)
-    best = [0.0] + [-1.0] * (n - 1)
-    back = [0] * n
-    pieces = [0] * n
-    for j in range(1, n):
-        for i in range(j):
-            if best[i] < 0 or pieces[i] >= config.max_pieces:
-                continue
-            width = points[j] - points[i]
-            if width > config.max_width * height and not (i == 0 and j == n - 1):
-                continue
-            conf = float(probs[(id(group), points[i], points[j])].max())
-            value = (1.0 if i == 0 else best[i] * config.piece_penalty) * conf
-            if value > best[j]:
-                best[j], back[j], pieces[j] = value, i, pieces[i] + 1
-    chosen, j = [points[-1]], n - 1
-    while j > 0:
-        j = back[j]
-        chosen.append(points[j])
-    return chosen[::-1]
 
 
 def _crop(
     gray: np.ndarray,
     ink: np.ndarray,
     labels: np.ndarray,
-    group: _Group,
-    a: int,
-    b: int,
+    atoms: list[tuple[_Group, int, int]],
     height: float,
     config: SegmentConfig,
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """The group's ink in columns [a, b), cropped to its own box, with every other ink pixel blanked.
+    """The atoms' ink, cropped to its own box, with every other ink pixel blanked.
 
     A vertical cut can leave a sliver of the neighbour's stroke in a piece; slivers smaller than a
     speck are dropped so they do not stretch the piece's box.
     """
-    window = labels[group.y0 : group.y1, a:b]
-    own = np.isin(window, group.labels)
-    if (a, b) != (group.x0, group.x1):
+    x0, x1 = min(a for _, a, _ in atoms), max(b for _, _, b in atoms)
+    y0, y1 = min(g.y0 for g, _, _ in atoms), max(g.y1 for g, _, _ in atoms)
+    own = np.zeros((y1 - y0, x1 - x0), bool)
+    cut = False
+    for group, a, b in atoms:
+        own[:, a - x0 : b - x0] |= np.isin(labels[y0:y1, a:b], group.labels)
+        cut |= (a, b) != (group.x0, group.x1)
+    if cut:
         parts, n = ndimage.label(own, structure=_EIGHT)
         if n > 1:
             sizes = np.bincount(parts.ravel())
             sizes[0] = 0
-            big = sizes >= max(config.speck_area * height * height, 0.2 * sizes.max())
-            own = big[parts]
+            own = (sizes >= max(config.speck_area * height * height, 0.2 * sizes.max()))[parts]
     rows, cols = np.flatnonzero(own.any(axis=1)), np.flatnonzero(own.any(axis=0))
-    if rows.size == 0:  # cannot happen for a cut at a projection minimum inside the group, but stay total
-        rows, cols = np.arange(own.shape[0]), np.arange(own.shape[1])
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    y0, x0 = group.y0 + r0, a + c0
-    crop = gray[y0 : group.y0 + r1, x0 : a + c1].copy()
-    crop[ink[y0 : group.y0 + r1, x0 : a + c1] & ~own[r0:r1, c0:c1]] = 0
-    return crop, (int(x0), int(y0), int(a + c1), int(group.y0 + r1))
+    box = (int(x0 + c0), int(y0 + r0), int(x0 + c1), int(y0 + r1))
+    crop = gray[box[1] : box[3], box[0] : box[2]].copy()
+    crop[ink[box[1] : box[3], box[0] : box[2]] & ~own[r0:r1, c0:c1]] = 0
+    return crop, box
