@@ -52,7 +52,7 @@ def compose(digits: list[np.ndarray], layout: str, rng: np.random.Generator) -> 
     """Raw binary digits (ink 255) side by side on a common middle line -> a white-on-black line, unscaled."""
     widths = [d.shape[1] for d in digits]
     if layout == "spaced":
-        gaps = [round(rng.uniform(0.15, 0.6) * (a + b) / 2) for a, b in zip(widths, widths[1:])]
+        gaps = [round(rng.uniform(0.15, 0.6) * (a + b) / 2) for a, b in zip(widths[:-1], widths[1:], strict=True)]
     else:
         gaps = list(rng.integers(-1, 3, size=len(digits) - 1))
     height = max(d.shape[0] for d in digits) + 2 * MARGIN
@@ -61,7 +61,8 @@ def compose(digits: list[np.ndarray], layout: str, rng: np.random.Generator) -> 
     x = MARGIN
     for i, d in enumerate(digits):
         top = (height - d.shape[0]) // 2  # the common middle line
-        np.maximum(line[top : top + d.shape[0], x : x + d.shape[1]], d, out=line[top : top + d.shape[0], x : x + d.shape[1]])
+        cell = line[top : top + d.shape[0], x : x + d.shape[1]]
+        np.maximum(cell, d, out=cell)  # strokes that meet merge, as on paper
         x += d.shape[1] + (gaps[i] if i < len(gaps) else 0)
     return line, rng.uniform(*SCALE)
 
@@ -133,7 +134,7 @@ def time_one(images, labels, classify, seed: int) -> dict:
         for scale in (1.0, 2.5):
             cases[f"{layout}, {scale}x"] = to_white_on_black(render(line, scale, True, rng))
     samples = {name: [] for name in cases}
-    for name, image in cases.items():  # warm-up
+    for image in cases.values():  # warm-up
         for _ in range(20):
             read_array(image, classify)
     for _ in range(TIMING_RUNS):
@@ -162,9 +163,13 @@ def machine() -> str:
 
 
 def table(title: str, stats: list[tuple]) -> list[str]:
-    lines = [f"| {title} | numbers | exact number | digits | wrong digit count | refused |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| {title} | numbers | exact number | digits | wrong digit count | refused |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, n, exact, digits, count, refused in stats:
-        lines.append(f"| {name} | {n} | **{percent(exact)}** | {percent(digits)} | {percent(count)} | {percent(refused)} |")
+        cells = [str(n), f"**{percent(exact)}**", percent(digits), percent(count), percent(refused)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -75,7 +75,7 @@ def read_array(
     classify: Classifier,
     *,
     min_confidence: float = MIN_CONFIDENCE,
-    config: SegmentConfig = SegmentConfig(),
+    config: SegmentConfig | None = None,
 ) -> dict:
     """Read the number in one white-on-black uint8 image.
 
@@ -90,7 +90,7 @@ def read_array(
         return {"error": "no ink (a blank image)"}
     if share > MAX_INK_SHARE:
         return {"error": f"no number: ink covers {100 * share:.0f}% of the image (no paper around the writing)"}
-    segments = segment(gray, ink, classify, config)
+    segments = segment(gray, ink, classify, config or SegmentConfig())
     if not segments:
         return {"error": "no digits: only specks of ink"}
     if len(segments) > MAX_DIGITS:

@@ -68,9 +68,10 @@ class SegmentConfig:
     split_width: float = 0.45  # groups wider than this * H are tried with cuts (۱ + ۱ touching is ~0.55 H)
     max_width: float = 1.5  # no single digit is wider than this * H (Hoda's widest: ~1.4 H)
     min_piece: float = 0.15  # a cut leaves pieces at least this * H wide
-    max_cuts: int = 6  # candidate cut columns per group
+    cut_spacing: float = 0.25  # candidate cuts at least this * H apart (a ۱ is about 0.25 H wide)
+    max_cuts: int = 4  # candidate cut columns per group
     sharpen: float = 1.0  # power the model's probabilities are raised to when cuts are compared (see `plausible`)
-    piece_penalty: float = 1.0  # each extra digit multiplies a hypothesis' score by this (each confidence < 1 already does)
+    piece_penalty: float = 1.0  # each digit after the first multiplies a reading's score by this (1: none needed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +93,14 @@ class _Group:
     y0: int
     x1: int
     y1: int
+
+    mask: np.ndarray | None = None  # (height, width) bool: the group's own ink in its box, once known
+
+    def own(self, labels: np.ndarray) -> np.ndarray:
+        """The group's ink in its box (computed once)."""
+        if self.mask is None:
+            self.mask = np.isin(labels[self.y0 : self.y1, self.x0 : self.x1], self.labels)
+        return self.mask
 
     @property
     def width(self) -> int:
@@ -163,8 +172,8 @@ def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentC
     """Runs of consecutive atoms that could be one digit.
 
     Atoms join within their group, and across two groups whose boxes overlap horizontally by
-    `join_overlap * H` (the two strokes of a ۸ that do not meet, say); the run must not be wider than a digit, unless it is
-    one atom. Each run is a candidate piece, classified in `segment`'s batch.
+    `join_overlap * H` (the two strokes of a ۸ that do not meet, say); the run must not be wider
+    than a digit, unless it is one atom. Each run is a candidate piece, classified in `segment`'s batch.
     """
     joined = [
         atoms[i][0] is atoms[i + 1][0] or atoms[i][0].x1 - atoms[i + 1][0].x0 >= config.join_overlap * height
@@ -183,9 +192,7 @@ def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentC
     return spans
 
 
-def _best_spans(
-    n: int, probs: dict, boxes: dict, height: float, config: SegmentConfig
-) -> list[tuple[int, int]]:
+def _best_spans(n: int, probs: dict, boxes: dict, height: float, config: SegmentConfig) -> list[tuple[int, int]]:
     """The runs of atoms, covering all n, whose product of plausible confidences is highest.
 
     Dynamic programming: best[j] = max over candidate runs (i, j) of best[i] * penalty * conf(i, j),
@@ -243,8 +250,7 @@ def _keep_small_at_mid_line(groups: list[_Group], height: float, config: Segment
 
 def _projection(labels: np.ndarray, group: _Group) -> np.ndarray:
     """Ink pixels of the group per column of its box."""
-    window = labels[group.y0 : group.y1, group.x0 : group.x1]
-    return np.isin(window, group.labels).sum(axis=0)
+    return group.own(labels).sum(axis=0)
 
 
 def plausible(probs: np.ndarray, box: tuple[int, int, int, int], height: float, sharpen: float = 1.0) -> np.ndarray:
@@ -277,6 +283,7 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
     profile = _projection(labels, group).astype(np.float64)
     smooth = np.convolve(np.pad(profile, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
     margin = max(1, round(config.min_piece * height))
+    spacing = max(1, round(config.cut_spacing * height))
     inner = np.arange(margin, group.width - margin + 1)
     if inner.size == 0:
         return []
@@ -287,7 +294,7 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
     is_min = np.r_[True, depth[1:] <= depth[:-1]] & np.r_[depth[:-1] <= depth[1:], True]
     cuts: list[int] = []
     for c in inner[is_min][np.argsort(depth[is_min], kind="stable")]:
-        if all(abs(c - d) >= margin for d in cuts):
+        if all(abs(c - d) >= spacing for d in cuts):
             cuts.append(int(c))
         if len(cuts) == config.max_cuts:
             break
@@ -320,7 +327,7 @@ def _crop(
     own = np.zeros((y1 - y0, x1 - x0), bool)
     cut = False
     for group, a, b in atoms:
-        own[:, a - x0 : b - x0] |= np.isin(labels[y0:y1, a:b], group.labels)
+        own[group.y0 - y0 : group.y1 - y0, a - x0 : b - x0] |= group.own(labels)[:, a - group.x0 : b - group.x0]
         cut |= (a, b) != (group.x0, group.x1)
     if cut:
         parts, n = ndimage.label(own, structure=_EIGHT)
