@@ -16,6 +16,7 @@ TensorFlow loads at the first call that needs it:
     results = le.bench(run_dir, runs=500, warmup=50, throughput_seconds=0.5)
     print({name: m["accuracy"] for name, m in results["models"].items()})
     print(le.predict(["my_digit.png"], run_dir=run_dir))
+    print(le.read(["my_phone_number.png"], run_dir=run_dir))
 
 `train`, `export`, `bench` and `predict` are also the stages' modules
 (`from lenet_edge.conversion import export_run`); calling one runs its stage.
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from .model import build_lenet5
     from .training import TrainResult
 
-__all__ = ["BenchConfig", "TrainConfig", "bench", "build_lenet5", "export", "load_dataset", "predict", "train"]
+__all__ = ["BenchConfig", "TrainConfig", "bench", "build_lenet5", "export", "load_dataset", "predict", "read", "train"]
 
 # Imported on first access, so that `import lenet_edge` does not load TensorFlow.
 _LAZY = {
@@ -167,6 +168,18 @@ def predict(
     from .inference import predict as predict_images
 
     return predict_images(paths, model_path, run_dir, top_k, batch_size, **kwargs)
+
+
+def read(paths, model_path=None, run_dir: str | Path = "export", **kwargs: Any) -> list[dict]:
+    """Read whole handwritten numbers from image files or directories; see `lenet_edge.reading.read`.
+
+    `model` is accepted as another name for `model_path`.
+    """
+    from .reading import read as read_images
+
+    if "model" in kwargs:
+        model_path = kwargs.pop("model")
+    return read_images(paths, model_path, run_dir, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -80,7 +80,7 @@ def read_array(
     """Read the number in one white-on-black uint8 image.
 
     Returns:
-        `text`, `persian`, `confidence` (the product of the digits'), `digits`
+        `text`, `persian`, `confidence` (the lowest of the digits'), `digits`
         (`[{digit, box, confidence}]`, left to right); or `error` saying why
         there is no number.
     """
@@ -112,7 +112,7 @@ def _record(segments: list[Segment], min_confidence: float) -> dict:
     return {
         "text": text,
         "persian": "".join(PERSIAN_DIGITS[d] for d in digits),
-        "confidence": round(float(np.prod(confidence)), PROB_DIGITS),
+        "confidence": round(float(confidence.min()), PROB_DIGITS),  # as sure as its least sure digit
         "digits": [
             {"digit": int(d), "box": list(s.box), "confidence": round(float(c), PROB_DIGITS)}
             for d, s, c in zip(digits, segments, confidence, strict=True)
@@ -142,7 +142,7 @@ def read(
 
     Returns:
         One dict per image file, in order: `path`, `text` ("09123456789"),
-        `persian` ("۰۹۱۲۳۴۵۶۷۸۹"), `confidence`, `digits` (`[{digit, box: [x0, y0,
+        `persian` ("۰۹۱۲۳۴۵۶۷۸۹"), `confidence` (the lowest of its digits'), `digits` (`[{digit, box: [x0, y0,
         x1, y1], confidence}]`, left to right); or `path` and `error`.
 
     Raises:
