@@ -152,7 +152,9 @@ def segment(
         else:
             cuts = _deepest_cuts(labels, group, height, config) if group.width > config.max_width * height else []
         points = [group.x0, *cuts, group.x1]
-        atoms += [(group, a, b) for a, b in zip(points, points[1:])]  # noqa: B905 (consecutive points)
+        own = group.own(labels)
+        # a cut range without ink (between two components of a merged group) is no part of any digit
+        atoms += [(group, a, b) for a, b in zip(points, points[1:]) if own[:, a - group.x0 : b - group.x0].any()]  # noqa: B905
     spans = [(i, i + 1) for i in range(len(atoms))]
     if score is not None:
         spans = _spans(atoms, height, config)
