@@ -336,7 +336,8 @@ def _crop(
         if n > 1:
             sizes = np.bincount(parts.ravel())
             sizes[0] = 0
-            own = (sizes >= max(config.speck_area * height * height, 0.2 * sizes.max()))[parts]
+            keep = min(max(config.speck_area * height * height, 0.2 * sizes.max()), sizes.max())  # the largest stays
+            own = (sizes >= keep)[parts]
     rows, cols = np.flatnonzero(own.any(axis=1)), np.flatnonzero(own.any(axis=0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     box = (int(x0 + c0), int(y0 + r0), int(x0 + c1), int(y0 + r1))
