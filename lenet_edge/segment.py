@@ -60,6 +60,7 @@ _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal step of a thin stro
 class SegmentConfig:
     """Thresholds of the segmentation, as fractions of the line's ink height H."""
 
+    min_height: int = 6  # px: a line of ink lower than this is dust (Hoda's smallest ۰ is ~6 px at 200 dpi)
     speck_area: float = 0.01  # a component below speck_area * H^2 px is a speck (a ۰ dot is ~0.08 H^2)
     small_height: float = 0.55  # a group lower than this * H is small: kept only at mid-line (a ۰)
     mid_band: float = 0.3  # a small group's centre must lie within this * H of the line's middle
@@ -130,7 +131,8 @@ def segment(
         config: the thresholds.
 
     Returns:
-        One `Segment` per digit, left to right; empty when there is no ink or only specks.
+        One `Segment` per digit, left to right; empty when there is no ink or only specks
+        (ink lower than `min_height` px).
     """
     if gray.shape != ink.shape or gray.ndim != 2:
         raise ValueError(f"gray {gray.shape} and ink {ink.shape} must be 2-D and of the same shape")
@@ -141,6 +143,8 @@ def segment(
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices])  # (n, 4) x0 y0 x1 y1
     height = ink_height(boxes[:, 3] - boxes[:, 1], areas)
+    if height < config.min_height:  # dust on a blank page, not writing
+        return []
     kept = np.flatnonzero(areas >= config.speck_area * height * height)
     groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config)
 
