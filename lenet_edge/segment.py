@@ -39,6 +39,7 @@ from .data.preprocess import preprocess
 
 Score = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) uint8 preprocessed digits -> (N, 10) probabilities
 IMPLAUSIBLE = 0.1  # weight of a class a piece's shape rules out
+LOW_SLACK = 0.15  # margin below DIGIT_ASPECT's narrowest: a slanted stroke's box is a little wider or narrower
 # width / height of each digit, 0.5th and 99.5th percentiles over Hoda's 60,000 training digits
 DIGIT_ASPECT = (
     (0.67, 1.67),
@@ -52,7 +53,6 @@ DIGIT_ASPECT = (
     (0.56, 1.36),
     (0.37, 1.08),
 )
-ASPECT_SLACK = (0.85, 1.15)  # margin around those ranges: slant and scanning change a digit's box a little
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal step of a thin stroke stays one component
 
 
@@ -71,6 +71,9 @@ class SegmentConfig:
     min_piece: float = 0.15  # a cut leaves pieces at least this * H wide
     cut_spacing: float = 0.25  # candidate cuts at least this * H apart (a ۱ is about 0.25 H wide)
     max_cuts: int = 4  # candidate cut columns per group
+    extent_jump: float = 0.25  # also cut where the ink's height changes by this * H between columns (0: never)
+    aspect_slack: float = 0.0  # margin above DIGIT_ASPECT's widest: wider than that is two digits touching
+    one_height: float = 0.5  # a ۱ is at least this * H tall
     sharpen: float = 1.0  # power the model's probabilities are raised to when cuts are compared (see `plausible`)
     piece_penalty: float = 1.0  # each digit after the first multiplies a reading's score by this (1: none needed)
 
@@ -209,7 +212,7 @@ def _best_spans(n: int, probs: dict, boxes: dict, height: float, config: Segment
     for (i, j), p in sorted(probs.items(), key=lambda item: item[0][1]):
         if best[i] < 0:
             continue
-        conf = float(plausible(p, boxes[(i, j)], height, config.sharpen).max())
+        conf = float(plausible(p, boxes[(i, j)], height, config.sharpen, config.one_height, config.aspect_slack).max())
         value = best[i] * (config.piece_penalty if i else 1.0) * conf
         if value > best[j]:
             best[j], back[j] = value, i
@@ -259,7 +262,9 @@ def _projection(labels: np.ndarray, group: _Group) -> np.ndarray:
     return group.own(labels).sum(axis=0)
 
 
-def plausible(probs: np.ndarray, box: tuple[int, int, int, int], height: float, sharpen: float = 1.0) -> np.ndarray:
+def plausible(
+    probs: np.ndarray, box: tuple[int, int, int, int], height: float, sharpen: float = 1.0, one_height: float = 0.5, slack: float = 0.15
+) -> np.ndarray:
     """Class scores of a piece, down-weighted where its shape cannot be that digit.
 
     The model sees every piece scaled into the same 20 px box, so a sliver cut off a stroke can
@@ -275,10 +280,12 @@ def plausible(probs: np.ndarray, box: tuple[int, int, int, int], height: float, 
     prior = np.ones(len(probs))
     aspect = w / h
     for digit, (lo, hi) in enumerate(DIGIT_ASPECT):
-        if not lo * ASPECT_SLACK[0] <= aspect <= hi * ASPECT_SLACK[1]:
+        if not lo * (1 - LOW_SLACK) <= aspect <= hi * (1 + slack):
             prior[digit] = IMPLAUSIBLE
     if h < 0.5 * height:
         prior[1:] = IMPLAUSIBLE
+    if h < one_height * height:
+        prior[1] = IMPLAUSIBLE
     if h > 0.85 * height:
         prior[0] = min(prior[0], 0.5)
     return scores * prior
@@ -304,6 +311,18 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
             cuts.append(int(c))
         if len(cuts) == config.max_cuts:
             break
+    if config.extent_jump:
+        # where the ink's vertical extent changes abruptly: a small ۰ at mid-line against a tall neighbour
+        own = group.own(labels)
+        has = own.any(axis=0)
+        top = np.where(has, own.argmax(axis=0), own.shape[0])
+        bottom = np.where(has, own.shape[0] - own[::-1].argmax(axis=0), 0)
+        extent = np.maximum(bottom - top, 0).astype(np.float64)
+        jump = np.abs(np.diff(extent))  # jump[c - 1]: between columns c - 1 and c
+        jumps = [c for c in inner if c < group.width and jump[c - 1] >= config.extent_jump * height]
+        for c in sorted(jumps, key=lambda c: -jump[c - 1])[:2]:
+            if all(abs(c - d) >= margin for d in cuts):
+                cuts.append(int(c))
     return sorted(group.x0 + c for c in cuts)
 
 
