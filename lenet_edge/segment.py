@@ -39,6 +39,7 @@ from .data.preprocess import preprocess
 
 Score = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) uint8 preprocessed digits -> (N, 10) probabilities
 IMPLAUSIBLE = 0.1  # weight of a class a piece's shape rules out
+ZERO_MIN_HEIGHT = 0.2  # * H: Hoda's ۰, 0.5th percentile of height over the others' median
 LOW_SLACK = 0.15  # margin below DIGIT_ASPECT's narrowest: a slanted stroke's box is a little wider or narrower
 # width / height of each digit, 0.5th and 99.5th percentiles over Hoda's 60,000 training digits
 DIGIT_ASPECT = (
@@ -63,7 +64,7 @@ class SegmentConfig:
     min_height: int = 6  # px: a line of ink lower than this is dust (Hoda's smallest ۰ is ~6 px at 200 dpi)
     speck_area: float = 0.02  # a component below this * H^2 px is a speck (99.9% of Hoda's ۰ are larger)
     small_height: float = 0.55  # a group lower than this * H is small: kept only at mid-line (a ۰)
-    mid_band: float = 0.3  # a small group's centre must lie within this * H of the line's middle
+    mid_band: float = 0.2  # a small group's centre must lie within this * H of the line's middle
     merge_overlap: float = 0.5  # horizontal overlap, as a fraction of the narrower piece, that makes one digit
     join_overlap: float = 0.1  # two groups overlapping horizontally by this * H may be one digit (a ۸ not closed)
     split_width: float = 0.45  # groups wider than this * H are tried with cuts (۱ + ۱ touching is ~0.55 H)
@@ -73,9 +74,6 @@ class SegmentConfig:
     max_cuts: int = 4  # candidate cut columns per group
     extent_jump: float = 0.25  # also cut where the ink's height changes by this * H between columns (0: never)
     aspect_slack: float = 0.0  # margin above DIGIT_ASPECT's widest: wider than that is two digits touching
-    one_height: float = 0.5  # a ۱ is at least this * H tall
-    sharpen: float = 1.0  # power the model's probabilities are raised to when cuts are compared (see `plausible`)
-    piece_penalty: float = 1.0  # each digit after the first multiplies a reading's score by this (1: none needed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,7 +170,10 @@ def segment(
     if score is not None and images:
         scored = np.asarray(score(np.stack(list(images.values()))), np.float64)  # one batch for the whole image
         probs = dict(zip(images, scored, strict=True))
-        chosen = _best_spans(len(atoms), probs, {span: box for span, (_, box) in crops.items()}, height, config)
+        tall = [g for g in groups if g.height >= config.small_height * height]
+        boxes_of = {span: box for span, (_, box) in crops.items()}
+        middles = {span: _middle(tall, (box[0] + box[2]) / 2) for span, box in boxes_of.items()}
+        chosen = _best_spans(len(atoms), probs, boxes_of, middles, height, config)
     segments = [Segment(crops[span][1], crops[span][0], images[span], probs.get(span)) for span in chosen]
     return sorted(segments, key=lambda s: (s.box[0] + s.box[2]) / 2)
 
@@ -201,19 +202,21 @@ def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentC
     return spans
 
 
-def _best_spans(n: int, probs: dict, boxes: dict, height: float, config: SegmentConfig) -> list[tuple[int, int]]:
+def _best_spans(
+    n: int, probs: dict, boxes: dict, middles: dict, height: float, config: SegmentConfig
+) -> list[tuple[int, int]]:
     """The runs of atoms, covering all n, whose product of plausible confidences is highest.
 
-    Dynamic programming: best[j] = max over candidate runs (i, j) of best[i] * penalty * conf(i, j),
-    the penalty counted once per digit after the first, so that splitting must pay for itself.
+    Dynamic programming: best[j] = max over candidate runs (i, j) of best[i] * conf(i, j). Each
+    confidence is below 1 (about 0.92 at best for a model trained with label smoothing), so
+    every extra digit costs a little: a cut must make both pieces look like digits.
     """
     best = [1.0] + [-1.0] * n
     back = [0] * (n + 1)
     for (i, j), p in sorted(probs.items(), key=lambda item: item[0][1]):
         if best[i] < 0:
             continue
-        conf = float(plausible(p, boxes[(i, j)], height, config.sharpen, config.one_height, config.aspect_slack).max())
-        value = best[i] * (config.piece_penalty if i else 1.0) * conf
+        value = best[i] * float(plausible(p, boxes[(i, j)], height, middles[(i, j)], config).max())
         if value > best[j]:
             best[j], back[j] = value, i
     chosen, j = [], n
@@ -240,6 +243,14 @@ def _merge(boxes: np.ndarray, kept: np.ndarray, config: SegmentConfig) -> list[_
     return groups
 
 
+def _middle(tall: list[_Group], x: float) -> float | None:
+    """The line's middle near column x: from the two nearest tall groups, so a wavy baseline is followed."""
+    if not tall:
+        return None
+    near = sorted(tall, key=lambda g: abs((g.x0 + g.x1) / 2 - x))[:2]
+    return float(np.mean([(g.y0 + g.y1) / 2 for g in near]))
+
+
 def _keep_small_at_mid_line(groups: list[_Group], height: float, config: SegmentConfig) -> list[_Group]:
     """Drop small groups away from the line's middle; a small one at mid-line is a ۰."""
     tall = [g for g in groups if g.height >= config.small_height * height]
@@ -247,10 +258,10 @@ def _keep_small_at_mid_line(groups: list[_Group], height: float, config: Segment
         return groups
     kept = []
     for group in groups:
+        if group.height < ZERO_MIN_HEIGHT * height:
+            continue  # lower than any ۰: a fleck
         if group.height < config.small_height * height:
-            # the line's middle near this group: from the nearest tall groups, so a wavy baseline is followed
-            near = sorted(tall, key=lambda g: abs((g.x0 + g.x1) - (group.x0 + group.x1)))[:2]
-            middle = float(np.mean([(g.y0 + g.y1) / 2 for g in near]))
+            middle = _middle(tall, (group.x0 + group.x1) / 2)
             if abs((group.y0 + group.y1) / 2 - middle) > config.mid_band * height:
                 continue
         kept.append(group)
@@ -263,32 +274,39 @@ def _projection(labels: np.ndarray, group: _Group) -> np.ndarray:
 
 
 def plausible(
-    probs: np.ndarray, box: tuple[int, int, int, int], height: float, sharpen: float = 1.0, one_height: float = 0.5, slack: float = 0.15
+    probs: np.ndarray,
+    box: tuple[int, int, int, int],
+    height: float,
+    middle: float | None = None,
+    config: SegmentConfig = SegmentConfig(),
 ) -> np.ndarray:
-    """Class scores of a piece, down-weighted where its shape cannot be that digit.
+    """Class probabilities of a piece, down-weighted where its shape cannot be that digit.
 
     The model sees every piece scaled into the same 20 px box, so a sliver cut off a stroke can
     look like a confident ۰ (a blob) or ۱ (a bar), and two touching digits like one wide ۳. The
-    piece's own aspect ratio (`DIGIT_ASPECT`) and its height relative to the line (۰ is small,
-    every other digit at least half the line's height) rule those out. `sharpen` raises the
-    probabilities to that power first: a model trained with label smoothing caps its confidence
-    near 0.9, which leaves a product of confidences little room to tell good cuts from bad ones.
+    piece's own aspect ratio (`DIGIT_ASPECT`), its height relative to the line's H (۰ is small,
+    every other digit at least half the line's height) and, for ۰, its place (at mid-line, when
+    the line's `middle` there is known) rule those out.
     """
-    w, h = box[2] - box[0], box[3] - box[1]
-    scores = probs**sharpen
-    scores = scores / scores.sum()
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
     prior = np.ones(len(probs))
-    aspect = w / h
     for digit, (lo, hi) in enumerate(DIGIT_ASPECT):
-        if not lo * (1 - LOW_SLACK) <= aspect <= hi * (1 + slack):
+        if not lo * (1 - LOW_SLACK) <= w / h <= hi * (1 + config.aspect_slack):
             prior[digit] = IMPLAUSIBLE
     if h < 0.5 * height:
         prior[1:] = IMPLAUSIBLE
-    if h < one_height * height:
-        prior[1] = IMPLAUSIBLE
     if h > 0.85 * height:
         prior[0] = min(prior[0], 0.5)
-    return scores * prior
+    if h < ZERO_MIN_HEIGHT * height:  # a fleck: even Hoda's smallest ۰ is taller
+        prior[0] = IMPLAUSIBLE
+    if (
+        middle is not None
+        and h < config.small_height * height
+        and abs((y0 + y1) / 2 - middle) > config.mid_band * height
+    ):
+        prior[0] = IMPLAUSIBLE  # a small blob above or below the middle: the end of a stroke, not a ۰
+    return probs * prior
 
 
 def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: SegmentConfig) -> list[int]:
