@@ -16,8 +16,8 @@ TensorFlow loads at the first call that needs it:
     results = le.bench(run_dir, runs=500, warmup=50, throughput_seconds=0.5)
     print({name: m["accuracy"] for name, m in results["models"].items()})
     print(le.predict(["my_digit.png"], run_dir=run_dir))
-    print(le.read(["my_phone_number.png"], run_dir=run_dir))
 
+`le.read(images, run_dir=...)` reads whole numbers (one per image) with the same model.
 `train`, `export`, `bench` and `predict` are also the stages' modules
 (`from lenet_edge.conversion import export_run`); calling one runs its stage.
 """
