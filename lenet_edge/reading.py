@@ -28,7 +28,7 @@ from .errors import DataError
 from .inference import PROB_DIGITS, _without_path, check_model, image_files, resolve_model, softmax
 from .manifest import PERSIAN_DIGITS
 from .quiet import native_stderr_captured
-from .segment import Segment, SegmentConfig, segment
+from .segment import Segment, SegmentConfig, TooManyMarks, segment
 
 MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone photo), checked before decoding
 MAX_DIGITS = 40  # more segments than this is not one number
@@ -100,7 +100,10 @@ def read_array(
         return {"error": "no ink (a blank image)"}
     if share > MAX_INK_SHARE:
         return {"error": f"no number: ink covers {100 * share:.0f}% of the image (no paper around the writing)"}
-    segments = segment(gray, ink, classify, config or SegmentConfig())
+    try:
+        segments = segment(gray, ink, classify, config or SegmentConfig())
+    except TooManyMarks as exc:
+        return {"error": f"not a number: {exc.count} separate marks (at most {MAX_DIGITS} digits are read)"}
     if not segments:
         return {"error": "no digits: only specks of ink"}
     if len(segments) > MAX_DIGITS:

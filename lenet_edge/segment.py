@@ -8,20 +8,26 @@ text. The steps:
 
 1. connected components of the ink (`scipy.ndimage.label`, 8-connected);
 2. the line's ink height H: the median component height, weighted by area, so
-   neither specks nor the small ۰ move it;
+   neither specks nor the small ۰ move it (a line lower than `min_height` px is
+   dust: no digits);
 3. specks dropped: components smaller than `speck_area * H^2`;
 4. pieces of one digit merged: components whose horizontal extents overlap by
    at least `merge_overlap` of the narrower one (a broken stroke);
-5. a small group (lower than `small_height * H`) is kept only when it sits in
-   the middle of the line: that is ۰, written as a dot or a ring about a third
-   of the others' height at mid-line. A small mark above or below is dropped;
-6. touching digits split: a group wider than `split_width * H` gets a few
-   candidate cut columns (minima of its vertical ink projection). Every column
-   range between two cuts is classified (one batched `score` call for the
-   whole image) and the cuts that maximise the product of the pieces'
-   confidences win, by dynamic programming over the cut points. Without
-   `score`, a group is cut at its deepest minima only when wider than
-   `max_width * H`.
+5. a small group (lower than `small_height * H`) is kept only when it sits
+   within `mid_band * H` of the line's middle: that is ۰, written as a dot or a
+   ring about a third of the others' height at mid-line. A small mark above or
+   below the line, or lower than any ۰, is dropped;
+6. touching digits split: a group wider than `split_width * H` is cut at a few
+   candidate columns (minima of its vertical ink projection, and columns where
+   the ink's height jumps, as where a ۰ touches a tall neighbour) into atoms.
+   Every run of consecutive atoms that could be one digit (within a group, or
+   across two groups overlapping by `join_overlap * H`) is preprocessed and
+   classified, all in one batched `score` call for the whole image; dynamic
+   programming then picks the runs covering every atom whose confidences,
+   each weighted by a shape check (`plausible`), have the highest product.
+   Without `score`, a group is cut at its deepest minima only when wider than
+   `max_width * H`;
+7. the segments, ordered by the centres of their boxes.
 
 Each segment's crop keeps only its own ink (a neighbour's stroke inside its
 box is blanked), ready for `preprocess`, exactly as a digit for `predict`.
@@ -74,6 +80,15 @@ class SegmentConfig:
     max_cuts: int = 4  # candidate cut columns per group
     extent_jump: float = 0.25  # also cut where the ink's height changes by this * H between columns (0: never)
     aspect_slack: float = 0.0  # margin above DIGIT_ASPECT's widest: wider than that is two digits touching
+    max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
+
+
+class TooManyMarks(ValueError):
+    """More separate marks than one handwritten number has (`SegmentConfig.max_marks`)."""
+
+    def __init__(self, count: int):
+        super().__init__(f"{count} separate marks")
+        self.count = count
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,6 +149,9 @@ def segment(
     Returns:
         One `Segment` per digit, left to right; empty when there is no ink or only specks
         (ink lower than `min_height` px).
+
+    Raises:
+        TooManyMarks: more than `config.max_marks` components besides specks.
     """
     if gray.shape != ink.shape or gray.ndim != 2:
         raise ValueError(f"gray {gray.shape} and ink {ink.shape} must be 2-D and of the same shape")
@@ -147,6 +165,8 @@ def segment(
     if height < config.min_height:  # dust on a blank page, not writing
         return []
     kept = np.flatnonzero(areas >= config.speck_area * height * height)
+    if len(kept) > config.max_marks:  # a page of text or a noisy photo: do not spend seconds on it
+        raise TooManyMarks(len(kept))
     groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config)
 
     # atoms: the groups, left to right, each cut at its candidate columns into column ranges

@@ -115,6 +115,8 @@ def test_marks_that_are_not_digits():
     for i in range(MAX_DIGITS + 5):
         many[10:30, 20 * i + 5 : 20 * i + 10] = 255  # a row of bars: more marks than a number has
     assert read_array(many, Uniform(), min_confidence=0)["error"].startswith(f"not a number: {MAX_DIGITS + 5}")
+    noise = (np.random.default_rng(0).random((300, 400)) < 0.3).astype(np.uint8) * 255  # salt everywhere
+    assert read_array(noise, Uniform())["error"].startswith("not a number: ")
     dust = np.zeros((300, 200), np.uint8)
     dust[5, 5] = dust[100:103, 30:32] = dust[250:252, 150:154] = 255  # a blank page with dust on it
     assert read_array(dust, Uniform(), min_confidence=0) == {"error": "no digits: only specks of ink"}
