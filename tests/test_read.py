@@ -175,3 +175,25 @@ def test_cli_default_is_the_library_default():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="min_confidence"):
         read([], min_confidence=2)
+
+
+def test_data_preview_draws_synthetic_numbers(tmp_path):
+    result = CliRunner().invoke(
+        main, ["data", "preview", "--numbers", "3", "--seed", "2", "-o", str(tmp_path / "n.png")]
+    )
+    assert result.exit_code == 0, result.output
+    texts = generate_numbers(3, 2).texts
+    assert result.output.strip() == f"wrote {tmp_path / 'n.png'}: " + " ".join(texts)
+    with Image.open(tmp_path / "n.png") as sheet:
+        assert sheet.mode == "L" and sheet.width > 100 and sheet.height > 3 * 40
+
+
+def test_rgb_rgba_and_16_bit_images_read_alike(exported_run, tmp_path):
+    image = 255 - generate_numbers(1, seed=5, touching=0.0).images[0]  # dark ink on white
+    Image.fromarray(image).save(tmp_path / "gray.png")
+    Image.fromarray(image).convert("RGB").save(tmp_path / "rgb.png")
+    rgba = np.dstack([np.zeros_like(image)] * 3 + [255 - image])  # black ink, transparent paper
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(image.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    records = read(sorted(tmp_path.glob("*.png")), run_dir=exported_run, min_confidence=0)
+    assert len({json.dumps(r["digits"]) for r in records}) == 1, records
