@@ -245,8 +245,9 @@ def main() -> None:
         "## Time to read one 11-digit number",
         "",
         "End to end from the grayscale array: ink mask, segmentation (components, cut candidates), "
-        "preprocessing of every candidate piece (each digit, and each piece a touching group might be cut "
-        "into), one batched call of the int8 model in one kept LiteRT interpreter (XNNPACK, one thread), "
+        "preprocessing of every candidate piece (each group whole, and each piece a group not read surely "
+        "might be cut into), two batched calls of the int8 model in one kept LiteRT interpreter (XNNPACK, "
+        "one thread), "
         f"the record. p50 and p90 of {TIMING_RUNS} runs after warm-up, the four numbers interleaved. "
         "The machine is shared: see the load average above.",
         "",

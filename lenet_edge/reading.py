@@ -3,9 +3,10 @@
 `read(paths)` loads each image as `predict` does (`load_image`: grayscale,
 white ink on black), refusing images above `MAX_PIXELS` before their pixels
 are decoded; finds the digits with `segment.segment` (which asks the model to
-choose where touching digits are cut); and classifies every segment, each
-preprocessed exactly as a single digit for `predict`, in one batched call of
-one loaded interpreter. The result per image is the number as written (most
+choose where touching digits are cut); every segment is preprocessed exactly
+as a single digit for `predict` and classified by one loaded interpreter, in
+at most two batched calls per image (the groups whole, then the pieces of
+those that may hold touching digits). The result per image is the number as written (most
 significant digit first, left to right), in ASCII and Persian digits, with a
 box and a confidence per digit.
 

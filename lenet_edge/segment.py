@@ -17,16 +17,17 @@ text. The steps:
    within `mid_band * H` of the line's middle: that is ۰, written as a dot or a
    ring about a third of the others' height at mid-line. A small mark above or
    below the line, or lower than any ۰, is dropped;
-6. touching digits split: a group wider than `split_width * H` is cut at a few
-   candidate columns (minima of its vertical ink projection, and columns where
-   the ink's height jumps, as where a ۰ touches a tall neighbour) into atoms.
-   Every run of consecutive atoms that could be one digit (within a group, or
-   across two groups overlapping by `join_overlap * H`) is preprocessed and
-   classified, all in one batched `score` call for the whole image; dynamic
-   programming then picks the runs covering every atom whose confidences,
-   each weighted by a shape check (`plausible`), have the highest product.
-   Without `score`, a group is cut at its deepest minima only when wider than
-   `max_width * H`;
+6. touching digits split: every group is first classified whole (one batched
+   `score` call); a group wider than `split_width * H` that is not read surely
+   (`sure_whole`) is cut at a few candidate columns (minima of its vertical
+   ink projection, and columns where the ink's height jumps, as where a ۰
+   touches a tall neighbour) into atoms. Every run of consecutive atoms that
+   could be one digit (within a group, or across two groups overlapping by
+   `join_overlap * H`) is preprocessed and classified, all in a second batched
+   call; dynamic programming then picks the runs covering every atom whose
+   confidences, each weighted by a shape check (`plausible`), have the highest
+   product. Without `score`, a group is cut at its deepest minima only when
+   wider than `max_width * H`;
 7. the segments, ordered by the centres of their boxes.
 
 Each segment's crop keeps only its own ink (a neighbour's stroke inside its
@@ -80,6 +81,7 @@ class SegmentConfig:
     max_cuts: int = 4  # candidate cut columns per group
     extent_jump: float = 0.25  # also cut where the ink's height changes by this * H between columns (0: never)
     aspect_slack: float = 0.0  # margin above DIGIT_ASPECT's widest: wider than that is two digits touching
+    sure_whole: float = 0.88  # a group read as one digit at least this surely is not tried with cuts
     max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
 
 
@@ -169,13 +171,28 @@ def segment(
         raise TooManyMarks(len(kept))
     groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config)
 
+    groups.sort(key=lambda g: (g.x0 + g.x1) / 2)
+    tall = [g for g in groups if g.height >= config.small_height * height]
+    whole: dict[int, tuple] = {}  # id(group) -> (crop, box, image, probs) of the group taken as one digit
+    for group in groups:
+        crop, box = _crop(gray, ink, labels, [(group, group.x0, group.x1)], height, config)
+        whole[id(group)] = (crop, box, preprocess(crop), None)
+    if score is not None and groups:
+        # first pass: every group as one digit; a group read surely enough is not cut (most digits)
+        results = np.asarray(score(np.stack([whole[id(g)][2] for g in groups])), np.float64)
+        for group, p in zip(groups, results, strict=True):
+            whole[id(group)] = (*whole[id(group)][:3], p)
+
     # atoms: the groups, left to right, each cut at its candidate columns into column ranges
     atoms: list[tuple[_Group, int, int]] = []
-    for group in sorted(groups, key=lambda g: (g.x0 + g.x1) / 2):
-        if score is not None:
-            cuts = _candidate_cuts(labels, group, height, config) if group.width > config.split_width * height else []
-        else:
-            cuts = _deepest_cuts(labels, group, height, config) if group.width > config.max_width * height else []
+    for group in groups:
+        cuts: list[int] = []
+        if score is not None and group.width > config.split_width * height:
+            box, p = whole[id(group)][1], whole[id(group)][3]
+            if plausible(p, box, height, _middle(tall, (box[0] + box[2]) / 2), config).max() < config.sure_whole:
+                cuts = _candidate_cuts(labels, group, height, config)
+        elif score is None and group.width > config.max_width * height:
+            cuts = _deepest_cuts(labels, group, height, config)
         points = [group.x0, *cuts, group.x1]
         own = group.own(labels)
         # a cut range without ink (between two components of a merged group) is no part of any digit
@@ -183,14 +200,22 @@ def segment(
     spans = [(i, i + 1) for i in range(len(atoms))]
     if score is not None:
         spans = _spans(atoms, height, config)
-    crops = {span: _crop(gray, ink, labels, atoms[span[0] : span[1]], height, config) for span in spans}
-    images = {span: preprocess(crop) for span, (crop, _) in crops.items()}
-    probs: dict[tuple[int, int], np.ndarray] = {}
+    crops, images, probs = {}, {}, {}
+    for span in spans:
+        first, last = atoms[span[0]], atoms[span[1] - 1]
+        if first[0] is last[0] and (first[1], last[2]) == (first[0].x0, first[0].x1):  # one whole group: done
+            crop, box, image, p = whole[id(first[0])]
+            crops[span], images[span] = (crop, box), image
+            if p is not None:
+                probs[span] = p
+        else:
+            crops[span] = _crop(gray, ink, labels, atoms[span[0] : span[1]], height, config)
+            images[span] = preprocess(crops[span][0])
     chosen = spans
     if score is not None and images:
-        scored = np.asarray(score(np.stack(list(images.values()))), np.float64)  # one batch for the whole image
-        probs = dict(zip(images, scored, strict=True))
-        tall = [g for g in groups if g.height >= config.small_height * height]
+        todo = [span for span in spans if span not in probs]
+        if todo:  # second pass: the pieces of the groups that may hold touching digits, in one batch
+            probs.update(zip(todo, np.asarray(score(np.stack([images[s] for s in todo])), np.float64), strict=True))
         boxes_of = {span: box for span, (_, box) in crops.items()}
         middles = {span: _middle(tall, (box[0] + box[2]) / 2) for span, box in boxes_of.items()}
         chosen = _best_spans(len(atoms), probs, boxes_of, middles, height, config)
