@@ -134,11 +134,11 @@ def time_one(images, labels, classify, seed: int) -> dict:
         line, _ = compose([images[i] for i in idx], layout, rng)
         for scale in (1.0, 2.5):
             cases[f"{layout}, {scale}x"] = to_white_on_black(render(line, scale, True, rng))
-    pieces = {}
-    for name, image in cases.items():  # how many candidate pieces the one interpreter call classifies
+    pieces = {name: 0 for name in cases}
+    for name, image in cases.items():  # how many pieces the interpreter calls classify in all
 
         def counting(images, name=name):
-            pieces[name] = len(images)
+            pieces[name] += len(images)
             return classify(images)
 
         read_array(image, counting)
