@@ -79,6 +79,9 @@ class SegmentConfig:
     min_piece: float = 0.15  # a cut leaves pieces at least this * H wide
     cut_spacing: float = 0.25  # candidate cuts at least this * H apart (a ۱ is about 0.25 H wide)
     max_cuts: int = 4  # candidate cut columns per group
+    wide: float = 0.8  # a group wider than this * H gets more candidates, closer together:
+    wide_max_cuts: int = 8
+    wide_cut_spacing: float = 0.15
     extent_jump: float = 0.25  # also cut where the ink's height changes by this * H between columns (0: never)
     aspect_slack: float = 0.0  # margin above DIGIT_ASPECT's widest: wider than that is two digits touching
     sure_whole: float = 0.88  # a group read as one digit at least this surely is not tried with cuts
@@ -359,7 +362,9 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
     profile = _projection(labels, group).astype(np.float64)
     smooth = np.convolve(np.pad(profile, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
     margin = max(1, round(config.min_piece * height))
-    spacing = max(1, round(config.cut_spacing * height))
+    wide = group.width > config.wide * height  # likely two or more digits: look closer
+    spacing = max(1, round((config.wide_cut_spacing if wide else config.cut_spacing) * height))
+    max_cuts = config.wide_max_cuts if wide else config.max_cuts
     inner = np.arange(margin, group.width - margin + 1)
     if inner.size == 0:
         return []
@@ -372,7 +377,7 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
     for c in inner[is_min][np.argsort(depth[is_min], kind="stable")]:
         if all(abs(c - d) >= spacing for d in cuts):
             cuts.append(int(c))
-        if len(cuts) == config.max_cuts:
+        if len(cuts) == max_cuts:
             break
     if config.extent_jump:
         # where the ink's vertical extent changes abruptly: a small ۰ at mid-line against a tall neighbour
