@@ -1,6 +1,6 @@
 """Reading whole numbers: Hoda digits composed into numbers, read back with `lenet_edge.reading`.
 
-    python benchmarks/read_numbers.py [--data ../shared/data/hoda] [--run ../runs/hoda] [--split test]
+    python benchmarks/read_numbers.py [--data ../shared/data/hoda] [--run benchmarks/runs/lenet5] [--split test]
 
 Each number is 4-11 digits drawn from one Hoda split at their scanned size
 (Hoda's raw records keep each digit's size at 200 dpi: ۰ is about 12 px tall,
@@ -187,7 +187,12 @@ def table(title: str, stats: list[tuple]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_HODA, help="Hoda directory (.cdb files)")
-    parser.add_argument("--run", type=Path, default=ROOT.parent / "runs" / "hoda", help="run directory (int8 model)")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=HERE / "runs" / "lenet5",
+        help="a run trained on Hoda with the default recipe, exported with --int8 (benchmarks/hoda.py writes this one)",
+    )
     parser.add_argument("--split", choices=["test", "train"], default="test", help="train: for development only")
     parser.add_argument("--per-cell", type=int, default=150, help="numbers per layout and length")
     parser.add_argument("--seed", type=int, default=0)
@@ -249,7 +254,7 @@ def main() -> None:
         "might be cut into), two batched calls of the int8 model in one kept LiteRT interpreter (XNNPACK, "
         "one thread), "
         f"the record. p50, p90 and min of {TIMING_RUNS} runs after warm-up, the four numbers interleaved. "
-        "The machine is shared (see the load average above): the minimum is the closest to an idle machine.",
+        "The machine was busy (see the load average above): the minimum is the closest to an idle one.",
         "",
         "| number | image (h x w px) | pieces classified | p50 | p90 | min |",
         "|---|---|---:|---:|---:|---:|",
