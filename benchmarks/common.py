@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from lenet_edge.machine import isa_line
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_HODA = ROOT.parent / "shared" / "data" / "hoda"
@@ -49,8 +51,10 @@ def percent(x: float) -> str:
 
 
 def machine_line(bench: dict, versions: dict) -> str:
+    """The CPU (model, instruction sets: they decide int8 speed), cores, Python and versions of a result."""
     machine = bench["machine"]
     return (
         f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, Python {machine.get('python', '?')}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + f"\n\nCPU instruction sets: {isa_line(machine)}."
     )

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from lenet_edge.data.cdb import read_cdb  # noqa: E402
 from lenet_edge.data.preprocess import to_white_on_black  # noqa: E402
-from lenet_edge.inference import check_model, resolve_model  # noqa: E402
+from lenet_edge.inference import resolve_model  # noqa: E402
 from lenet_edge.reading import Classifier, read_array  # noqa: E402
 
 LAYOUTS = ("spaced", "tight")
@@ -202,7 +202,6 @@ def main() -> None:
     if not (args.data / name).is_file():
         sys.exit(f"{args.data}: no '{name}' there; pass --data DIR")
     model = resolve_model(None, args.run)
-    check_model(model)
     classify = Classifier(model.read_bytes())
     cdb = read_cdb(args.data / name)
     load_start = open("/proc/loadavg").read().split()[0]

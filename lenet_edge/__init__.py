@@ -33,20 +33,31 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .benchmark import BenchConfig
-    from .config import TrainConfig
+    from .config import BenchConfig, ExportConfig, TrainConfig
     from .data import load_dataset
     from .model import build_lenet5
     from .training import TrainResult
 
-__all__ = ["BenchConfig", "TrainConfig", "bench", "build_lenet5", "export", "load_dataset", "predict", "read", "train"]
+__all__ = [
+    "BenchConfig",
+    "ExportConfig",
+    "TrainConfig",
+    "bench",
+    "build_lenet5",
+    "export",
+    "load_dataset",
+    "predict",
+    "read",
+    "train",
+]
 
 # Imported on first access, so that `import lenet_edge` does not load TensorFlow.
 _LAZY = {
     "load_dataset": "lenet_edge.data",
     "build_lenet5": "lenet_edge.model",
     "TrainConfig": "lenet_edge.config",
-    "BenchConfig": "lenet_edge.benchmark",
+    "BenchConfig": "lenet_edge.config",
+    "ExportConfig": "lenet_edge.config",
 }
 
 
@@ -94,18 +105,20 @@ def export(
         int8: also write the int8 model from the QAT model.
         cache_dir: dataset cache, for the run's data (calibration and parity).
         log: where progress lines go.
-        **options: `ptq`, `c_array`, `calibration_size`, `calibration_seed`,
-            `agreement_min`, as `lenet_edge.conversion.export_run` takes them.
+        **options: the other `ExportConfig` fields (`ptq`, `c_array`, `calibration_size`,
+            `calibration_seed`, `min_agreement`).
 
     Returns:
         The summary: per file its bytes, validation accuracy, quantization, parity.
     """
+    from .config import ExportConfig
     from .conversion import export_run
     from .data import load_run_splits
     from .manifest import read_manifest
 
+    config = ExportConfig(int8=int8, **options)  # a bad option fails before the data loads
     _, splits = load_run_splits(read_manifest(run_dir), cache_dir=cache_dir, progress=log)
-    return export_run(run_dir, int8=int8, splits=splits, progress=log, **options)
+    return export_run(run_dir, config, splits=splits, progress=log)
 
 
 def bench(
@@ -136,28 +149,21 @@ def bench(
     Returns:
         The results dict (`results["models"][name]["accuracy"]`, `["latency_us"]["p50"]`, ...).
     """
-    from .benchmark import BenchConfig, bench_models, write_results
+    from .benchmark import bench_run
+    from .config import BenchConfig
     from .data import load_run_splits
-    from .errors import DataError
-    from .manifest import exported_models, manifest_path, read_manifest
 
-    manifest = read_manifest(run_dir) if models is None or manifest_path(run_dir).exists() else {}
-    paths = {name: Path(p) for name, p in models.items()} if models else exported_models(run_dir, manifest)
-    dataset, splits = load_run_splits(manifest, data, cache_dir=cache_dir, progress=log)
-    if split not in splits:
-        raise DataError(f"{dataset.location or dataset.source}: no '{split}' split (it has: {', '.join(splits)})")
     config = dataclasses.replace(config, **settings) if config is not None else BenchConfig(**settings)
-    results = bench_models(
-        paths,
-        splits[split].images,
-        splits[split].labels,
+    results, _ = bench_run(
+        run_dir,
         config,
-        reference="float32" if "float32" in paths else next(iter(paths)),
-        data_info={"source": dataset.source, "split": split, "n": len(splits[split])},
+        models=models,
+        source=data,
+        split=split,
+        write=write,
+        load_splits=lambda manifest, source: load_run_splits(manifest, source, cache_dir=cache_dir, progress=log),
         progress=log,
     )
-    if write:
-        write_results(results, Path(run_dir))
     return results
 
 

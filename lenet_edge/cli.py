@@ -16,12 +16,14 @@ import click
 import numpy as np
 
 from . import __version__
-from .config import ARCHITECTURES, TrainConfig
+from .config import ARCHITECTURES, DEFAULT_SPLIT, BenchConfig, ExportConfig, TrainConfig
 from .errors import DataError, LenetEdgeError, ModelError
 from .quiet import native_stderr_captured
 
 CACHE_ENV = "LENET_EDGE_CACHE"
-RECIPE = TrainConfig()  # train's option defaults are the recipe's own
+RECIPE = TrainConfig()  # every option default is its config's own
+EXPORT = ExportConfig()
+BENCH = BenchConfig()
 
 
 class Group(click.Group):
@@ -383,15 +385,21 @@ def run_splits(manifest: dict, source: str | None = None):
 @click.option(
     "--calibration-size",
     type=click.IntRange(min=1),
-    default=500,
+    default=EXPORT.calibration_size,
     show_default=True,
     help="Training images used to calibrate int8 ranges.",
 )
-@click.option("--calibration-seed", type=int, default=0, show_default=True, help="Which training images calibrate.")
+@click.option(
+    "--calibration-seed",
+    type=int,
+    default=EXPORT.calibration_seed,
+    show_default=True,
+    help="Which training images calibrate.",
+)
 @click.option(
     "--min-agreement",
     type=click.FloatRange(0, 1),
-    default=0.998,
+    default=EXPORT.min_agreement,
     show_default=True,
     help="Fail unless int8 and Keras QAT predictions agree on at least this fraction of validation.",
 )
@@ -400,7 +408,8 @@ def export(run_dir, int8, ptq, c_array, calibration_size, calibration_seed, min_
 
     Every int8 model is verified (int8 input/output, no float op, no
     QUANTIZE/DEQUANTIZE) and compared with the Keras QAT model on the
-    validation split; export fails loudly if a check fails.
+    validation split; export fails loudly if a check fails. Files an earlier
+    export wrote and this one does not (a PTQ model, the C array) are removed.
 
     \b
     Examples:
@@ -410,22 +419,20 @@ def export(run_dir, int8, ptq, c_array, calibration_size, calibration_seed, min_
     from .manifest import read_manifest
 
     manifest = read_manifest(run_dir)  # fail fast, before TensorFlow loads
+    config = ExportConfig(
+        int8=int8 or c_array,
+        ptq=ptq,
+        c_array=c_array,
+        calibration_size=calibration_size,
+        calibration_seed=calibration_seed,
+        min_agreement=min_agreement,
+    )
     import_tensorflow()
     from .conversion import export_run, format_summary
 
     _, splits = run_splits(manifest)
     with native_stderr_captured():  # the converter's C++ INFO lines
-        summary = export_run(
-            run_dir,
-            int8=int8 or c_array,
-            ptq=ptq,
-            c_array=c_array,
-            calibration_size=calibration_size,
-            calibration_seed=calibration_seed,
-            agreement_min=min_agreement,
-            splits=splits,
-            progress=status,
-        )
+        summary = export_run(run_dir, config, splits=splits, progress=status)
     echo(format_summary(summary))
 
 
@@ -448,7 +455,9 @@ def parse_model(value: str) -> tuple[str, Path]:
 @main.command()
 @DIR_OPTION
 @click.option("--data", "source", default=None, help="Dataset to evaluate on (default: the run's own). " + DATA_HELP)
-@click.option("--split", default="test", show_default=True, help="Split to evaluate: test, val, train, remaining.")
+@click.option(
+    "--split", default=DEFAULT_SPLIT, show_default=True, help="Split to evaluate: test, val, train, remaining."
+)
 @click.option(
     "--model",
     "models",
@@ -456,19 +465,29 @@ def parse_model(value: str) -> tuple[str, Path]:
     metavar="[NAME=]PATH",
     help="Benchmark these .tflite files instead of the run's (repeatable).",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Interpreter threads.")
 @click.option(
-    "--runs", type=click.IntRange(min=10), default=2000, show_default=True, help="Timed single-image runs per model."
+    "--threads", type=click.IntRange(min=1), default=BENCH.threads, show_default=True, help="Interpreter threads."
 )
-@click.option("--warmup", type=click.IntRange(min=0), default=200, show_default=True, help="Untimed runs first.")
+@click.option(
+    "--runs",
+    type=click.IntRange(min=10),
+    default=BENCH.runs,
+    show_default=True,
+    help="Timed single-image runs per model.",
+)
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=BENCH.warmup, show_default=True, help="Untimed runs first."
+)
 @click.option(
     "--batch-sizes",
-    default="1,32",
+    default=",".join(map(str, BENCH.batch_sizes)),
     show_default=True,
     callback=parse_batch_sizes,
     help="Batch sizes for throughput, comma-separated.",
 )
-@click.option("--xnnpack/--no-xnnpack", default=True, show_default=True, help="Use LiteRT's default XNNPACK delegate.")
+@click.option(
+    "--xnnpack/--no-xnnpack", default=BENCH.xnnpack, show_default=True, help="Use LiteRT's default XNNPACK delegate."
+)
 @click.option(
     "--format",
     "fmt",
@@ -492,29 +511,19 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
     """
     import json
 
-    from .manifest import exported_models, manifest_path, read_manifest
+    from .benchmark import bench_run, format_markdown, format_table
 
-    manifest = read_manifest(run_dir) if (models == () or manifest_path(run_dir).exists()) else {}
-    paths = dict(parse_model(m) for m in models) if models else exported_models(run_dir, manifest)
-    from .benchmark import BenchConfig, bench_models, format_markdown, format_table, write_results
-
-    dataset, splits = run_splits(manifest, source)
-    if split not in splits:
-        raise DataError(f"{dataset.location or dataset.source}: no '{split}' split (it has: {', '.join(splits)})")
-    data = splits[split]
     config = BenchConfig(threads=threads, runs=runs, warmup=warmup, batch_sizes=batch_sizes, xnnpack=xnnpack)
-    reference = "float32" if "float32" in paths else next(iter(paths))
     with native_stderr_captured():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" INFO line
-        results = bench_models(
-            paths,
-            data.images,
-            data.labels,
+        results, written = bench_run(
+            run_dir,
             config,
-            reference=reference,
-            data_info={"source": dataset.source, "split": split, "n": len(data)},
+            models=dict(parse_model(m) for m in models) or None,
+            source=source,
+            split=split,
+            load_splits=run_splits,
             progress=status,
         )
-    written = write_results(results, run_dir)
     echo({"table": format_table, "md": format_markdown, "json": lambda r: json.dumps(r, indent=2)}[fmt](results))
     if fmt == "table":
         echo("wrote " + ", ".join(str(p) for p in written.values()))

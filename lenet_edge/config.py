@@ -1,4 +1,9 @@
-"""The training recipe, importable without TensorFlow (the command line takes its defaults from it)."""
+"""The stages' settings as frozen dataclasses, importable without TensorFlow or LiteRT.
+
+The command line takes every default from these (one name per option:
+`--min-agreement` is `ExportConfig.min_agreement`), and each stage records
+the resolved config in its output.
+"""
 
 from __future__ import annotations
 
@@ -36,3 +41,52 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What `export` writes and how it checks it (recorded in the manifest's export section)."""
+
+    int8: bool = False  # lenet5_int8.tflite from the QAT model
+    ptq: bool = False  # lenet5_int8_ptq.tflite: post-training int8 of the float model, QAT's baseline
+    c_array: bool = False  # lenet5_int8.h/.cc for TensorFlow Lite Micro (needs int8)
+    calibration_size: int = 500  # training images that calibrate int8 ranges (PTQ; QAT's come from training)
+    calibration_seed: int = 0
+    min_agreement: float = 0.998  # least share of validation where int8 and the Keras QAT model agree
+
+    def __post_init__(self):
+        if not isinstance(self.calibration_size, int) or self.calibration_size < 1:
+            raise ValueError(f"calibration_size must be a positive number of images; got {self.calibration_size!r}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError(f"min_agreement must be a fraction in [0, 1]; got {self.min_agreement!r}")
+        if self.c_array and not self.int8:
+            raise ValueError("c_array=True needs int8=True: the C array holds the QAT int8 model")
+
+
+DEFAULT_SPLIT = "test"  # what bench measures accuracy on: the split training never saw
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How `bench` measures (recorded in bench.json)."""
+
+    threads: int = 1  # interpreter threads (LiteRT's own default is 1 as well)
+    runs: int = 2000  # timed single-image rounds; each round runs every model once
+    warmup: int = 200  # untimed rounds before the timed ones, interleaved the same way
+    batch_sizes: tuple[int, ...] = (1, 32)  # throughput is measured at each
+    xnnpack: bool = True  # False: BUILTIN_WITHOUT_DEFAULT_DELEGATES (reference kernels only)
+    accuracy_batch: int = 256  # batch used to compute accuracy over the split
+    throughput_seconds: float = 2.0  # target timed seconds per model and batch size
+    throughput_chunks: int = 5  # the throughput is the median over this many interleaved chunks
+    load_repeats: int = 5  # fresh loads timed per model for load_ms
+
+    def __post_init__(self):
+        for name in ("threads", "runs", "accuracy_batch", "throughput_chunks", "load_repeats"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {getattr(self, name)!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0; got {self.warmup!r}")
+        if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be a non-empty tuple of integers >= 1; got {self.batch_sizes!r}")
+        if not self.throughput_seconds > 0:
+            raise ValueError(f"throughput_seconds must be > 0; got {self.throughput_seconds!r}")

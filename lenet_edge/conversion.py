@@ -22,8 +22,9 @@ and the calibration sample does not change a byte; it matters for PTQ only.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
-import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -32,28 +33,27 @@ from typing import Any
 
 import numpy as np
 
+from .carray import C_NAME, c_array
 from .compat import tf, tfmot, versions
+from .config import ExportConfig
 from .data.preprocess import to_model_input
 from .errors import ModelError
-from .fileio import atomic_write_bytes, atomic_write_text, sha256_bytes, sweep_temporaries
-from .manifest import artifact_path, manifest_path, read_manifest, record_artifact, write_manifest
-from .model import INPUT_SHAPE, NUM_CLASSES, load_float, load_qat
-from .tflite import (
-    PREDICT_BATCH,
-    ModelSource,
-    inspect_tflite,
-    io_quantization,
-    label,
-    predict_tflite,
-    xnnpack_delegation,
+from .fileio import sha256_bytes, staged_files, sweep_temporaries
+from .manifest import (
+    artifact_path,
+    manifest_path,
+    read_manifest,
+    record_artifact,
+    remove_stale_artifacts,
+    stage_manifest,
 )
+from .model import NUM_CLASSES, load_float, load_qat
+from .runtimes import SCORES_BATCH, TensorSpec, contract_problems, predict_tflite
+from .runtimes.litert import ModelSource, inspect_tflite, io_quantization, label, xnnpack_delegation
 
 FLOAT32_FILE = "lenet5_float32.tflite"
 INT8_FILE = "lenet5_int8.tflite"
 INT8_PTQ_FILE = "lenet5_int8_ptq.tflite"
-C_NAME = "lenet5_int8"  # C array name; also the stem of the .h/.cc files
-
-DEVICE_INPUT_SHAPE = (1, *INPUT_SHAPE)  # (1, 28, 28, 1): what a device feeds, one image at a time
 
 
 # --- conversion -------------------------------------------------------------------------------
@@ -156,20 +156,13 @@ def verify_int8(model: ModelSource) -> dict[str, Any]:
 
 
 def _int8_problems(info: Mapping) -> list[str]:
-    problems = []
-    if len(info["inputs"]) != 1 or len(info["outputs"]) != 1:
-        problems.append(f"expected one input and one output, found {len(info['inputs'])} and {len(info['outputs'])}")
-    for side, entries, shape in (
-        ("input", info["inputs"], DEVICE_INPUT_SHAPE),
-        ("output", info["outputs"], (1, NUM_CLASSES)),
-    ):
-        for entry in entries[:1]:
-            if entry["dtype"] != "int8":
-                problems.append(f"{side} {entry['name']!r} is {entry['dtype']}, not int8")
-            elif not entry["scale"] > 0:
-                problems.append(f"{side} {entry['name']!r} has no quantization scale")
-            if tuple(entry["shape"]) != shape:
-                problems.append(f"{side} {entry['name']!r} has shape {tuple(entry['shape'])}, expected {shape}")
+    specs = {
+        side: [TensorSpec(e["name"], e["dtype"], tuple(e["shape"]), e["scale"], e["zero_point"]) for e in info[side]]
+        for side in ("inputs", "outputs")
+    }
+    problems = contract_problems(specs["inputs"], specs["outputs"])  # the contract every stage checks
+    for side, entries in (("input", specs["inputs"]), ("output", specs["outputs"])):
+        problems += [f"{side} {e.name!r} is {e.dtype}, not int8" for e in entries[:1] if e.dtype != "int8"]
 
     tensors = {t["index"]: t for t in info["tensors"]}
     produced = {t for op in info["ops"] for t in op["outputs"]}
@@ -197,7 +190,7 @@ def _int8_problems(info: Mapping) -> list[str]:
 # --- numerics ----------------------------------------------------------------------------------
 
 
-def predict_keras(model, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+def predict_keras(model, images: np.ndarray, batch_size: int = SCORES_BATCH) -> np.ndarray:
     """Float `(N, 10)` outputs of a Keras model (float or QAT) on uint8 `(N, 28, 28)` images."""
     x = to_model_input(images)
     outputs = [model(x[i : i + batch_size], training=False).numpy() for i in range(0, len(x), batch_size)]
@@ -230,117 +223,6 @@ def parity(model_bytes: ModelSource, keras_model, images: np.ndarray, labels: np
     }
 
 
-# --- C array for TensorFlow Lite Micro -----------------------------------------------------------
-
-_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_BYTES_PER_LINE = 12
-
-
-def c_array(model_bytes: bytes, name: str = C_NAME, *, quant: Mapping) -> tuple[str, str]:
-    """The model as a C header and source, the TensorFlow Lite Micro way.
-
-    The source defines `const unsigned char <name>[]`, aligned to 16 bytes
-    (TFLite Micro reads the flatbuffer in place) and `<name>_len`; the header
-    declares both and defines the int8 input/output scale and zero point as
-    macros. Valid C99/C11 and C++11.
-
-    Args:
-        model_bytes: the `.tflite` flatbuffer.
-        name: a C identifier; the header is meant to be saved as `<name>.h`.
-        quant: `{"input": {"scale", "zero_point"}, "output": {...}}`, as `io_quantization` returns.
-
-    Returns:
-        `(header_text, source_text)`.
-    """
-    if not _C_IDENTIFIER.match(name):
-        raise ValueError(f"name must be a C identifier; got {name!r}")
-    if not model_bytes:
-        raise ValueError("model_bytes is empty")
-    try:
-        in_scale, in_zp = float(quant["input"]["scale"]), int(quant["input"]["zero_point"])
-        out_scale, out_zp = float(quant["output"]["scale"]), int(quant["output"]["zero_point"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError('quant must be {"input": {"scale", "zero_point"}, "output": {...}}') from None
-    macro, length = name.upper(), len(model_bytes)
-    banner = (
-        f"// Generated by lenet-edge export; do not edit.\n"
-        f"// {name}: full-integer int8 LeNet-5, {length} bytes, sha256 {sha256_bytes(model_bytes)}\n"
-    )
-    header = f"""{banner}//
-// Input: int8 (1, 28, 28, 1), one 28x28 white-on-black image, x = pixel / 255:
-//   q = round(x / {macro}_INPUT_SCALE) + {macro}_INPUT_ZERO_POINT, clamped to [-128, 127]
-// Output: int8 (1, 10) scores (logits) for the digits 0-9:
-//   score = {macro}_OUTPUT_SCALE * (q - {macro}_OUTPUT_ZERO_POINT)
-#ifndef {macro}_H_
-#define {macro}_H_
-
-#define {macro}_INPUT_SCALE {_c_float(in_scale)}
-#define {macro}_INPUT_ZERO_POINT ({in_zp})
-#define {macro}_OUTPUT_SCALE {_c_float(out_scale)}
-#define {macro}_OUTPUT_ZERO_POINT ({out_zp})
-
-#ifdef __cplusplus
-extern "C" {{
-#endif
-
-extern const unsigned char {name}[];
-extern const unsigned int {name}_len;
-
-#ifdef __cplusplus
-}}
-#endif
-
-#endif  // {macro}_H_
-"""
-    array_body = "\n".join(
-        "    " + ", ".join(f"0x{b:02x}" for b in model_bytes[i : i + _BYTES_PER_LINE]) + ","
-        for i in range(0, length, _BYTES_PER_LINE)
-    )
-    source = f"""{banner}
-#include "{name}.h"
-
-// TFLite Micro reads tensors in place from the flatbuffer: keep it 16-byte aligned.
-#if defined(__cplusplus)
-#define {macro}_ALIGNED alignas(16)
-#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
-#define {macro}_ALIGNED _Alignas(16)
-#else
-#define {macro}_ALIGNED __attribute__((aligned(16)))
-#endif
-
-{macro}_ALIGNED const unsigned char {name}[] = {{
-{array_body}
-}};
-const unsigned int {name}_len = {length};
-"""
-    return header, source
-
-
-_make_c_array = c_array  # `export_run`'s `c_array` flag shadows the function there
-
-
-def _c_float(value: float) -> str:
-    """A float literal that reads back as the same float32 (9 significant digits suffice)."""
-    return f"{float(np.float32(value)):.9g}f"
-
-
-def parse_c_array(source_text: str) -> bytes:
-    """The bytes of the array `c_array` wrote, read back from its source text (checked against `_len`)."""
-    match = re.search(r"\b([A-Za-z_]\w*)\s*\[\]\s*=\s*\{([^}]*)\}", source_text)
-    if match is None:
-        raise ValueError("no `name[] = { ... }` array in the C source")
-    name, body = match.groups()
-    tokens = [tok.strip() for tok in body.split(",") if tok.strip()]
-    bad = [tok for tok in tokens if not re.fullmatch(r"0x[0-9a-fA-F]{1,2}", tok)]
-    if bad:
-        raise ValueError(f"array {name} holds a non-byte value {bad[0]!r}")
-    data = bytes(int(tok, 16) for tok in tokens)
-    declared = re.search(rf"\b{name}_len\s*=\s*(\d+)\s*;", source_text)
-    if declared is not None and int(declared.group(1)) != len(data):
-        raise ValueError(f"{name}_len says {declared.group(1)} bytes but the array holds {len(data)}")
-    return data
-
-
 # --- the stage ---------------------------------------------------------------------------------
 
 _NO_QAT_HINT = (
@@ -351,15 +233,11 @@ _NO_QAT_HINT = (
 
 def export_run(
     run_dir: str | os.PathLike,
+    config: ExportConfig | None = None,
     *,
-    int8: bool = False,
-    ptq: bool = False,
-    c_array: bool = False,
-    calibration_size: int = 500,
-    calibration_seed: int = 0,
-    agreement_min: float = 0.998,
     splits: Mapping | None = None,
     progress: Callable[[str], None] | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Export a trained run to TFLite and record the files in its manifest.
 
@@ -367,12 +245,14 @@ def export_run(
     from the QAT model; with `ptq`, `lenet5_int8_ptq.tflite` from the float model;
     with `c_array` (needs `int8`), `lenet5_int8.h` / `lenet5_int8.cc`.
 
+    Export owns these files: what an earlier export wrote and this one does
+    not (a PTQ model, the C files) leaves the manifest and the directory, once
+    the new files and manifest are in place.
+
     Args:
         run_dir: a run directory written by `train` (holds `manifest.json`).
-        calibration_size: images for the int8 calibration, drawn without
-            replacement from the train split (never test) with `calibration_seed`.
-        agreement_min: the least fraction of validation images on which the int8
-            model and the QAT Keras model must predict the same digit.
+        config: what to write and check (`ExportConfig`); or pass its fields as
+            keywords (`int8=True, min_agreement=0.99`), which also override a given config.
         splits: the run's data as `load_splits` returns it (needs "train" and "val");
             loaded from the manifest when None.
         progress: called with a short message before each step.
@@ -382,15 +262,11 @@ def export_run(
         float32, validation accuracy, quantization, XNNPACK partitions, parity.
 
     Raises:
+        ValueError: a setting out of range (see `ExportConfig`).
         ModelError: no manifest or model (says what to run), an int8 model that
-            is not integer-only, or parity below `agreement_min` (with the numbers).
+            is not integer-only, or parity below `min_agreement` (with the numbers).
     """
-    if c_array and not int8:
-        raise ValueError("c_array=True needs int8=True: the C array holds the QAT int8 model")
-    if calibration_size < 1:
-        raise ValueError(f"calibration_size must be a positive number of images; got {calibration_size}")
-    if not 0.0 <= agreement_min <= 1.0:
-        raise ValueError(f"agreement_min must be a fraction in [0, 1]; got {agreement_min}")
+    config = dataclasses.replace(config, **settings) if config is not None else ExportConfig(**settings)
     say = progress or (lambda message: None)
     run_dir = Path(run_dir)
 
@@ -402,7 +278,7 @@ def export_run(
         raise ModelError(f"{manifest_path(run_dir)}: the manifest has no config.arch")
     train_hint = f"run `lenet-edge train --dir {run_dir}` first"
     float_keras = artifact_path(run_dir, manifest, "float_keras", train_hint)
-    qat_weights = artifact_path(run_dir, manifest, "qat_weights", _NO_QAT_HINT) if int8 else None
+    qat_weights = artifact_path(run_dir, manifest, "qat_weights", _NO_QAT_HINT) if config.int8 else None
     if splits is None:
         from .data import load_run_splits  # the data layer pulls in PIL and the dataset readers; only needed here
 
@@ -414,15 +290,16 @@ def export_run(
 
     say(f"loading the {arch} models")
     float_model = load_float(float_keras)
-    qat_model = load_qat(qat_weights, arch) if int8 else None
+    qat_model = load_qat(qat_weights, arch) if config.int8 else None
 
-    rng = np.random.default_rng(calibration_seed)
-    calibration_idx = rng.choice(len(train.images), size=min(calibration_size, len(train.images)), replace=False)
+    rng = np.random.default_rng(config.calibration_seed)
+    size = min(config.calibration_size, len(train.images))
+    calibration_idx = rng.choice(len(train.images), size=size, replace=False)
     calibration = train.images[calibration_idx]  # (n, 28, 28) uint8
     calibration_record = {
         "split": "train",
         "size": int(len(calibration_idx)),
-        "seed": int(calibration_seed),
+        "seed": int(config.calibration_seed),
         "indices_sha256": sha256_bytes(calibration_idx.astype("<i8").tobytes()),
     }
 
@@ -431,68 +308,87 @@ def export_run(
 
     say("converting the float model to float32 TFLite")
     results["float32_tflite"] = _checked(FLOAT32_FILE, convert_float(float_model), float_model, val, say)
-    if int8:
+    if config.int8:
         say("converting the QAT model to full-integer int8 TFLite")
         data = convert_int8(qat_model, calibration)
-        results["int8_tflite"] = _checked(INT8_FILE, data, qat_model, val, say, int8=True, agreement_min=agreement_min)
-    if ptq:
+        results["int8_tflite"] = _checked(
+            INT8_FILE, data, qat_model, val, say, int8=True, min_agreement=config.min_agreement
+        )
+    if config.ptq:
         say(f"converting the float model to int8 by post-training quantization ({len(calibration)} images)")
         data = convert_ptq(float_model, calibration)
         # PTQ is the baseline QAT is measured against: its parity with the float model is reported, not enforced.
         results["int8_ptq_tflite"] = _checked(INT8_PTQ_FILE, data, float_model, val, say, int8=True)
-
-    # 5. Write the files, then the manifest.
-    say(f"writing to {run_dir}")
-    models: dict[str, Any] = {}
-    for key, result in results.items():
-        path = atomic_write_bytes(run_dir / result["file"], result["data"])
-        record_artifact(manifest, key, path, **{k: result[k] for k in _ARTIFACT_KEYS if k in result})
-        models[key] = {k: v for k, v in result.items() if k not in ("file", "data", *_ARTIFACT_KEYS)}
-    c_files = []
-    if c_array:
-        int8_result = results["int8_tflite"]
-        header, source = _make_c_array(int8_result["data"], C_NAME, quant=int8_result["quantization"])
-        for key, suffix, text in (("c_header", ".h", header), ("c_source", ".cc", source)):
-            path = atomic_write_text(run_dir / f"{C_NAME}{suffix}", text)
-            record_artifact(manifest, key, path, array=C_NAME, model="int8_tflite")
-            c_files.append(path.name)
-    manifest["export"] = {
-        "versions": versions(),
-        "calibration": calibration_record,
-        "parity_split": "val",
-        "agreement_min": agreement_min,
-        "models": models,
+    files: dict[str, tuple[bytes, dict]] = {  # manifest key -> (bytes, extras recorded with the artifact)
+        key: (r["data"], {k: r[k] for k in _ARTIFACT_KEYS if k in r}) for key, r in results.items()
     }
-    write_manifest(run_dir, manifest)
+    if config.c_array:
+        int8_result = results["int8_tflite"]
+        header, source = c_array(int8_result["data"], C_NAME, quant=int8_result["quantization"])
+        extras = {"array": C_NAME, "model": "int8_tflite"}
+        files["c_header"] = (header.encode(), extras)
+        files["c_source"] = (source.encode(), extras)
+
+    # 5. Write the files and the manifest, all renamed into place together (the manifest last).
+    say(f"writing to {run_dir}")
+    old_manifest = copy.deepcopy(manifest)
+    artifacts = manifest.setdefault("artifacts", {})
+    for key in EXPORT_FILES:
+        artifacts.pop(key, None)  # export owns these entries: only what it writes now stays
+    with staged_files(run_dir) as stage:
+        for key, (data, extras) in files.items():
+            staged = stage(EXPORT_FILES[key])
+            staged.write_bytes(data)
+            record_artifact(manifest, key, staged, name=EXPORT_FILES[key], **extras)
+        manifest["export"] = {
+            "versions": versions(),
+            "config": dataclasses.asdict(config),
+            "calibration": calibration_record,
+            "parity_split": "val",
+            "models": {
+                key: {k: v for k, v in r.items() if k not in ("file", "data", *_ARTIFACT_KEYS)}
+                for key, r in results.items()
+            },
+        }
+        stage_manifest(stage, manifest)
+    remove_stale_artifacts(run_dir, old_manifest, manifest)
 
     float_size = len(results["float32_tflite"]["data"])
-    files = [
-        {
-            "key": key,
-            "file": result["file"],
-            "bytes": len(result["data"]),
-            "ratio_to_float32": len(result["data"]) / float_size,
-            "val_accuracy": result["parity"]["top1_tflite"],
-            "quantization": result.get("quantization"),
-            "xnnpack_partitions": result["xnnpack_partitions"],
-            "parity": result["parity"],
-        }
-        for key, result in results.items()
-    ]
     return {
         "run_dir": str(run_dir),
         "arch": arch,
         "calibration": calibration_record,
-        "files": files,
-        "c_files": c_files,
+        "files": [
+            {
+                "key": key,
+                "file": result["file"],
+                "bytes": len(result["data"]),
+                "ratio_to_float32": len(result["data"]) / float_size,
+                "val_accuracy": result["parity"]["top1_tflite"],
+                "quantization": result.get("quantization"),
+                "xnnpack_partitions": result["xnnpack_partitions"],
+                "parity": result["parity"],
+            }
+            for key, result in results.items()
+        ],
+        "c_files": [EXPORT_FILES[key] for key in ("c_header", "c_source") if key in files],
     }
 
+
+# manifest key -> file name of everything export writes (and so owns: an export replaces all of them)
+EXPORT_FILES = {
+    "float32_tflite": FLOAT32_FILE,
+    "int8_tflite": INT8_FILE,
+    "int8_ptq_tflite": INT8_PTQ_FILE,
+    "c_header": f"{C_NAME}.h",
+    "c_source": f"{C_NAME}.cc",
+}
 
 # Recorded with the artifact itself (`record_artifact` extras); the rest goes to the manifest's `export` section.
 _ARTIFACT_KEYS = ("quantization", "ops", "xnnpack_partitions")
 
 
-def _checked(file, data, keras_model, val, say, *, int8=False, agreement_min=None) -> dict[str, Any]:
+def _checked(file, data, keras_model, val, say, *, int8=False, min_agreement=None) -> dict[str, Any]:
     """Verify (int8), compare with `keras_model` on the validation split, and read XNNPACK's partitioning."""
     result: dict[str, Any] = {"file": file, "data": data}
     if int8:
@@ -505,11 +401,11 @@ def _checked(file, data, keras_model, val, say, *, int8=False, agreement_min=Non
     result["ops"] = dict(sorted(Counter(op["op"] for op in inspect_tflite(data)["ops"]).items()))
     say(f"comparing {file} with the Keras model on {len(val.labels)} validation images")
     agreement = parity(data, keras_model, val.images, val.labels)
-    if agreement_min is not None and agreement["agreement"] < agreement_min:
+    if min_agreement is not None and agreement["agreement"] < min_agreement:
         raise ModelError(
             f"{file}: agrees with the Keras model on {agreement['agreement']:.4f} of {agreement['n']} validation "
             f"images ({agreement['disagreements']} differ; accuracy {agreement['top1_tflite']:.4f} TFLite vs "
-            f"{agreement['top1_keras']:.4f} Keras), below the required {agreement_min}"
+            f"{agreement['top1_keras']:.4f} Keras), below the required {min_agreement}"
         )
     result["parity"] = agreement
     delegation = xnnpack_delegation(data)

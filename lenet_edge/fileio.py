@@ -98,9 +98,14 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(target, text.encode("utf-8"))
 
 
+def json_text(obj) -> str:
+    """`obj` as indented, key-sorted JSON (stable diffs), UTF-8 characters kept, with a final newline."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def atomic_write_json(target: str | os.PathLike, obj) -> Path:
-    """Write `obj` as indented, key-sorted JSON (stable diffs) atomically."""
-    return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    """Write `obj` as `json_text` atomically."""
+    return atomic_write_text(target, json_text(obj))
 
 
 def sweep_temporaries(directory: str | os.PathLike) -> list[Path]:

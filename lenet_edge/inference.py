@@ -3,7 +3,7 @@
 `predict(paths)` expands directories into their image files, loads each image
 exactly as the training data was loaded (`load_image` -> `preprocess`, the
 contract the run's manifest records), runs the model in the LiteRT
-interpreter in batches (`tflite.predict_tflite`: input quantized with the
+interpreter in batches (a `runtimes` model handle: input quantized with the
 model's own scale and zero point, output dequantized) and returns per image
 the digit, its confidence (softmax over the logits) and the runners-up. A file
 that cannot be read becomes an `error` entry and the others are still
@@ -22,12 +22,10 @@ import numpy as np
 from PIL import Image
 
 from .data.folders import IGNORED_NAMES, load_image
-from .data.preprocess import MODEL_INPUT_SHAPE, NUM_CLASSES, PREPROCESSING_VERSION, preprocess
+from .data.preprocess import NUM_CLASSES, PREPROCESSING_VERSION, preprocess
 from .errors import DataError, ModelError
 from .manifest import PERSIAN_DIGITS, exported_models, manifest_path, read_manifest
 
-INPUT_SHAPE = [1, *MODEL_INPUT_SHAPE]  # what every lenet-edge model takes; the batch is resized at run time
-INPUT_DTYPES = ("float32", "int8")  # `predict_tflite` feeds x = pixel / 255, quantized for int8
 PROB_DIGITS = 6  # decimals kept of each probability: an int8 model's scores are far coarser
 
 
@@ -106,23 +104,6 @@ def resolve_model(
     return path
 
 
-def check_model(path: Path) -> None:
-    """Refuse a model whose input is not one (1, 28, 28, 1) float32/int8 image or whose output is not 10 scores."""
-    from .tflite import inspect_tflite
-
-    info = inspect_tflite(path)
-    inputs, outputs = info["inputs"], info["outputs"]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelError(f"{path}: expected 1 input and 1 output, found {len(inputs)} and {len(outputs)}")
-    inp, out = inputs[0], outputs[0]
-    if inp["shape"] != INPUT_SHAPE or inp["dtype"] not in INPUT_DTYPES:
-        raise ModelError(f"{path}: input is {inp['dtype']} {inp['shape']}, expected float32 or int8 {INPUT_SHAPE}")
-    if inp["dtype"] == "int8" and not inp["scale"] > 0:
-        raise ModelError(f"{path}: int8 input without a quantization scale")
-    if out["shape"] != [1, NUM_CLASSES]:
-        raise ModelError(f"{path}: output shape {out['shape']}, expected [1, {NUM_CLASSES}] (one score per digit)")
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     """(N, 10) logits -> (N, 10) probabilities, in float64 (shifted by the max: no overflow)."""
     z = np.asarray(logits, np.float64)
@@ -145,7 +126,7 @@ def predict(
     Args:
         paths: image files (any format Pillow reads; either polarity, any size)
             and directories (searched recursively, see `image_files`).
-        model_path: a .tflite file taking (1, 28, 28, 1) float32 or int8 and
+        model_path: a .tflite file taking (1, 28, 28, 1) float32, int8 or uint8 and
             returning 10 scores; default the run's int8 model (else float32).
         run_dir: the run directory, when `model_path` is None.
         top_k: how many digits each result ranks (1-10).
@@ -168,12 +149,11 @@ def predict(
         raise ValueError(f"top_k must be an integer from 1 to {NUM_CLASSES}; got {top_k!r}")
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    model = resolve_model(model_path, run_dir, log=log)
+    model_file = resolve_model(model_path, run_dir, log=log)
     files = image_files(paths)
-    check_model(model)
-    from .tflite import predict_tflite
+    from .runtimes import open_model
 
-    model_bytes = model.read_bytes()  # read once: every batch runs the file that was checked
+    model = open_model(model_file, xnnpack=False)  # loaded and checked once; the same kernels as export's parity
     results: list[dict] = []
     for start in range(0, len(files), batch_size):
         images, entries = [], []
@@ -189,7 +169,7 @@ def predict(
                 progress(len(results), len(files))
         if not images:
             continue
-        probs = softmax(predict_tflite(model_bytes, np.stack(images), batch_size))  # (B, 10)
+        probs = softmax(model.scores(np.stack(images), batch_size))  # (B, 10)
         ok = (entry for entry in entries if "error" not in entry)
         for entry, p in zip(ok, probs, strict=True):
             ranked = np.argsort(-p, kind="stable")[:top_k]  # ties: the lower digit first, as argmax

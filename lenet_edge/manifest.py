@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
-from .fileio import atomic_write_json, sha256_file
+from .fileio import atomic_write_json, json_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -54,14 +54,36 @@ def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
     return atomic_write_json(manifest_path(run_dir), manifest)
 
 
-def record_artifact(manifest: dict[str, Any], key: str, path: str | Path, **extra: Any) -> dict:
+def stage_manifest(stage, manifest: dict[str, Any]) -> Path:
+    """Write the manifest into a `fileio.staged_files` block, so it is renamed into place with the files it lists."""
+    path = stage(MANIFEST_NAME)
+    path.write_text(json_text(manifest), encoding="utf-8")
+    return path
+
+
+def remove_stale_artifacts(run_dir: str | Path, old: dict | None, new: dict) -> None:
+    """Delete the files of `old`'s artifacts that `new` no longer lists (a replaced run's, an old export's)."""
+    if not old:
+        return
+    run_dir = Path(run_dir)
+    keep = {entry["path"] for entry in new.get("artifacts", {}).values()}
+    for entry in old.get("artifacts", {}).values():
+        path = run_dir / entry["path"]
+        if entry["path"] not in keep and path.parent == run_dir and path.is_file():
+            path.unlink()
+
+
+def record_artifact(
+    manifest: dict[str, Any], key: str, path: str | Path, *, name: str | None = None, **extra: Any
+) -> dict:
     """Record the file at `path` (inside the run directory) under `artifacts[key]`.
 
     The path is stored relative to the run directory, so a run directory can
-    be moved or copied whole.
+    be moved or copied whole. `name` is the file's final name when `path` is
+    still a staged temporary file.
     """
     path = Path(path)
-    entry = {"path": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size, **extra}
+    entry = {"path": name or path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size, **extra}
     manifest.setdefault("artifacts", {})[key] = entry
     return entry
 

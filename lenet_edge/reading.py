@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from .data.folders import load_image
-from .data.preprocess import INK_THRESHOLD, to_model_input
+from .data.preprocess import INK_THRESHOLD
 from .errors import DataError
-from .inference import PROB_DIGITS, _without_path, check_model, image_files, resolve_model, softmax
+from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
 from .manifest import PERSIAN_DIGITS
 from .quiet import native_stderr_captured
 from .segment import Segment, SegmentConfig, TooManyMarks, segment
@@ -39,46 +39,26 @@ MIN_CONFIDENCE = 0.3  # default: a segment the model is less sure of than this i
 
 
 class Classifier:
-    """One loaded interpreter that classifies preprocessed digits in batches.
+    """The model, kept loaded, classifying preprocessed digits in batches.
 
-    The one place `read` touches LiteRT: the input is quantized with the
-    model's own scale and zero point, the output dequantized, as
-    `tflite.predict_tflite` does, but the interpreter is built once and kept,
-    with XNNPACK, and batches are padded to a power of two so that XNNPACK
-    rarely has to plan the graph again for a new batch size.
+    The one place `read` touches a runtime: a model handle (`runtimes.open_model`,
+    LiteRT with XNNPACK, fastest on a batch) whose batch is padded up to a power
+    of two, so that XNNPACK rarely has to plan the graph again for a new size.
     """
 
     def __init__(self, model: bytes | str | os.PathLike):
-        from .tflite import load_interpreter
+        from .runtimes import open_model
 
-        source = bytes(model) if isinstance(model, bytes | bytearray) else Path(model)
         with native_stderr_captured():  # XNNPACK's "Created delegate" INFO line
-            self.interpreter = load_interpreter(source, default_delegates=True)  # XNNPACK: fastest on a batch
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self.batch = 1
+            self.model = open_model(bytes(model) if isinstance(model, bytes | bytearray) else Path(model))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 preprocessed digits -> (N, 10) float64 probabilities."""
-        x = to_model_input(images)
-        if self.input["dtype"] == np.int8:
-            scale, zero_point = self.input["quantization"]
-            x = np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
-        n = len(x)
-        batch = max(MIN_BATCH, 1 << (n - 1).bit_length())  # padded to a power of two: few re-allocations
-        if batch != self.batch:
-            self.batch = batch
-            self.interpreter.resize_tensor_input(self.input["index"], [batch, *x.shape[1:]])
-            self.interpreter.allocate_tensors()
-        padded = np.zeros((batch, *x.shape[1:]), x.dtype)
-        padded[:n] = x
-        self.interpreter.set_tensor(self.input["index"], padded)
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])[:n].astype(np.float32)
-        if self.output["dtype"] == np.int8:
-            scale, zero_point = self.output["quantization"]
-            y = (y - zero_point) * scale
-        return softmax(y)
+        n = len(images)
+        padded = np.zeros((max(MIN_BATCH, 1 << (n - 1).bit_length()), *images.shape[1:]), np.uint8)
+        padded[:n] = images
+        self.model.set_batch(len(padded))
+        return softmax(self.model.logits(self.model.run(padded))[:n])
 
 
 def read_array(
@@ -168,8 +148,7 @@ def read(
         raise ValueError(f"min_confidence must be between 0 and 1; got {min_confidence!r}")
     model = resolve_model(model_path, run_dir, log=log)
     files = image_files(paths)
-    check_model(model)
-    classify = Classifier(model.read_bytes())
+    classify = Classifier(model.read_bytes())  # read once: every image runs the file that was checked
     results = []
     for path in files:
         try:

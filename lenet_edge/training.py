@@ -27,7 +27,15 @@ from .compat import keras, tf, versions
 from .config import TrainConfig
 from .errors import ModelError
 from .fileio import staged_files, sweep_temporaries
-from .manifest import FORMAT_VERSION, MANIFEST_NAME, PERSIAN_DIGITS, read_manifest, record_artifact, write_manifest
+from .manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    PERSIAN_DIGITS,
+    read_manifest,
+    record_artifact,
+    remove_stale_artifacts,
+    write_manifest,
+)
 from .model import NUM_CLASSES, build_lenet5, quantize_aware, to_model_input
 from .plots import training_curves
 
@@ -174,7 +182,7 @@ def train(
     record_artifact(manifest, "history_png", run_dir / HISTORY_PLOT)
     manifest["wall_time_s"]["total"] = round(time.perf_counter() - started, 2)
     write_manifest(run_dir, manifest)
-    _remove_stale(run_dir, old_manifest, manifest)
+    remove_stale_artifacts(run_dir, old_manifest, manifest)
     summary = [f"{stage} val {m['val_accuracy']:.2%}" for stage, m in metrics.items()]
     summary += [f"{stage} test {m['test_accuracy']:.2%}" for stage, m in metrics.items() if "test_accuracy" in m]
     log(f"done: {', '.join(summary)}, {manifest['wall_time_s']['total']:.0f} s -> {run_dir}")
@@ -286,17 +294,6 @@ def _previous_manifest(run_dir: Path) -> dict | None:
         return read_manifest(run_dir)
     except ModelError:  # absent, corrupt or from a newer version: --force replaces it all the same
         return None
-
-
-def _remove_stale(run_dir: Path, old: dict | None, new: dict) -> None:
-    """Delete artifacts of the replaced run that the new manifest does not list (e.g. old exports)."""
-    if not old:
-        return
-    keep = {entry["path"] for entry in new.get("artifacts", {}).values()}
-    for entry in old.get("artifacts", {}).values():
-        path = run_dir / entry["path"]
-        if entry["path"] not in keep and path.parent == run_dir and path.is_file():
-            path.unlink()
 
 
 class BestEpoch(keras.callbacks.Callback):

@@ -72,7 +72,7 @@ def exported_run(tmp_path_factory, tiny_npz: Path) -> Path:
 
     run_dir = tmp_path_factory.mktemp("tiny-exported-run")
     train(TrainConfig(**TINY_RUN, data=str(tiny_npz)), run_dir, log=lambda _: None)
-    export_run(run_dir, int8=True, agreement_min=0.0)
+    export_run(run_dir, int8=True, min_agreement=0.0)
     return run_dir
 
 

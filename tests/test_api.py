@@ -58,8 +58,10 @@ def test_stage_functions_survive_importing_the_stage_modules():
         assert inspect.isfunction(function) and function.__doc__
         assert "run_dir" in inspect.signature(function).parameters
     assert lenet_edge.TrainConfig(epochs=2).epochs == 2 and lenet_edge.BenchConfig().runs == 2000
+    assert lenet_edge.ExportConfig(int8=True).min_agreement == 0.998
     assert set(lenet_edge.__all__) <= set(dir(lenet_edge)) | {
         "BenchConfig",
+        "ExportConfig",
         "TrainConfig",
         "build_lenet5",
         "load_dataset",

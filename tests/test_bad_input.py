@@ -590,7 +590,7 @@ def test_bench_refuses_a_model_with_the_wrong_input_shape(wrong_input_model, tin
     assert result.exit_code == 1, result.output
     assert result.stderr.strip().splitlines() == ["error: some models failed; see their error entries above"]
     error = json.loads((tmp_path / "out" / "bench.json").read_text())["models"]["wrong"]["error"]
-    assert str(wrong_input_model) in error and "input shape [1, 32, 32, 1], expected [1, 28, 28, 1]" in error
+    assert str(wrong_input_model) in error and "has shape [1, 32, 32, 1], expected [1, 28, 28, 1]" in error
 
 
 def test_float_model_where_int8_is_required(exported_run):

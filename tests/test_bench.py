@@ -5,24 +5,20 @@ made once per test run; the harness itself runs with small counts.
 """
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lenet_edge.benchmark import (
-    STAT_KEYS,
-    BenchConfig,
-    _input_levels,
-    bench_models,
-    format_markdown,
-    format_table,
-    write_results,
-)
+from lenet_edge.benchmark import BenchConfig, bench_models, format_markdown, format_table, write_results
 from lenet_edge.compat import keras, tf
+from lenet_edge.fileio import sha256_file
+from lenet_edge.harness import STAT_KEYS, data_sha256
 from lenet_edge.model import build_lenet5
-from lenet_edge.tflite import delegation
+from lenet_edge.runtimes.base import TensorSpec, input_levels
+from lenet_edge.runtimes.litert import delegation
 
 N_IMAGES = 70  # not a multiple of accuracy_batch below, so the last batch is a partial one
 FAST = BenchConfig(
@@ -134,14 +130,22 @@ def _ok_models(results):
     return {n: m for n, m in results["models"].items() if "error" not in m}
 
 
-def test_top_level_schema(run):
+def test_top_level_schema(run, data):
     results, messages = run
     assert results["schema_version"] == 1
     assert results["reference"] == "float32"
-    assert results["data"] == {"source": "random", "split": "test", "n": N_IMAGES}
+    _, images, labels = data
+    assert results["data"] == {
+        "source": "random",
+        "split": "test",
+        "n": N_IMAGES,
+        "sha256": data_sha256(images, labels),
+    }
     machine = results["machine"]
-    for key in ("cpu", "cores", "python", "platform", "versions", "timer", "peak_rss_kb"):
+    for key in ("cpu", "cpu_arch", "cpu_isa", "cores", "python", "platform", "versions", "timer", "peak_rss_kb"):
         assert key in machine
+    assert machine["cpu_arch"] == platform.machine()
+    assert set(machine["cpu_isa"]) <= set(machine["cpu_isa_checked"])
     assert "ai_edge_litert" in machine["versions"]
     assert results["config"]["batch_sizes"] == [1, 8] and results["config"]["runs"] == 60
     assert set(results["models"]) == {"float32", "int8", "float32_again", "wide", "wrong_input", "corrupt", "empty"}
@@ -153,6 +157,7 @@ def test_every_ok_model_has_sane_measurements(results):
     assert set(ok) == {"float32", "int8", "float32_again", "wide"}
     for name, m in ok.items():
         assert m["size_bytes"] == Path(m["path"]).stat().st_size > 0
+        assert m["sha256"] == sha256_file(m["path"])
         for key in ("latency_us", "invoke_us"):
             s = m[key]
             assert set(s) == set(STAT_KEYS)
@@ -224,7 +229,8 @@ def test_slower_model_measures_slower(results):
 
 def test_failures_become_error_entries(results):
     assert results["ok"] is False
-    for name, fragment in (("corrupt", "Flatbuffer"), ("empty", "empty"), ("wrong_input", "input shape")):
+    wrong_shape = "has shape [1, 32, 32, 1], expected [1, 28, 28, 1]"
+    for name, fragment in (("corrupt", "Flatbuffer"), ("empty", "empty"), ("wrong_input", wrong_shape)):
         entry = results["models"][name]
         assert set(entry) == {"error"} and fragment in entry["error"], entry
         assert "\n" not in entry["error"]
@@ -240,7 +246,7 @@ def test_all_good_run_is_ok_and_xnnpack_can_be_off(model_files, data):
     for m in out["models"].values():
         assert m["xnnpack"]["delegated"] is False and m["xnnpack"]["partitions"] == 0
         assert set(m["throughput_ips"]) == {"4"}
-    assert out["data"] == {"source": None, "split": None, "n": N_IMAGES}
+    assert out["data"] == {"source": None, "split": None, "n": N_IMAGES, "sha256": data_sha256(images, labels)}
 
 
 def test_write_results(results, tmp_path):
@@ -280,11 +286,12 @@ def test_format_table(results):
 
 def test_input_levels_match_the_quantization_formula():
     x = np.arange(256, dtype=np.float32) / 255
-    assert np.array_equal(_input_levels(np.dtype(np.float32), 0.0, 0), x)
+    assert np.array_equal(input_levels(TensorSpec("x", "float32", (1, 28, 28, 1))), x)
     scale, zero_point = 1 / 255, -128  # what the converter picks for a [0, 1] input
-    levels = _input_levels(np.dtype(np.int8), scale, zero_point)
+    levels = input_levels(TensorSpec("x", "int8", (1, 28, 28, 1), scale, zero_point))
     assert levels.dtype == np.int8 and np.array_equal(levels.astype(int), np.arange(256) - 128)
-    saturated = _input_levels(np.dtype(np.int8), 1 / 510, 0)  # x / scale reaches 510: clipped at 127
+    # x / scale reaches 510: clipped at 127
+    saturated = input_levels(TensorSpec("x", "int8", (1, 28, 28, 1), 1 / 510, 0))
     assert saturated.max() == 127 and saturated.min() == 0
 
 

@@ -473,3 +473,43 @@ def test_real_train_file_decodes_quickly(hoda_dir):
     assert len(data.images) == 60_000
     assert np.bincount(data.labels).tolist() == [6_000] * 10
     assert seconds < 5.0, f"decoding took {seconds:.2f} s"
+
+
+# --- which split a lone .cdb file holds ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, split",
+    [
+        ("Test 20000.cdb", "test"),
+        ("Train 60000.cdb", "train"),
+        ("RemainingSamples.cdb", "remaining"),
+        ("train_60000.CDB", "train"),
+        ("test.cdb", "test"),
+    ],
+)
+def test_hoda_file_names_say_their_split(tmp_path, name, split):
+    from lenet_edge.data import load_dataset
+
+    path = write_cdb(tmp_path / name, [np.full((4, 4), 255, np.uint8)], [5])
+    assert set(load_dataset(str(path)).splits) == {split}
+
+
+@pytest.mark.parametrize("name", ["latest.cdb", "contest.cdb", "digits.cdb", "my_testing_set.cdb"])
+def test_a_name_that_says_no_split_is_an_error_not_a_guess(tmp_path, name):
+    from lenet_edge.data import load_dataset
+
+    path = write_cdb(tmp_path / name, [np.full((4, 4), 255, np.uint8)], [5])
+    message = assert_one_line_error(lambda: load_dataset(str(path)), path, "does not say which split")
+    assert f"--data '{path}:test'" in message
+
+
+def test_an_explicit_split_names_it(tmp_path):
+    from lenet_edge.data import load_dataset
+
+    path = write_cdb(tmp_path / "contest.cdb", [np.full((4, 4), 255, np.uint8)] * 2, [5, 6])
+    data = load_dataset(f"{path}:test")
+    assert set(data.splits) == {"test"} and data.splits["test"].labels.tolist() == [5, 6]
+    assert data.source == f"{path}:test"  # recorded so that export and bench reload the same split
+    assert set(load_dataset(f"{path}:remaining").splits) == {"remaining"}
+    assert_one_line_error(lambda: load_dataset(f"{tmp_path / 'none.cdb'}:test"), tmp_path / "none.cdb", "no such file")

@@ -17,12 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lenet_edge import conversion, tflite
+from lenet_edge import carray, conversion
 from lenet_edge.compat import keras, tf
 from lenet_edge.errors import ModelError
 from lenet_edge.fileio import sha256_file
-from lenet_edge.manifest import FORMAT_VERSION, artifact_path, read_manifest, record_artifact, write_manifest
+from lenet_edge.manifest import (
+    FORMAT_VERSION,
+    artifact_path,
+    exported_models,
+    read_manifest,
+    record_artifact,
+    write_manifest,
+)
 from lenet_edge.model import build_lenet5, load_qat, quantize_aware, to_model_input
+from lenet_edge.runtimes import litert as tflite
 
 ARCH = "lenet5"
 AGREEMENT_MIN = 0.998  # the CLI's default; a well-separated toy task meets it
@@ -99,7 +107,7 @@ def exported(run_dir, splits):
     """3-5. `export_run` end to end: convert, verify, parity, write (three conversions)."""
     messages: list[str] = []
     summary = conversion.export_run(
-        run_dir, int8=True, ptq=True, c_array=True, agreement_min=AGREEMENT_MIN, splits=splits, progress=messages.append
+        run_dir, int8=True, ptq=True, c_array=True, min_agreement=AGREEMENT_MIN, splits=splits, progress=messages.append
     )
     return summary, messages
 
@@ -211,15 +219,15 @@ def test_conversion_rejects_the_wrong_kind_of_model(trained, splits):
 def test_c_array_round_trips(run_dir, exported):
     model = file_bytes(run_dir, "int8_tflite")
     header, source = (run_dir / "lenet5_int8.h").read_text(), (run_dir / "lenet5_int8.cc").read_text()
-    assert conversion.parse_c_array(source) == model
+    assert carray.parse_c_array(source) == model
     quant = read_manifest(run_dir)["artifacts"]["int8_tflite"]["quantization"]
-    assert conversion.c_array(model, quant=quant) == (header, source)
+    assert carray.c_array(model, quant=quant) == (header, source)
     assert "LENET5_INT8_INPUT_ZERO_POINT (-128)" in header
     assert "alignas(16)" in source and "__attribute__((aligned(16)))" in source
     with pytest.raises(ValueError, match="_len says"):
-        conversion.parse_c_array(source.replace(f"_len = {len(model)};", "_len = 3;"))
+        carray.parse_c_array(source.replace(f"_len = {len(model)};", "_len = 3;"))
     with pytest.raises(ValueError, match="C identifier"):
-        conversion.c_array(model, "lenet-5", quant=quant)
+        carray.c_array(model, "lenet-5", quant=quant)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
@@ -304,8 +312,36 @@ def test_classic_arch_exports(tmp_path, splits):
     qat_model.compile(keras.optimizers.Adam(1e-3), loss)
     qat_model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     run = write_run(tmp_path / "classic", float_model, qat_model, arch="lenet5-classic")
-    summary = conversion.export_run(run, int8=True, ptq=True, agreement_min=0.99, splits=splits)
+    summary = conversion.export_run(run, int8=True, ptq=True, min_agreement=0.99, splits=splits)
     int8 = next(f for f in summary["files"] if f["key"] == "int8_tflite")
     assert int8["parity"]["agreement"] >= 0.99
     assert int8["xnnpack_partitions"] > 1  # XNNPACK has no int8 AVERAGE_POOL_2D
     assert conversion.verify_int8(run / "lenet5_int8.tflite")["requantize_ops"] == 2
+
+
+def test_re_export_removes_what_it_no_longer_writes(tmp_path, trained, splits, run_dir, exported, monkeypatch):
+    """`export --int8 --ptq --c-array` then `export --int8`: the PTQ model and the C files leave the run.
+
+    No conversion: the converters return the bytes exported above.
+    """
+    run = write_run(tmp_path / "run", *trained)
+    converted = {key: file_bytes(run_dir, key) for key in ("float32_tflite", "int8_tflite", "int8_ptq_tflite")}
+    monkeypatch.setattr(conversion, "convert_float", lambda model: converted["float32_tflite"])
+    monkeypatch.setattr(conversion, "convert_int8", lambda model, representative: converted["int8_tflite"])
+    monkeypatch.setattr(conversion, "convert_ptq", lambda model, representative: converted["int8_ptq_tflite"])
+    owned = {"int8_ptq_tflite": "lenet5_int8_ptq.tflite", "c_header": "lenet5_int8.h", "c_source": "lenet5_int8.cc"}
+
+    conversion.export_run(run, int8=True, ptq=True, c_array=True, splits=splits)
+    assert set(owned) <= set(read_manifest(run)["artifacts"])
+    assert all((run / name).is_file() for name in owned.values())
+
+    conversion.export_run(run, int8=True, splits=splits)
+    manifest = read_manifest(run)
+    assert not set(owned) & set(manifest["artifacts"]), "stale entries kept in the manifest"
+    assert not any((run / name).exists() for name in owned.values()), "stale files kept in the run directory"
+    assert set(exported_models(run)) == {"float32", "int8"}  # what bench will benchmark
+    assert manifest["export"]["config"]["ptq"] is False and set(manifest["export"]["models"]) == {
+        "float32_tflite",
+        "int8_tflite",
+    }
+    assert not list(run.glob(".lenet-edge-tmp-*"))

@@ -37,7 +37,7 @@ def run_dir(tiny_npz, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("predict-run")
     config = TrainConfig(data=str(tiny_npz), epochs=2, qat_epochs=1, batch_size=32, val_fraction=0.2, seed=3)
     train(config, run_dir, log=lambda _: None)
-    export_run(run_dir, int8=True, agreement_min=0.0)
+    export_run(run_dir, int8=True, min_agreement=0.0)
     return run_dir
 
 
@@ -47,7 +47,7 @@ def model_file(run_dir: Path, key: str) -> Path:
 
 def reference(model: Path, arrays: np.ndarray) -> np.ndarray:
     """(N, 10) probabilities of `model` on preprocessed (N, 28, 28) arrays."""
-    from lenet_edge.tflite import predict_tflite
+    from lenet_edge.runtimes import predict_tflite
 
     return softmax(predict_tflite(model, arrays))
 
@@ -206,7 +206,8 @@ def test_refuses_a_model_of_another_shape(tmp_path, tiny_test):
     model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     path = tmp_path / "other.tflite"  # no manifest beside it: the current preprocessing is assumed
     path.write_bytes(convert_float(model))
-    with pytest.raises(ModelError, match=r"input is float32 \[1, 32, 32, 1\], expected float32 or int8 \[1, 28, 28"):
+    wrong_shape = r"other.tflite: input .* has shape \[1, 32, 32, 1\], expected \[1, 28, 28, 1\]"
+    with pytest.raises(ModelError, match=wrong_shape):
         predict(tiny_test[0]["plain"][:1], model_path=path)
     (tmp_path / "junk.tflite").write_bytes(b"junk")
     with pytest.raises(ModelError, match="junk.tflite: not a loadable TFLite model"):

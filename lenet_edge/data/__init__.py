@@ -6,7 +6,7 @@ input contract every image goes through.
 """
 
 from .preprocess import CONTRACT as PREPROCESSING
-from .sources import Dataset, Split, load_dataset, load_run_splits, load_splits, split_name_for, train_val_split
+from .sources import Dataset, Split, load_dataset, load_run_splits, load_splits, split_of_cdb, train_val_split
 
 __all__ = [
     "PREPROCESSING",
@@ -15,7 +15,7 @@ __all__ = [
     "load_dataset",
     "load_run_splits",
     "load_splits",
-    "split_name_for",
+    "split_of_cdb",
     "synthetic_version",
     "train_val_split",
 ]

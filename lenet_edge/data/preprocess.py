@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from PIL import Image
 
+from ..runtimes.base import INPUT_SHAPE, NUM_CLASSES  # the model contract's one home  # noqa: F401
+
 PREPROCESSING_VERSION = 1
-CANVAS = 28  # output side, px
-MODEL_INPUT_SHAPE = (CANVAS, CANVAS, 1)  # one image as every lenet-edge model takes it: (B, 28, 28, 1)
-NUM_CLASSES = 10  # the digits 0-9 (۰-۹): one logit each
+MODEL_INPUT_SHAPE = INPUT_SHAPE[1:]  # one image as every lenet-edge model takes it: (B, 28, 28, 1)
+CANVAS = MODEL_INPUT_SHAPE[0]  # output side, px
 BOX = 20  # longer side of the resized ink box, px
 INK_THRESHOLD = 64  # a pixel > this (of 255) counts as ink for the bounding box
 PROGRESS_EVERY = 1000  # images between progress callbacks

@@ -3,7 +3,7 @@
 Sources, in the order they are tried:
   synthetic[:TRAIN[:TEST]]  the built-in generator (no files, no download)
   hoda                      Hoda from the cache, put there by `lenet-edge data download hoda`
-  PATH.cdb                  one Hoda-format file: its split is named by the file name
+  PATH.cdb[:SPLIT]          one Hoda-format file: Hoda's file names say their split, else name it
   PATH.npz                  x_train, y_train, x_test, y_test (the Keras mnist.npz convention)
   DIR                       Hoda .cdb files, or image folders (Train/class_0/*.jpg ...)
 
@@ -104,6 +104,8 @@ def load_dataset(
     files = _hash_files(kind, location)
     key = _cache_key(kind, spec, files)
     canonical = spec if kind == "synthetic" else ("hoda" if source == "hoda" else str(location))
+    if kind == "cdb" and spec in SPLITS:  # FILE.cdb:SPLIT stays explicit in a manifest
+        canonical += f":{spec}"
     if cache_dir is not None:
         cached = _read_cache(Path(cache_dir), key)
         if cached is not None:
@@ -211,10 +213,18 @@ def _resolve(source: str, cache_dir: Path | None) -> tuple[str, Path | None, str
             raise DataError(f"hoda: not in the cache ({location}); run `lenet-edge data download hoda` first")
         return "cdb", location, "hoda"
     path = Path(source).expanduser()
+    explicit = re.fullmatch(r"(.+\.cdb):(train|test|remaining)", source, re.IGNORECASE)
+    if explicit and not path.exists():  # FILE.cdb:SPLIT
+        path = Path(explicit[1]).expanduser()
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        return "cdb", path.resolve(), explicit[2].lower()
     if not path.exists():
         raise DataError(f"{source}: no such file or directory (and not a known source name: synthetic, hoda)")
     if path.is_file():
         suffix = path.suffix.lower()
+        if suffix == ".cdb":
+            split_of_cdb(path)  # fail now, before hashing, when the name says no split
         if suffix in (".cdb", ".npz"):
             return suffix[1:], path.resolve(), ""
         raise DataError(f"{path}: not a dataset (expected a .cdb or .npz file, or a directory)")
@@ -227,13 +237,31 @@ def _cdb_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() == ".cdb")
 
 
-def split_name_for(path: Path) -> str:
-    """The split a lone file or folder provides, from its name: test, remaining, else train."""
-    name = path.name.lower()
-    for split in ("test", "remaining", "train"):
-        if split in name:
-            return split
-    return "train"
+# A .cdb file's split, from its name with case, spaces, '_' and '-' ignored: Hoda's three files as
+# distributed, or the split's own name. Nothing else is guessed ("latest.cdb" is not a test set).
+CDB_SPLIT_NAMES = {
+    "train60000": "train",
+    "test20000": "test",
+    "remainingsamples": "remaining",
+    "train": "train",
+    "test": "test",
+    "remaining": "remaining",
+}
+
+
+def split_of_cdb(path: Path) -> str:
+    """The split a .cdb file holds, from its name (see `CDB_SPLIT_NAMES`).
+
+    Raises:
+        DataError: a name that says no split, with how to name one.
+    """
+    key = re.sub(r"[\s_-]+", "", path.stem).lower()
+    if key not in CDB_SPLIT_NAMES:
+        raise DataError(
+            f"{path}: the file name does not say which split it holds; use Hoda's names "
+            f"('Train 60000.cdb', 'Test 20000.cdb', 'RemainingSamples.cdb') or name the split: --data '{path}:test'"
+        )
+    return CDB_SPLIT_NAMES[key]
 
 
 def _read_raw(kind: str, location: Path | None, spec: str) -> RawSplits:
@@ -255,7 +283,7 @@ def _read_raw(kind: str, location: Path | None, spec: str) -> RawSplits:
     files = _cdb_files(location) if location.is_dir() else [location]
     raw: RawSplits = {}
     for path in files:
-        split = split_name_for(path)
+        split = spec if spec in SPLITS else split_of_cdb(path)
         if split in raw:
             raise DataError(f"{path}: a second .cdb file for the '{split}' split in {location}")
         data = read_cdb(path)

@@ -1,0 +1,220 @@
+"""Bench reports: the terminal table, bench.md, and the plots (latency boxes, confusion matrices).
+
+Everything here reads a results dict as `benchmark.bench_models` returns it
+and writes nothing but the files `write_results` names.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .fileio import atomic_write_json, atomic_write_text, sweep_temporaries
+from .machine import isa_line
+from .manifest import PERSIAN_DIGITS
+from .plots import figure, save_png
+from .runtimes.base import NUM_CLASSES
+
+
+def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and one row of strings per model, shared by the table and the Markdown."""
+    batches = [str(b) for b in results["config"]["batch_sizes"]]
+    header = [
+        "model",
+        "size KB",
+        "size x",
+        "top-1 %",
+        "Δpp",
+        "agree %",
+        "flips",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p50 x",
+        *[f"b{b} img/s" for b in batches],
+        "XNNPACK",
+    ]
+    rows = []
+    for name, m in results["models"].items():
+        if "error" in m:
+            rows.append([name, "ERROR: " + m["error"]])
+            continue
+        ratios = m.get("ratios_to_reference") or {}
+        lat = m["latency_us"]
+        xnn = m["xnnpack"]
+        rows.append(
+            [
+                name,
+                f"{m['size_bytes'] / 1024:.1f}",
+                _fmt(ratios.get("size"), "{:.3f}"),
+                f"{100 * m['accuracy']:.2f}",
+                _fmt(ratios.get("accuracy_delta_pp"), "{:+.2f}"),
+                _fmt(m.get("agreement_with_reference"), "{:.2%}", strip="%"),
+                _fmt(m.get("flips"), "{}"),
+                f"{lat['p50']:.1f}",
+                f"{lat['p90']:.1f}",
+                f"{lat['p99']:.1f}",
+                _fmt(ratios.get("p50_latency"), "{:.3f}"),
+                *[_fmt(m["throughput_ips"].get(b), "{:,.0f}") for b in batches],
+                (
+                    f"{xnn['partitions']} part, {xnn['ops_delegated']}/{xnn['ops_total']} ops"
+                    if xnn["delegated"]
+                    else "off"
+                ),
+            ]
+        )
+    return header, rows
+
+
+def _fmt(value, spec: str, strip: str = "") -> str:
+    return "-" if value is None else spec.format(value).rstrip(strip)
+
+
+def format_table(results: dict) -> str:
+    """A fixed-width table of the results for the terminal."""
+    header, rows = _rows(results)
+    full = [r for r in rows if len(r) == len(header)]
+    widths = [max(len(str(r[i])) for r in [header, *full]) for i in range(len(header))]
+    left = {0}  # the model name is left-aligned, numbers right-aligned
+
+    def line(cells):
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append(line(r) if len(r) == len(header) else f"{r[0].ljust(widths[0])}  {r[1]}")
+    out.append(_footer(results))
+    return "\n".join(out)
+
+
+def format_markdown(results: dict) -> str:
+    """The same table in Markdown, with the conditions it was measured under."""
+    header, rows = _rows(results)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for r in rows:
+        cells = r if len(r) == len(header) else [r[0], r[1]] + [""] * (len(header) - 2)
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    machine, data = results["machine"], results["data"]
+    out += [
+        "",
+        _footer(results),
+        "",
+        f"Data: {data['source'] or 'unknown source'}, split {data['split'] or '-'}, n = {data['n']}"
+        + (f" (sha256 {data['sha256'][:12]})" if data.get("sha256") else "")
+        + ". "
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+        f"ai-edge-litert {machine['versions'].get('ai_edge_litert')}, "
+        f"load average {machine['loadavg_1m_start']} -> {machine['loadavg_1m_end']}.",
+        "",
+        f"CPU instruction sets: {isa_line(machine)}.",
+        "",
+        "Latency is one image end to end (uint8 to the model's input type by one table lookup, set_tensor, "
+        "invoke, get_tensor, argmax of the raw output); `p50 x` is the median over timing rounds of the "
+        "per-round ratio to the reference, the models being interleaved round by round.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _footer(results: dict) -> str:
+    c = results["config"]
+    return (
+        f"reference: {results['reference']}; {c['runs']} timed rounds after {c['warmup']} warm-up, "
+        f"{c['threads']} thread(s), XNNPACK {'on' if c['xnnpack'] else 'off'}; "
+        f"x = ratio to the reference; Δpp = top-1 difference in percentage points"
+    )
+
+
+def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
+    """Write bench.json, bench.md, latency.png and confusion_<model>.png into `out_dir`, atomically.
+
+    Returns:
+        file name -> path of every file written.
+    """
+    out_dir = Path(out_dir)
+    sweep_temporaries(out_dir)  # what an interrupted earlier bench left
+    written = {
+        "bench.json": atomic_write_json(out_dir / "bench.json", results),
+        "bench.md": atomic_write_text(out_dir / "bench.md", format_markdown(results)),
+    }
+    ok = {name: m for name, m in results["models"].items() if "error" not in m}
+    if ok:
+        written["latency.png"] = _plot_latency(ok, out_dir / "latency.png")
+    for name, m in ok.items():
+        file_name = f"confusion_{_safe_name(name)}.png"
+        written[file_name] = _plot_confusion(name, m, out_dir / file_name)
+    return written
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+WHISKERS = (1, 99)  # percentiles; samples outside them are not drawn (the title says how many)
+
+
+def _plot_latency(models: dict, target: Path) -> Path:
+    """Box per model of the single-image latencies (p1-p99 whiskers), samples as dots, p50 labelled."""
+    fig = figure()
+    ax = fig.add_subplot()
+    names = list(models)
+    samples = [np.asarray(models[n]["latency_samples_ns"], dtype=np.float64) / 1e3 for n in names]
+    positions = np.arange(1, len(names) + 1)
+    ax.boxplot(
+        samples,
+        positions=positions,
+        orientation="horizontal",
+        whis=WHISKERS,
+        showfliers=False,
+        widths=0.5,
+        medianprops={"color": "black", "linewidth": 2},
+    )
+    jitter = np.random.default_rng(0)  # fixed seed: the same results always draw the same picture
+    hidden = 0
+    for pos, name, us in zip(positions, names, samples, strict=True):
+        lo, hi = np.percentile(us, WHISKERS)
+        shown = us[(us >= lo) & (us <= hi)]
+        hidden += len(us) - len(shown)
+        ax.scatter(shown, pos + jitter.uniform(-0.2, 0.2, len(shown)), s=2, alpha=0.15, color="tab:blue")
+        p50 = models[name]["latency_us"]["p50"]
+        ax.annotate(f"p50 {p50:.1f} µs", (p50, pos + 0.3), ha="center", va="bottom", fontsize=9)
+    ax.set_yticks(positions, names)
+    lo_all = min(np.percentile(us, WHISKERS[0]) for us in samples)
+    hi_all = max(np.percentile(us, WHISKERS[1]) for us in samples)
+    if hi_all / lo_all > 10:  # a slow and a fast model side by side: a linear axis would squash one
+        ax.set_xscale("log")
+    ax.set_xlabel("single-image latency, end to end (µs)")
+    ax.set_title(
+        f"Box p25-p75, line p50, whiskers p{WHISKERS[0]}-p{WHISKERS[1]}; "
+        f"{hidden} samples outside the whiskers not drawn",
+        fontsize=10,
+    )
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    return save_png(fig, target)
+
+
+def _plot_confusion(name: str, model: dict, target: Path) -> Path:
+    """Confusion matrix with counts; colour is the row-normalised fraction."""
+    confusion = np.asarray(model["confusion"])
+    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig = figure()
+    ax = fig.add_subplot()
+    image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(confusion):
+        if count:
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=8, color="white" if rows[i, j] > 0.5 else "black"
+            )
+    # Western and Persian digits (DejaVu Sans, matplotlib's default font, has both)
+    ax.set_xticks(range(NUM_CLASSES), [f"{d}\n{p}" for d, p in enumerate(PERSIAN_DIGITS)])
+    ax.set_yticks(range(NUM_CLASSES), [f"{d} {p}" for d, p in enumerate(PERSIAN_DIGITS)])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{name}: top-1 {100 * model['accuracy']:.2f}% on {model['n']} images")
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    fig.tight_layout()
+    return save_png(fig, target)
