@@ -25,13 +25,12 @@ the test split is only ever used here, to write benchmarks/NUMBERS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_HODA, HERE, ROOT, percent, portable
+from common import DEFAULT_HODA, HERE, ROOT, machine_line, percent, portable
 from PIL import Image
 
 sys.path.insert(0, str(ROOT))
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from lenet_edge.data.cdb import read_cdb  # noqa: E402
 from lenet_edge.data.preprocess import to_white_on_black  # noqa: E402
 from lenet_edge.inference import resolve_model  # noqa: E402
+from lenet_edge.machine import loadavg, machine_info  # noqa: E402
 from lenet_edge.reading import Classifier, read_array  # noqa: E402
 
 LAYOUTS = ("spaced", "tight")
@@ -158,19 +158,18 @@ def time_one(images, labels, classify, seed: int) -> dict:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    flags = sorted(
-        {f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()}
-        & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}
-    )
+    """The shared machine line (CPU with family/model, instruction sets, cores, versions)."""
     import ai_edge_litert
     import PIL
     import scipy
 
-    versions = f"numpy {np.__version__}, scipy {scipy.__version__}, Pillow {PIL.__version__}"
-    versions += f", ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"
-    cores = os.cpu_count()
-    return f"Machine: {cpu} ({', '.join(flags)}), {cores} cores, Python {sys.version.split()[0]}; {versions}"
+    versions = {
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "Pillow": PIL.__version__,
+        "ai-edge-litert": getattr(ai_edge_litert, "__version__", "?"),
+    }
+    return machine_line({"machine": machine_info(loadavg(), versions)}, versions)
 
 
 def table(title: str, stats: list[tuple]) -> list[str]:
