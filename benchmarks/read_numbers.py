@@ -18,7 +18,7 @@ digits), the share of numbers whose digit count came out wrong, and images
 refused; plus the time to read one 11-digit number end to end.
 
 The segmentation was developed on synthetic numbers and on numbers composed
-from Hoda's TRAIN digits (`--split train`, which prints and writes nothing);
+from Hoda's TRAIN digits (`--split train`, which prints its tables and writes no file);
 the test split is only ever used here, to write benchmarks/NUMBERS.md.
 """
 
