@@ -17,6 +17,7 @@ TensorFlow loads at the first call that needs it:
     print({name: m["accuracy"] for name, m in results["models"].items()})
     print(le.predict(["my_digit.png"], run_dir=run_dir))
 
+`le.read(images, run_dir=...)` reads whole numbers (one per image) with the same model.
 `train`, `export`, `bench` and `predict` are also the stages' modules
 (`from lenet_edge.conversion import export_run`); calling one runs its stage.
 """
@@ -46,6 +47,7 @@ __all__ = [
     "export",
     "load_dataset",
     "predict",
+    "read",
     "train",
 ]
 
@@ -172,6 +174,18 @@ def predict(
     from .inference import predict as predict_images
 
     return predict_images(paths, model_path, run_dir, top_k, batch_size, **kwargs)
+
+
+def read(paths, model_path=None, run_dir: str | Path = "export", **kwargs: Any) -> list[dict]:
+    """Read whole handwritten numbers from image files or directories; see `lenet_edge.reading.read`.
+
+    `model` is accepted as another name for `model_path`.
+    """
+    from .reading import read as read_images
+
+    if "model" in kwargs:
+        model_path = kwargs.pop("model")
+    return read_images(paths, model_path, run_dir, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -190,16 +190,30 @@ def data_info(source):
 @click.option("--seed", default=0, show_default=True, type=int, help="Which samples to show.")
 @click.option("--scale", default=3, show_default=True, type=click.IntRange(1, 16), help="Pixels per image pixel.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
-def data_preview(source, split, per_class, seed, scale, output):
-    """A PNG grid of preprocessed samples: one row per digit ۰-۹.
+@click.option(
+    "--numbers",
+    type=click.IntRange(1, 200),
+    default=None,
+    help="Instead: this many synthetic handwritten numbers (4-11 digits), one per row, as `read` sees them.",
+)
+def data_preview(source, split, per_class, seed, scale, output, numbers):
+    """A PNG grid of preprocessed samples: one row per digit ۰-۹ (or, with --numbers, whole numbers).
 
     \b
     Examples:
       lenet-edge data preview --data synthetic -o synthetic.png
       lenet-edge data preview --data ../shared/data/hoda --split test -o hoda.png
+      lenet-edge data preview --numbers 8 -o numbers.png
     """
     from .data import load_dataset
-    from .data.preview import sample_grid
+    from .data.preview import number_sheet, sample_grid
+
+    if numbers is not None:
+        from .data.synthetic import generate_numbers
+
+        generated = generate_numbers(numbers, seed)
+        echo(f"wrote {number_sheet(generated.images, output, scale=scale)}: " + " ".join(generated.texts))
+        return
 
     with ProgressBars("preprocessing") as bar:
         dataset = load_dataset(source, cache_dir=cache_dir(), progress=status, advance=bar)
@@ -587,3 +601,61 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, qu
     failed = sum("error" in r for r in results)
     if failed:
         raise DataError(f"{failed} of {len(results)} images could not be read")
+
+
+# --- read ------------------------------------------------------------------------------------
+
+
+@main.command("read")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@DIR_OPTION
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A .tflite model to run instead of the run's int8 (else float32) export.",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="A mark read as a digit with less confidence than this makes the image 'not digits'.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def read_numbers(images, run_dir, model_path, min_confidence, as_json, quiet):
+    """Read whole handwritten numbers (postal codes, phone numbers, amounts) in image files.
+
+    IMAGES are files or directories (searched recursively), one number per
+    image, either polarity, any size up to 40 megapixels. The digits are found
+    (touching ones split, broken ones joined, specks dropped, the small ۰ kept)
+    and each goes through the preprocessing the model was trained with. An
+    image without a number is reported and the others still run; the command
+    then exits 1.
+
+    \b
+    Examples:
+      lenet-edge read phone.png
+      lenet-edge read forms/ --dir runs/hoda --json
+    """
+    import json
+
+    from .inference import resolve_model
+    from .reading import read as run_read
+
+    model = resolve_model(model_path, run_dir, log=lambda message: click.echo(message, err=True))
+    with ProgressBars("reading", shown=not quiet) as bar:
+        results = run_read(images, model, min_confidence=min_confidence, progress=bar)
+    width = max((len(r["path"]) for r in results), default=0)
+    for r in results:
+        if as_json:
+            echo(json.dumps(r, ensure_ascii=False))
+        elif "error" in r:
+            click.echo(f"error: {r['path']}: {r['error']}", err=True)
+        else:
+            echo(f"{r['path']:<{width}}  {r['persian']}  {r['text']}  {100 * r['confidence']:5.1f}%")
+    failed = sum("error" in r for r in results)
+    if failed:
+        raise DataError(f"{failed} of {len(results)} images gave no number")

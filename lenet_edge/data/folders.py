@@ -59,7 +59,7 @@ _DECODE_ERRORS = (
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """Load one image file as white ink on black.
 
     Any mode Pillow reads is accepted: alpha (RGBA, LA, palette transparency) is
@@ -72,21 +72,23 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
     Args:
         path: The image file.
+        max_pixels: refuse a larger image (width x height, read from the
+            header) before decoding its pixels; None: Pillow's limit only.
 
     Returns:
         A 2-D uint8 array, ink bright (up to 255) on a dark background.
 
     Raises:
         DataError: The file is missing, empty, not an image, corrupt or
-            truncated, or larger than Pillow's decompression-bomb limit (the
-            limit's warning counts as an error too).
+            truncated, larger than `max_pixels`, or larger than Pillow's
+            decompression-bomb limit (the limit's warning counts as an error too).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return _load_image(Path(path))
+        return _load_image(Path(path), max_pixels)
 
 
-def _load_image(path: Path) -> np.ndarray:
+def _load_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """`load_image` without installing the warning filter (the caller has)."""
     try:
         info = path.stat()
@@ -98,7 +100,7 @@ def _load_image(path: Path) -> np.ndarray:
         raise DataError(f"{path}: empty file (0 bytes), not an image")
     try:
         with Image.open(path) as image:
-            _check_pixel_count(image, path)
+            _check_pixel_count(image, path, max_pixels)
             ImageOps.exif_transpose(image, in_place=True)  # photos taken sideways
             gray = _to_gray(image, path)
     except DataError:
@@ -118,7 +120,9 @@ def _load_image(path: Path) -> np.ndarray:
     return to_white_on_black(gray)
 
 
-def _check_pixel_count(image: Image.Image, path: Path) -> None:
+def _check_pixel_count(image: Image.Image, path: Path, max_pixels: int | None = None) -> None:
+    if max_pixels and image.width * image.height > max_pixels:
+        raise DataError(f"{path}: image too large ({image.width}x{image.height} px; at most {max_pixels:,} px)")
     # Pillow only warns between 1x and 2x its limit, and a warning filter is
     # process-wide state another thread can change: check explicitly as well.
     limit = Image.MAX_IMAGE_PIXELS

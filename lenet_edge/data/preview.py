@@ -31,3 +31,19 @@ def sample_grid(split, output: str | Path, *, per_class: int = 10, seed: int = 0
     with atomic_path(output, suffix=".png") as tmp:
         image.save(tmp, format="PNG")
     return output
+
+
+def number_sheet(images: list[np.ndarray], output: str | Path, *, scale: int = 2) -> Path:
+    """Write a PNG with one number image per row (left-aligned, grey between and around them)."""
+    width = max(image.shape[1] for image in images) + 2 * GAP
+    height = sum(image.shape[0] + GAP for image in images) + GAP
+    sheet = np.full((height, width), 96, np.uint8)
+    top = GAP
+    for image in images:
+        sheet[top : top + image.shape[0], GAP : GAP + image.shape[1]] = image
+        top += image.shape[0] + GAP
+    picture = Image.fromarray(sheet).resize((width * scale, height * scale), Image.Resampling.NEAREST)
+    output = Path(output)
+    with atomic_path(output, suffix=".png") as tmp:
+        picture.save(tmp, format="PNG")
+    return output

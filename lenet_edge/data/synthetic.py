@@ -508,3 +508,79 @@ def synthetic_splits(
     seed = _check_count(seed, "seed")
     train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
     return {"train": _generate(n_train, train_seq), "test": _generate(n_test, test_seq)}
+
+
+class Numbers(NamedTuple):
+    """Synthetic handwritten numbers: one image per number and what is written in it."""
+
+    images: list[np.ndarray]  # each (h, w) uint8, white ink (255) on black, one line of digits
+    texts: list[str]  # the digits, left to right, as ASCII ("0912...")
+    boxes: list[list[tuple[int, int, int, int]]]  # per digit, the ink's box (x0, y0, x1, y1), exclusive ends
+
+
+NUMBER_MARGIN = 8  # px of paper around each number
+
+
+def generate_numbers(
+    n: int, seed: int, *, lengths: tuple[int, int] = (4, 11), touching: float = 0.15, wobble: float = 0.06
+) -> Numbers:
+    """Generate `n` handwritten numbers: lines of synthetic digits, left to right.
+
+    The digits come from `generate` (so ۰ is the small dot or ring it draws,
+    a third or so of the others' height); each is cropped to its ink and set
+    on a line with spacing jitter (gaps of 15-60% of a digit's width), a
+    wobbling baseline (each digit's middle drifts by up to `wobble` of the
+    line's height from its neighbour's), and some touching pairs (gap -1 or
+    0 px, where strokes usually meet). Same `(n, seed)`, same images.
+
+    Args:
+        n: how many numbers.
+        seed: non-negative integer.
+        lengths: fewest and most digits per number.
+        touching: probability that two neighbours are set with no gap.
+        wobble: baseline drift per digit, as a fraction of the tallest digit.
+
+    Returns:
+        `Numbers(images, texts, boxes)`.
+
+    Raises:
+        ValueError: a count, the seed or `lengths` out of range.
+    """
+    n, seed = _check_count(n, "n"), _check_count(seed, "seed")
+    lo, hi = lengths
+    if not 1 <= lo <= hi:
+        raise ValueError(f"lengths must be (fewest, most) with 1 <= fewest <= most; got {lengths!r}")
+    layout_seq, digit_seq = np.random.SeedSequence([seed, 1]).spawn(2)  # [seed, 1]: apart from generate(seed)
+    rng = np.random.default_rng(layout_seq)
+    counts = rng.integers(lo, hi + 1, size=n)
+    glyphs, labels = _generate(int(counts.sum()), digit_seq)
+    images, texts, boxes = [], [], []
+    start = 0
+    for count in counts:
+        crops = [_ink_crop(g) for g in glyphs[start : start + count]]
+        texts.append("".join(str(d) for d in labels[start : start + count]))
+        start += count
+        tallest = max(c.shape[0] for c in crops)
+        mids = np.cumsum(rng.uniform(-wobble, wobble, size=count)) * tallest  # the drifting middle line
+        mids -= mids.mean()
+        spaced = rng.uniform(0.15, 0.6, size=count) * np.array([c.shape[1] for c in crops])
+        gaps = np.where(rng.random(count) < touching, rng.integers(-1, 1, size=count), np.rint(spaced)).astype(int)
+        height = int(tallest + 2 * np.abs(mids).max() + 2 * NUMBER_MARGIN) + 1
+        width = int(sum(c.shape[1] for c in crops) + gaps[:-1].sum() + 2 * NUMBER_MARGIN)
+        line = np.zeros((height, width), np.uint8)
+        x, placed = NUMBER_MARGIN, []
+        for crop, mid, gap in zip(crops, mids, gaps, strict=True):
+            h, w = crop.shape
+            y = int(round(height / 2 + mid - h / 2))
+            np.maximum(line[y : y + h, x : x + w], crop, out=line[y : y + h, x : x + w])
+            placed.append((x, y, x + w, y + h))
+            x += w + int(gap)
+        images.append(line)
+        boxes.append(placed)
+    return Numbers(images, texts, boxes)
+
+
+def _ink_crop(image: np.ndarray) -> np.ndarray:
+    """The bounding box of an image's ink (a generated digit always has some)."""
+    rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    return image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]

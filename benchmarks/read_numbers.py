@@ -1,0 +1,269 @@
+"""Reading whole numbers: Hoda digits composed into numbers, read back with `lenet_edge.reading`.
+
+    python benchmarks/read_numbers.py [--data ../shared/data/hoda] [--run benchmarks/runs/lenet5] [--split test]
+
+Each number is 4-11 digits drawn from one Hoda split at their scanned size
+(Hoda's raw records keep each digit's size at 200 dpi: ۰ is about 12 px tall,
+the others about 30 px), centred on a common middle line, in two layouts:
+
+- spaced: gaps of 15-60% of the mean width of the two neighbours;
+- tight: gaps of -1 to 2 px, so many neighbours' strokes touch;
+
+then scaled by 0.8-2.5x (bilinear), written dark on light for half of them,
+with Gaussian noise and a few specks of ink. Every number goes through the
+polarity step of `load_image` and `reading.read_array` with the run's int8
+model. Reported per layout and per length: exact-number accuracy, digit
+accuracy (digits matched by longest common subsequence, over the true
+digits), the share of numbers whose digit count came out wrong, and images
+refused; plus the time to read one 11-digit number end to end.
+
+The segmentation was developed on synthetic numbers and on numbers composed
+from Hoda's TRAIN digits (`--split train`, which prints its tables and writes no file);
+the test split is only ever used here, to write benchmarks/NUMBERS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from common import DEFAULT_HODA, HERE, ROOT, machine_line, percent, portable
+from PIL import Image
+
+sys.path.insert(0, str(ROOT))
+
+from lenet_edge.data.cdb import read_cdb  # noqa: E402
+from lenet_edge.data.preprocess import to_white_on_black  # noqa: E402
+from lenet_edge.inference import resolve_model  # noqa: E402
+from lenet_edge.machine import loadavg, machine_info  # noqa: E402
+from lenet_edge.reading import Classifier, read_array  # noqa: E402
+
+LAYOUTS = ("spaced", "tight")
+LENGTHS = tuple(range(4, 12))
+SCALE = (0.8, 2.5)
+MARGIN = 12  # px of paper around the number before scaling
+NOISE_SIGMA = 12.0  # Gaussian noise on 0-255 grey levels
+TIMING_RUNS = 300
+
+
+def compose(digits: list[np.ndarray], layout: str, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Raw binary digits (ink 255) side by side on a common middle line -> a white-on-black line, unscaled."""
+    widths = [d.shape[1] for d in digits]
+    if layout == "spaced":
+        gaps = [round(rng.uniform(0.15, 0.6) * (a + b) / 2) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    else:
+        gaps = list(rng.integers(-1, 3, size=len(digits) - 1))
+    height = max(d.shape[0] for d in digits) + 2 * MARGIN
+    width = sum(widths) + sum(gaps) + 2 * MARGIN
+    line = np.zeros((height, width), np.uint8)
+    x = MARGIN
+    for i, d in enumerate(digits):
+        top = (height - d.shape[0]) // 2  # the common middle line
+        cell = line[top : top + d.shape[0], x : x + d.shape[1]]
+        np.maximum(cell, d, out=cell)  # strokes that meet merge, as on paper
+        x += d.shape[1] + (gaps[i] if i < len(gaps) else 0)
+    return line, rng.uniform(*SCALE)
+
+
+def render(line: np.ndarray, scale: float, dark_on_light: bool, rng: np.random.Generator) -> np.ndarray:
+    """Scale, add specks and noise, and choose the polarity: the image a user would hand over."""
+    h, w = line.shape
+    image = np.asarray(
+        Image.fromarray(line).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR),
+        np.float64,
+    )
+    for _ in range(rng.integers(0, 4)):  # specks: 1-3 px dots of ink on the paper
+        y, x = rng.integers(0, image.shape[0] - 2), rng.integers(0, image.shape[1] - 2)
+        image[y : y + rng.integers(1, 3), x : x + rng.integers(1, 3)] = 255
+    image += rng.normal(0, NOISE_SIGMA, image.shape)
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return 255 - image if dark_on_light else image
+
+
+def lcs(a: str, b: str) -> int:
+    """Length of the longest common subsequence of two digit strings."""
+    row = [0] * (len(b) + 1)
+    for ca in a:
+        prev = 0
+        for j, cb in enumerate(b):
+            prev, row[j + 1] = row[j + 1], prev + 1 if ca == cb else max(row[j + 1], row[j])
+    return row[-1]
+
+
+def evaluate(images: list[np.ndarray], labels: np.ndarray, classify, per_cell: int, seed: int) -> dict:
+    """Read `per_cell` numbers per (layout, length); return the per-number outcomes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for layout in LAYOUTS:
+        for length in LENGTHS:
+            for _ in range(per_cell):
+                idx = rng.integers(0, len(images), size=length)
+                truth = "".join(str(labels[i]) for i in idx)
+                line, scale = compose([images[i] for i in idx], layout, rng)
+                image = render(line, scale, bool(rng.integers(0, 2)), rng)
+                result = read_array(to_white_on_black(image), classify)
+                text = result.get("text", "")
+                rows.append((layout, length, truth, text, "error" in result))
+    return rows
+
+
+def summarise(rows, key) -> list[tuple]:
+    groups: dict = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    out = []
+    for name, members in groups.items():
+        n = len(members)
+        exact = sum(t == p for _, _, t, p, _ in members) / n
+        digits = sum(lcs(t, p) for _, _, t, p, _ in members) / sum(len(t) for _, _, t, _, _ in members)
+        count = sum(len(t) != len(p) for _, _, t, p, _ in members) / n
+        refused = sum(e for *_, e in members) / n
+        out.append((name, n, exact, digits, count, refused))
+    return out
+
+
+def time_one(images, labels, classify, seed: int) -> dict:
+    """p50/p90 ms to read one 11-digit number (tight and spaced, scale 1.0 and 2.5), interleaved."""
+    rng = np.random.default_rng(seed)
+    cases = {}
+    for layout in LAYOUTS:
+        idx = rng.integers(0, len(images), size=11)
+        line, _ = compose([images[i] for i in idx], layout, rng)
+        for scale in (1.0, 2.5):
+            cases[f"{layout}, {scale}x"] = to_white_on_black(render(line, scale, True, rng))
+    pieces = {name: 0 for name in cases}
+    for name, image in cases.items():  # how many pieces the interpreter calls classify in all
+
+        def counting(images, name=name):
+            pieces[name] += len(images)
+            return classify(images)
+
+        read_array(image, counting)
+    samples = {name: [] for name in cases}
+    for image in cases.values():  # warm-up
+        for _ in range(20):
+            read_array(image, classify)
+    for _ in range(TIMING_RUNS):
+        for name, image in cases.items():
+            start = time.perf_counter_ns()
+            read_array(image, classify)
+            samples[name].append(time.perf_counter_ns() - start)
+    return {
+        name: (np.percentile(s, 50) / 1e6, np.percentile(s, 90) / 1e6, cases[name].shape, pieces[name], min(s) / 1e6)
+        for name, s in samples.items()
+    }
+
+
+def machine() -> str:
+    """The shared machine line (CPU with family/model, instruction sets, cores, versions)."""
+    import ai_edge_litert
+    import PIL
+    import scipy
+
+    versions = {
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "Pillow": PIL.__version__,
+        "ai-edge-litert": getattr(ai_edge_litert, "__version__", "?"),
+    }
+    return machine_line({"machine": machine_info(loadavg(), versions)}, versions)
+
+
+def table(title: str, stats: list[tuple]) -> list[str]:
+    lines = [
+        f"| {title} | numbers | exact number | digits | wrong digit count | refused |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, n, exact, digits, count, refused in stats:
+        cells = [str(n), f"**{percent(exact)}**", percent(digits), percent(count), percent(refused)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_HODA, help="Hoda directory (.cdb files)")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=HERE / "runs" / "lenet5",
+        help="a run trained on Hoda with the default recipe, exported with --int8 (benchmarks/hoda.py writes this one)",
+    )
+    parser.add_argument("--split", choices=["test", "train"], default="test", help="train: for development only")
+    parser.add_argument("--per-cell", type=int, default=150, help="numbers per layout and length")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=HERE / "NUMBERS.md")
+    args = parser.parse_args()
+    name = {"test": "Test 20000.cdb", "train": "Train 60000.cdb"}[args.split]
+    if not (args.data / name).is_file():
+        sys.exit(f"{args.data}: no '{name}' there; pass --data DIR")
+    model = resolve_model(None, args.run)
+    classify = Classifier(model.read_bytes())
+    cdb = read_cdb(args.data / name)
+    load_start = open("/proc/loadavg").read().split()[0]
+    started = time.perf_counter()
+    rows = evaluate(cdb.images, cdb.labels, classify, args.per_cell, args.seed)
+    seconds = time.perf_counter() - started
+    timing = time_one(cdb.images, cdb.labels, classify, args.seed + 1)
+    load_end = open("/proc/loadavg").read().split()[0]
+    by_layout = summarise(rows, lambda r: r[0])
+    by_length = summarise(rows, lambda r: (r[0], r[1]))
+    for line in table("layout", by_layout):
+        print(line)
+    if args.split != "test":
+        for line in table("layout, length", [(f"{a} {b}", *rest) for (a, b), *rest in by_length]):
+            print(line)
+        for name, (p50, p90, shape, n, fastest) in timing.items():
+            print(f"{name} {shape}, {n} pieces: p50 {p50:.2f} ms, p90 {p90:.2f} ms, min {fastest:.2f} ms")
+        return
+    lines = [
+        "# Reading whole numbers: Hoda test digits composed into numbers",
+        "",
+        "Regenerated by `python benchmarks/read_numbers.py` (do not edit by hand). "
+        f"{len(rows):,} numbers of 4-11 digits ({args.per_cell} per layout and length), composed from the digits of "
+        "Hoda's test set at their scanned size on a common middle line: *spaced* (gaps of 15-60% of a digit's "
+        "width) or *tight* (gaps of -1 to 2 px: many strokes touch); scaled 0.8-2.5x, half of them dark on light, "
+        f"Gaussian noise (sigma {NOISE_SIGMA:.0f} grey levels) and up to three specks each. Read by "
+        "`lenet_edge.reading.read_array` (segmentation, then the int8 QAT model of the Hoda run) after the polarity "
+        "step of `load_image`. The segmentation was developed on synthetic numbers and on numbers composed from "
+        "Hoda's training digits (`--split train`). The figures of one intermediate version on these test "
+        "numbers were seen during development; no setting was chosen by them.",
+        "",
+        machine(),
+        "",
+        f"Load average (1 min): {load_start} at the start, {load_end} at the end. Reading all {len(rows):,} "
+        f"numbers took {seconds:.1f} s.",
+        "",
+        "*exact number*: every digit right and none missing or extra. *digits*: true digits read, matched by "
+        "longest common subsequence. *wrong digit count*: numbers read with too few or too many digits. "
+        "*refused*: images answered with an error (counted as wrong).",
+        "",
+        *table("layout", by_layout),
+        "",
+        *table("layout, length", [(f"{a}, {b} digits", *rest) for (a, b), *rest in by_length]),
+        "",
+        "## Time to read one 11-digit number",
+        "",
+        "End to end from the grayscale array: ink mask, segmentation (components, cut candidates), "
+        "preprocessing of every candidate piece (each group whole, and each piece a group not read surely "
+        "might be cut into), two batched calls of the int8 model in one kept LiteRT interpreter (XNNPACK, "
+        "one thread), "
+        f"the record. p50, p90 and min of {TIMING_RUNS} runs after warm-up, the four numbers interleaved. "
+        "The machine was busy (see the load average above): the minimum is the closest to an idle one.",
+        "",
+        "| number | image (h x w px) | pieces classified | p50 | p90 | min |",
+        "|---|---|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {shape[0]} x {shape[1]} | {n} | {p50:.2f} ms | {p90:.2f} ms | {fastest:.2f} ms |"
+            for name, (p50, p90, shape, n, fastest) in timing.items()
+        ),
+    ]
+    args.out.write_text(portable("\n".join(lines) + "\n"), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Read: whole handwritten numbers in image files, digit by digit.
+
+`read(paths)` loads each image as `predict` does (`load_image`: grayscale,
+white ink on black), refusing images above `MAX_PIXELS` before their pixels
+are decoded; finds the digits with `segment.segment` (which asks the model to
+choose where touching digits are cut); every segment is preprocessed exactly
+as a single digit for `predict` and classified by one loaded interpreter, in
+at most two batched calls per image (the groups whole, then the pieces of
+those that may hold touching digits). The result per image is the number as written (most
+significant digit first, left to right), in ASCII and Persian digits, with a
+box and a confidence per digit.
+
+An image that gives no number is an `error` entry naming why: no ink, only
+specks, ink over most of the image (no paper), more pieces than a number has,
+or pieces that do not look like digits (a digit below `min_confidence`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .data.folders import load_image
+from .data.preprocess import INK_THRESHOLD
+from .errors import DataError
+from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
+from .manifest import PERSIAN_DIGITS
+from .quiet import native_stderr_captured
+from .segment import Segment, SegmentConfig, TooManyMarks, segment
+
+MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone photo), checked before decoding
+MAX_DIGITS = 40  # more segments than this is not one number
+MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, so no number
+MIN_BATCH = 16  # smallest interpreter batch: a number's pieces are padded up to a power of two
+MIN_CONFIDENCE = 0.3  # default: a segment the model is less sure of than this is not taken for a digit
+
+
+class Classifier:
+    """The model, kept loaded, classifying preprocessed digits in batches.
+
+    The one place `read` touches a runtime: a model handle (`runtimes.open_model`,
+    LiteRT with XNNPACK, fastest on a batch) whose batch is padded up to a power
+    of two, so that XNNPACK rarely has to plan the graph again for a new size.
+    """
+
+    def __init__(self, model: bytes | str | os.PathLike):
+        from .runtimes import open_model
+
+        with native_stderr_captured():  # XNNPACK's "Created delegate" INFO line
+            self.model = open_model(bytes(model) if isinstance(model, bytes | bytearray) else Path(model))
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(N, 28, 28) uint8 preprocessed digits -> (N, 10) float64 probabilities."""
+        n = len(images)
+        padded = np.zeros((max(MIN_BATCH, 1 << (n - 1).bit_length()), *images.shape[1:]), np.uint8)
+        padded[:n] = images
+        self.model.set_batch(len(padded))
+        return softmax(self.model.logits(self.model.run(padded))[:n])
+
+
+def read_array(
+    gray: np.ndarray,
+    classify: Classifier,
+    *,
+    min_confidence: float = MIN_CONFIDENCE,
+    config: SegmentConfig | None = None,
+) -> dict:
+    """Read the number in one white-on-black uint8 image.
+
+    Returns:
+        `text`, `persian`, `confidence` (the lowest of the digits'), `digits`
+        (`[{digit, box, confidence}]`, left to right); or `error` saying why
+        there is no number.
+    """
+    ink = gray > INK_THRESHOLD  # the photo front end's mask will replace this one line
+    share = float(ink.mean()) if ink.size else 0.0
+    if share == 0:
+        return {"error": "no ink (a blank image)"}
+    if share > MAX_INK_SHARE:
+        return {"error": f"no number: ink covers {100 * share:.0f}% of the image (no paper around the writing)"}
+    try:
+        segments = segment(gray, ink, classify, config or SegmentConfig())
+    except TooManyMarks as exc:
+        return {"error": f"not a number: {exc.count} separate marks (at most {MAX_DIGITS} digits are read)"}
+    if not segments:
+        return {"error": "no digits: only specks of ink"}
+    if len(segments) > MAX_DIGITS:
+        return {"error": f"not a number: {len(segments)} separate marks (at most {MAX_DIGITS} digits are read)"}
+    return _record(segments, min_confidence)
+
+
+def _record(segments: list[Segment], min_confidence: float) -> dict:
+    probs = np.stack([s.probs for s in segments])  # (N, 10), scored inside `segment`
+    digits = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(digits)), digits]
+    worst = int(confidence.argmin())
+    if confidence[worst] < min_confidence:
+        return {
+            "error": f"does not look like digits: the mark at {list(segments[worst].box)} is a digit with "
+            f"{100 * confidence[worst]:.0f}% confidence at best (minimum {100 * min_confidence:.0f}%)"
+        }
+    text = "".join(str(d) for d in digits)
+    return {
+        "text": text,
+        "persian": "".join(PERSIAN_DIGITS[d] for d in digits),
+        "confidence": round(float(confidence.min()), PROB_DIGITS),  # as sure as its least sure digit
+        "digits": [
+            {"digit": int(d), "box": list(s.box), "confidence": round(float(c), PROB_DIGITS)}
+            for d, s, c in zip(digits, segments, confidence, strict=True)
+        ],
+    }
+
+
+def read(
+    paths: Iterable[str | os.PathLike],
+    model_path: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike = "export",
+    *,
+    min_confidence: float = MIN_CONFIDENCE,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Read the handwritten number in each image file.
+
+    Args:
+        paths: image files (any format Pillow reads; either polarity, any size up to
+            `MAX_PIXELS`) and directories (searched recursively, see `image_files`).
+        model_path: a .tflite digit model, as for `predict`; default the run's int8 model.
+        run_dir: the run directory, when `model_path` is None.
+        min_confidence: a segment classified below this (0-1) makes the image "not digits".
+        progress: called as `progress(done, total)` after each image.
+        log: told about choices made (e.g. falling back to the float32 model).
+
+    Returns:
+        One dict per image file, in order: `path`, `text` ("09123456789"),
+        `persian` ("۰۹۱۲۳۴۵۶۷۸۹"), `confidence` (the lowest of its digits'), `digits` (`[{digit, box: [x0, y0,
+        x1, y1], confidence}]`, left to right); or `path` and `error`.
+
+    Raises:
+        ValueError: `min_confidence` outside 0-1.
+        ModelError: no usable model (says what to run) or a preprocessing mismatch.
+        DataError: a directory without image files.
+    """
+    if not 0 <= min_confidence <= 1:
+        raise ValueError(f"min_confidence must be between 0 and 1; got {min_confidence!r}")
+    model = resolve_model(model_path, run_dir, log=log)
+    files = image_files(paths)
+    classify = Classifier(model.read_bytes())  # read once: every image runs the file that was checked
+    results = []
+    for path in files:
+        try:
+            gray = load_image(path, max_pixels=MAX_PIXELS)
+        except DataError as exc:
+            entry = {"error": _without_path(str(exc), path)}
+        else:
+            entry = read_array(gray, classify, min_confidence=min_confidence)
+        results.append({"path": str(path), **entry})
+        if progress:
+            progress(len(results), len(files))
+    return results

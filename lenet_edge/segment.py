@@ -1,0 +1,437 @@
+"""Segmentation: the digits of one handwritten number, left to right.
+
+`segment(gray, ink, score)` takes a white-on-black grayscale image and its ink
+mask (today `gray > INK_THRESHOLD` after `load_image`'s polarity step) and
+returns one `Segment` per digit, ordered left to right: Persian numbers are
+written most significant digit first from the left, also inside right-to-left
+text. The steps:
+
+1. connected components of the ink (`scipy.ndimage.label`, 8-connected);
+2. the line's ink height H: the median component height, weighted by area, so
+   neither specks nor the small ۰ move it (a line lower than `min_height` px is
+   dust: no digits);
+3. specks dropped: components smaller than `speck_area * H^2`;
+4. pieces of one digit merged: components whose horizontal extents overlap by
+   at least `merge_overlap` of the narrower one (a broken stroke);
+5. a small group (lower than `small_height * H`) is kept only when it sits
+   within `mid_band * H` of the line's middle: that is ۰, written as a dot or a
+   ring about a third of the others' height at mid-line. A small mark above or
+   below the line, or lower than any ۰, is dropped;
+6. touching digits split: every group is first classified whole (one batched
+   `score` call); a group wider than `split_width * H` that is not read surely
+   (`sure_whole`) is cut at a few candidate columns (minima of its vertical
+   ink projection, and columns where the ink's height jumps, as where a ۰
+   touches a tall neighbour) into atoms. Every run of consecutive atoms that
+   could be one digit (within a group, or across two groups overlapping by
+   `join_overlap * H`) is preprocessed and classified, all in a second batched
+   call; dynamic programming then picks the runs covering every atom whose
+   confidences, each weighted by a shape check (`plausible`), have the highest
+   product. Without `score`, a group is cut at its deepest minima only when
+   wider than `max_width * H`;
+7. the segments, ordered by the centres of their boxes.
+
+Each segment's crop keeps only its own ink (a neighbour's stroke inside its
+box is blanked), ready for `preprocess`, exactly as a digit for `predict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .data.preprocess import preprocess
+
+Score = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) uint8 preprocessed digits -> (N, 10) probabilities
+IMPLAUSIBLE = 0.1  # weight of a class a piece's shape rules out
+ZERO_MIN_HEIGHT = 0.2  # * H: Hoda's ۰, 0.5th percentile of height over the others' median
+LOW_SLACK = 0.15  # margin below DIGIT_ASPECT's narrowest: a slanted stroke's box is a little wider or narrower
+# width / height of each digit, 0.5th and 99.5th percentiles over Hoda's 60,000 training digits
+DIGIT_ASPECT = (
+    (0.67, 1.67),
+    (0.13, 0.70),
+    (0.36, 0.87),
+    (0.49, 1.14),
+    (0.40, 1.12),
+    (0.52, 1.50),
+    (0.41, 1.32),
+    (0.55, 1.41),
+    (0.56, 1.36),
+    (0.37, 1.08),
+)
+_EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal step of a thin stroke stays one component
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Thresholds of the segmentation, as fractions of the line's ink height H."""
+
+    min_height: int = 6  # px: a line of ink lower than this is dust (Hoda's smallest ۰ is ~6 px at 200 dpi)
+    speck_area: float = 0.02  # a component below this * H^2 px is a speck (99.9% of Hoda's ۰ are larger)
+    small_height: float = 0.55  # a group lower than this * H is small: kept only at mid-line (a ۰)
+    mid_band: float = 0.2  # a small group's centre must lie within this * H of the line's middle
+    merge_overlap: float = 0.5  # horizontal overlap, as a fraction of the narrower piece, that makes one digit
+    join_overlap: float = 0.1  # two groups overlapping horizontally by this * H may be one digit (a ۸ not closed)
+    split_width: float = 0.45  # groups wider than this * H are tried with cuts (۱ + ۱ touching is ~0.55 H)
+    max_width: float = 1.5  # no single digit is wider than this * H (Hoda's widest: ~1.4 H)
+    min_piece: float = 0.15  # a cut leaves pieces at least this * H wide
+    cut_spacing: float = 0.25  # candidate cuts at least this * H apart (a ۱ is about 0.25 H wide)
+    max_cuts: int = 4  # candidate cut columns per group
+    wide: float = 0.8  # a group wider than this * H gets more candidates, closer together:
+    wide_max_cuts: int = 8
+    wide_cut_spacing: float = 0.15
+    extent_jump: float = 0.25  # also cut where the ink's height changes by this * H between columns (0: never)
+    aspect_slack: float = 0.0  # margin above DIGIT_ASPECT's widest: wider than that is two digits touching
+    sure_whole: float = 0.88  # a group read as one digit at least this surely is not tried with cuts
+    max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
+
+
+class TooManyMarks(ValueError):
+    """More separate marks than one handwritten number has (`SegmentConfig.max_marks`)."""
+
+    def __init__(self, count: int):
+        super().__init__(f"{count} separate marks")
+        self.count = count
+
+
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """One digit found in the image."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels (x1, y1 exclusive)
+    crop: np.ndarray  # the box of the grayscale image, white on black, other segments' ink blanked
+    image: np.ndarray  # crop after `preprocess`: (28, 28) uint8, the model's input
+    probs: np.ndarray | None = None  # `score`'s (10,) output for `image`, when a score was given
+
+
+@dataclass
+class _Group:
+    """Components taken as one digit (or as touching digits, before splitting)."""
+
+    labels: list[int]
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    mask: np.ndarray | None = None  # (height, width) bool: the group's own ink in its box, once known
+
+    def own(self, labels: np.ndarray) -> np.ndarray:
+        """The group's ink in its box (computed once)."""
+        if self.mask is None:
+            self.mask = np.isin(labels[self.y0 : self.y1, self.x0 : self.x1], self.labels)
+        return self.mask
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+
+def ink_height(heights: np.ndarray, areas: np.ndarray) -> float:
+    """Area-weighted median of component heights: the height of the line's ordinary digits."""
+    order = np.argsort(heights, kind="stable")
+    cumulative = np.cumsum(areas[order])
+    return float(heights[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def segment(
+    gray: np.ndarray, ink: np.ndarray, score: Score | None = None, config: SegmentConfig = SegmentConfig()
+) -> list[Segment]:
+    """The digits of the number in `gray`, left to right (see the module docstring).
+
+    Args:
+        gray: 2-D uint8 image, white ink on black.
+        ink: boolean mask of the ink, the same shape.
+        score: classifies preprocessed digits; chooses where touching digits are cut.
+        config: the thresholds.
+
+    Returns:
+        One `Segment` per digit, left to right; empty when there is no ink or only specks
+        (ink lower than `min_height` px).
+
+    Raises:
+        TooManyMarks: more than `config.max_marks` components besides specks.
+    """
+    if gray.shape != ink.shape or gray.ndim != 2:
+        raise ValueError(f"gray {gray.shape} and ink {ink.shape} must be 2-D and of the same shape")
+    labels, n = ndimage.label(ink, structure=_EIGHT)
+    if n == 0:
+        return []
+    slices = ndimage.find_objects(labels)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices])  # (n, 4) x0 y0 x1 y1
+    height = ink_height(boxes[:, 3] - boxes[:, 1], areas)
+    if height < config.min_height:  # dust on a blank page, not writing
+        return []
+    kept = np.flatnonzero(areas >= config.speck_area * height * height)
+    if len(kept) > config.max_marks:  # a page of text or a noisy photo: do not spend seconds on it
+        raise TooManyMarks(len(kept))
+    groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config)
+
+    groups.sort(key=lambda g: (g.x0 + g.x1) / 2)
+    tall = [g for g in groups if g.height >= config.small_height * height]
+    whole: dict[int, tuple] = {}  # id(group) -> (crop, box, image, probs) of the group taken as one digit
+    for group in groups:
+        crop, box = _crop(gray, ink, labels, [(group, group.x0, group.x1)], height, config)
+        whole[id(group)] = (crop, box, preprocess(crop), None)
+    if score is not None and groups:
+        # first pass: every group as one digit; a group read surely enough is not cut (most digits)
+        results = np.asarray(score(np.stack([whole[id(g)][2] for g in groups])), np.float64)
+        for group, p in zip(groups, results, strict=True):
+            whole[id(group)] = (*whole[id(group)][:3], p)
+
+    # atoms: the groups, left to right, each cut at its candidate columns into column ranges
+    atoms: list[tuple[_Group, int, int]] = []
+    for group in groups:
+        cuts: list[int] = []
+        if score is not None and group.width > config.split_width * height:
+            box, p = whole[id(group)][1], whole[id(group)][3]
+            if plausible(p, box, height, _middle(tall, (box[0] + box[2]) / 2), config).max() < config.sure_whole:
+                cuts = _candidate_cuts(labels, group, height, config)
+        elif score is None and group.width > config.max_width * height:
+            cuts = _deepest_cuts(labels, group, height, config)
+        points = [group.x0, *cuts, group.x1]
+        own = group.own(labels)
+        # a cut range without ink (between two components of a merged group) is no part of any digit
+        atoms += [(group, a, b) for a, b in zip(points, points[1:]) if own[:, a - group.x0 : b - group.x0].any()]  # noqa: B905
+    spans = [(i, i + 1) for i in range(len(atoms))]
+    if score is not None:
+        spans = _spans(atoms, height, config)
+    crops, images, probs = {}, {}, {}
+    for span in spans:
+        first, last = atoms[span[0]], atoms[span[1] - 1]
+        if first[0] is last[0] and (first[1], last[2]) == (first[0].x0, first[0].x1):  # one whole group: done
+            crop, box, image, p = whole[id(first[0])]
+            crops[span], images[span] = (crop, box), image
+            if p is not None:
+                probs[span] = p
+        else:
+            crops[span] = _crop(gray, ink, labels, atoms[span[0] : span[1]], height, config)
+            images[span] = preprocess(crops[span][0])
+    chosen = spans
+    if score is not None and images:
+        todo = [span for span in spans if span not in probs]
+        if todo:  # second pass: the pieces of the groups that may hold touching digits, in one batch
+            probs.update(zip(todo, np.asarray(score(np.stack([images[s] for s in todo])), np.float64), strict=True))
+        boxes_of = {span: box for span, (_, box) in crops.items()}
+        middles = {span: _middle(tall, (box[0] + box[2]) / 2) for span, box in boxes_of.items()}
+        chosen = _best_spans(len(atoms), probs, boxes_of, middles, height, config)
+    segments = [Segment(crops[span][1], crops[span][0], images[span], probs.get(span)) for span in chosen]
+    return sorted(segments, key=lambda s: (s.box[0] + s.box[2]) / 2)
+
+
+def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentConfig) -> list[tuple[int, int]]:
+    """Runs of consecutive atoms that could be one digit.
+
+    Atoms join within their group, and across two groups whose boxes overlap horizontally by
+    `join_overlap * H` (the two strokes of a ۸ that do not meet, say); the run must not be wider
+    than a digit, unless it is one atom. Each run is a candidate piece, classified in `segment`'s batch.
+    """
+    joined = [
+        atoms[i][0] is atoms[i + 1][0] or atoms[i][0].x1 - atoms[i + 1][0].x0 >= config.join_overlap * height
+        for i in range(len(atoms) - 1)
+    ]
+    spans = []
+    for start in range(len(atoms)):
+        for stop in range(start + 1, len(atoms) + 1):
+            if stop - start > 1 and not joined[stop - 2]:
+                break
+            x0 = min(a for _, a, _ in atoms[start:stop])
+            x1 = max(b for _, _, b in atoms[start:stop])
+            if stop - start > 1 and x1 - x0 > config.max_width * height:
+                break
+            spans.append((start, stop))
+    return spans
+
+
+def _best_spans(
+    n: int, probs: dict, boxes: dict, middles: dict, height: float, config: SegmentConfig
+) -> list[tuple[int, int]]:
+    """The runs of atoms, covering all n, whose product of plausible confidences is highest.
+
+    Dynamic programming: best[j] = max over candidate runs (i, j) of best[i] * conf(i, j). Each
+    confidence is below 1 (about 0.92 at best for a model trained with label smoothing), so
+    every extra digit costs a little: a cut must make both pieces look like digits.
+    """
+    best = [1.0] + [-1.0] * n
+    back = [0] * (n + 1)
+    for (i, j), p in sorted(probs.items(), key=lambda item: item[0][1]):
+        if best[i] < 0:
+            continue
+        value = best[i] * float(plausible(p, boxes[(i, j)], height, middles[(i, j)], config).max())
+        if value > best[j]:
+            best[j], back[j] = value, i
+    chosen, j = [], n
+    while j > 0:
+        chosen.append((back[j], j))
+        j = back[j]
+    return chosen[::-1]
+
+
+def _merge(boxes: np.ndarray, kept: np.ndarray, config: SegmentConfig) -> list[_Group]:
+    """Components whose column ranges overlap enough become one group; groups sorted by x0."""
+    groups: list[_Group] = []
+    for i in sorted(kept, key=lambda i: boxes[i, 0]):
+        x0, y0, x1, y1 = (int(v) for v in boxes[i])
+        for group in groups:
+            overlap = min(group.x1, x1) - max(group.x0, x0)
+            if overlap > 0 and overlap >= config.merge_overlap * min(group.width, x1 - x0):
+                group.labels.append(int(i) + 1)
+                group.x0, group.y0 = min(group.x0, x0), min(group.y0, y0)
+                group.x1, group.y1 = max(group.x1, x1), max(group.y1, y1)
+                break
+        else:
+            groups.append(_Group([int(i) + 1], x0, y0, x1, y1))
+    return groups
+
+
+def _middle(tall: list[_Group], x: float) -> float | None:
+    """The line's middle near column x: from the two nearest tall groups, so a wavy baseline is followed."""
+    if not tall:
+        return None
+    near = sorted(tall, key=lambda g: abs((g.x0 + g.x1) / 2 - x))[:2]
+    return float(np.mean([(g.y0 + g.y1) / 2 for g in near]))
+
+
+def _keep_small_at_mid_line(groups: list[_Group], height: float, config: SegmentConfig) -> list[_Group]:
+    """Drop small groups away from the line's middle; a small one at mid-line is a ۰."""
+    tall = [g for g in groups if g.height >= config.small_height * height]
+    if not tall:  # a number of zeros only: every group is of the line's own height
+        return groups
+    kept = []
+    for group in groups:
+        if group.height < ZERO_MIN_HEIGHT * height:
+            continue  # lower than any ۰: a fleck
+        if group.height < config.small_height * height:
+            middle = _middle(tall, (group.x0 + group.x1) / 2)
+            if abs((group.y0 + group.y1) / 2 - middle) > config.mid_band * height:
+                continue
+        kept.append(group)
+    return kept
+
+
+def _projection(labels: np.ndarray, group: _Group) -> np.ndarray:
+    """Ink pixels of the group per column of its box."""
+    return group.own(labels).sum(axis=0)
+
+
+def plausible(
+    probs: np.ndarray,
+    box: tuple[int, int, int, int],
+    height: float,
+    middle: float | None = None,
+    config: SegmentConfig = SegmentConfig(),
+) -> np.ndarray:
+    """Class probabilities of a piece, down-weighted where its shape cannot be that digit.
+
+    The model sees every piece scaled into the same 20 px box, so a sliver cut off a stroke can
+    look like a confident ۰ (a blob) or ۱ (a bar), and two touching digits like one wide ۳. The
+    piece's own aspect ratio (`DIGIT_ASPECT`), its height relative to the line's H (۰ is small,
+    every other digit at least half the line's height) and, for ۰, its place (at mid-line, when
+    the line's `middle` there is known) rule those out.
+    """
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    prior = np.ones(len(probs))
+    for digit, (lo, hi) in enumerate(DIGIT_ASPECT):
+        if not lo * (1 - LOW_SLACK) <= w / h <= hi * (1 + config.aspect_slack):
+            prior[digit] = IMPLAUSIBLE
+    if h < 0.5 * height:
+        prior[1:] = IMPLAUSIBLE
+    if h > 0.85 * height:
+        prior[0] = min(prior[0], 0.5)
+    if h < ZERO_MIN_HEIGHT * height:  # a fleck: even Hoda's smallest ۰ is taller
+        prior[0] = IMPLAUSIBLE
+    if (
+        middle is not None
+        and h < config.small_height * height
+        and abs((y0 + y1) / 2 - middle) > config.mid_band * height
+    ):
+        prior[0] = IMPLAUSIBLE  # a small blob above or below the middle: the end of a stroke, not a ۰
+    return probs * prior
+
+
+def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: SegmentConfig) -> list[int]:
+    """Up to `max_cuts` columns at local minima of the ink projection, lowest first, spaced apart."""
+    profile = _projection(labels, group).astype(np.float64)
+    smooth = np.convolve(np.pad(profile, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
+    margin = max(1, round(config.min_piece * height))
+    wide = group.width > config.wide * height  # likely two or more digits: look closer
+    spacing = max(1, round((config.wide_cut_spacing if wide else config.cut_spacing) * height))
+    max_cuts = config.wide_max_cuts if wide else config.max_cuts
+    inner = np.arange(margin, group.width - margin + 1)
+    if inner.size == 0:
+        return []
+    left = smooth[np.clip(inner - 1, 0, None)]
+    right = smooth[np.clip(inner, 0, group.width - 1)]
+    # a cut at column c separates columns < c from >= c: rate it by the lower of the two columns it falls between
+    depth = np.minimum(left, right)
+    is_min = np.r_[True, depth[1:] <= depth[:-1]] & np.r_[depth[:-1] <= depth[1:], True]
+    cuts: list[int] = []
+    for c in inner[is_min][np.argsort(depth[is_min], kind="stable")]:
+        if all(abs(c - d) >= spacing for d in cuts):
+            cuts.append(int(c))
+        if len(cuts) == max_cuts:
+            break
+    if config.extent_jump:
+        # where the ink's vertical extent changes abruptly: a small ۰ at mid-line against a tall neighbour
+        own = group.own(labels)
+        has = own.any(axis=0)
+        top = np.where(has, own.argmax(axis=0), own.shape[0])
+        bottom = np.where(has, own.shape[0] - own[::-1].argmax(axis=0), 0)
+        extent = np.maximum(bottom - top, 0).astype(np.float64)
+        jump = np.abs(np.diff(extent))  # jump[c - 1]: between columns c - 1 and c
+        jumps = [c for c in inner if c < group.width and jump[c - 1] >= config.extent_jump * height]
+        for c in sorted(jumps, key=lambda c: -jump[c - 1])[:2]:
+            if all(abs(c - d) >= margin for d in cuts):
+                cuts.append(int(c))
+    return sorted(group.x0 + c for c in cuts)
+
+
+def _deepest_cuts(labels: np.ndarray, group: _Group, height: float, config: SegmentConfig) -> list[int]:
+    """Without a classifier: cut a too-wide group into round(width / H) pieces at its lowest minima."""
+    count = max(2, round(group.width / height)) - 1
+    candidates = _candidate_cuts(labels, group, height, config)
+    lowest = sorted(candidates, key=lambda c: _projection(labels, group)[c - group.x0])[:count]
+    return sorted(lowest)
+
+
+def _crop(
+    gray: np.ndarray,
+    ink: np.ndarray,
+    labels: np.ndarray,
+    atoms: list[tuple[_Group, int, int]],
+    height: float,
+    config: SegmentConfig,
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The atoms' ink, cropped to its own box, with every other ink pixel blanked.
+
+    A vertical cut can leave a sliver of the neighbour's stroke in a piece; slivers smaller than a
+    speck are dropped so they do not stretch the piece's box.
+    """
+    x0, x1 = min(a for _, a, _ in atoms), max(b for _, _, b in atoms)
+    y0, y1 = min(g.y0 for g, _, _ in atoms), max(g.y1 for g, _, _ in atoms)
+    own = np.zeros((y1 - y0, x1 - x0), bool)
+    cut = False
+    for group, a, b in atoms:
+        own[group.y0 - y0 : group.y1 - y0, a - x0 : b - x0] |= group.own(labels)[:, a - group.x0 : b - group.x0]
+        cut |= (a, b) != (group.x0, group.x1)
+    if cut:
+        parts, n = ndimage.label(own, structure=_EIGHT)
+        if n > 1:
+            sizes = np.bincount(parts.ravel())
+            sizes[0] = 0
+            keep = min(max(config.speck_area * height * height, 0.2 * sizes.max()), sizes.max())  # the largest stays
+            own = (sizes >= keep)[parts]
+    rows, cols = np.flatnonzero(own.any(axis=1)), np.flatnonzero(own.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    box = (int(x0 + c0), int(y0 + r0), int(x0 + c1), int(y0 + r1))
+    crop = gray[box[1] : box[3], box[0] : box[2]].copy()
+    crop[ink[box[1] : box[3], box[0] : box[2]] & ~own[r0:r1, c0:c1]] = 0
+    return crop, box

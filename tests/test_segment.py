@@ -1,0 +1,207 @@
+"""Segmentation: drawn lines of strokes and blobs in, digit boxes out, left to right.
+
+Images are drawn here (bars, discs, rings) so every case knows where its digits
+are; the scoring callback stands in for the classifier where a cut must be
+chosen, so each test says exactly which rule it checks.
+"""
+
+import numpy as np
+import pytest
+
+from lenet_edge.data.preprocess import CANVAS, INK_THRESHOLD, preprocess, to_white_on_black
+from lenet_edge.data.synthetic import generate_numbers
+from lenet_edge.segment import Segment, SegmentConfig, ink_height, plausible, segment
+
+H = 30  # height of an ordinary digit in these drawings, px
+
+
+def canvas(width: int = 200, height: int = 60) -> np.ndarray:
+    return np.zeros((height, width), np.uint8)
+
+
+def bar(image: np.ndarray, x: int, width: int = 5, top: int = 15, height: int = H) -> None:
+    """A ۱: a vertical bar."""
+    image[top : top + height, x : x + width] = 255
+
+
+def vee(image: np.ndarray, x: int, width: int = 22, top: int = 15, pen: int = 3) -> None:
+    """A ۷-like V: two strokes meeting at the bottom."""
+    for row in range(H):
+        half = round((width / 2) * (1 - row / H))
+        for cx in (x + width // 2 - half, x + width // 2 + half):
+            image[top + row, max(cx - pen // 2, 0) : cx + pen // 2 + 1] = 255
+
+
+def disc(image: np.ndarray, cx: int, cy: int, r: float, ring: float = 0.0) -> None:
+    """A ۰: a filled dot, or a ring when `ring` > 0 (its inner radius)."""
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    d = np.hypot(yy - cy, xx - cx)
+    image[(d <= r) & (d >= ring)] = 255
+
+
+def run(image: np.ndarray, score=None, **config) -> list[Segment]:
+    return segment(image, image > INK_THRESHOLD, score, SegmentConfig(**config))
+
+
+def xs(segments: list[Segment]) -> list[int]:
+    return [s.box[0] for s in segments]
+
+
+def test_separate_digits_left_to_right_with_boxes_and_model_input():
+    image = canvas()
+    bar(image, 150)
+    vee(image, 20)
+    bar(image, 90)
+    segments = run(image)
+    assert xs(segments) == [19, 90, 150]  # the V's pen reaches one column left of x
+    assert segments[1].box == (90, 15, 95, 45)
+    for s in segments:
+        assert s.image.shape == (CANVAS, CANVAS) and s.image.dtype == np.uint8 and s.image.max() > 0
+        assert s.probs is None  # no score given
+
+
+def test_zero_dot_and_ring_at_mid_line_are_kept():
+    image = canvas()
+    bar(image, 20)
+    disc(image, 50, 30, 5)  # a dot a third of the line's height, at mid-line
+    disc(image, 80, 30, 6, ring=3.5)  # a small ring
+    bar(image, 110)
+    segments = run(image)
+    assert len(segments) == 4
+    assert segments[1].box == (45, 25, 56, 36)
+    assert segments[2].box[0] == 74
+
+
+def test_speck_dropped_and_small_mark_off_the_line_dropped():
+    image = canvas()
+    bar(image, 20)
+    image[30:32, 50:52] = 255  # a 4-px speck at mid-line: area far below a ۰'s
+    disc(image, 80, 6, 5)  # a ۰-sized dot, but above the line: not a digit
+    bar(image, 110)
+    segments = run(image)
+    assert xs(segments) == [20, 110]
+
+
+def test_broken_digit_is_merged():
+    image = canvas()
+    bar(image, 30, width=6, top=15, height=13)
+    bar(image, 31, width=6, top=31, height=14)  # the same stroke with a 3-px break
+    bar(image, 90)
+    segments = run(image)
+    assert len(segments) == 2
+    assert segments[0].box == (30, 15, 37, 45)
+
+
+def loop(image: np.ndarray, x: int, width: int = 20, top: int = 15, pen: int = 4) -> None:
+    """A ۵-like closed loop, `width` wide and H tall."""
+    image[top : top + H, x : x + width] = 255
+    image[top + pen : top + H - pen, x + pen : x + width - pen] = 0
+
+
+def test_touching_pair_is_split_where_the_classifier_is_most_confident():
+    image = canvas()
+    loop(image, 30)
+    loop(image, 53)
+    image[28:31, 50:53] = 255  # a stroke joins them: one component
+    reference = canvas()
+    loop(reference, 30)
+    alone = preprocess(reference).astype(float)  # what the stand-in classifier knows: one loop
+    seen = []
+
+    def score(images: np.ndarray) -> np.ndarray:
+        # sure of "5" for a piece that looks like the loop, unsure otherwise
+        seen.append(len(images))
+        distance = np.abs(images - alone).mean(axis=(1, 2))
+        probs = np.full((len(images), 10), 0.01)
+        probs[:, 5] = np.where(distance < 20, 0.9, 0.3)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    segments = run(image, score)
+    assert len(seen) == 2 and seen[0] == 1 and seen[1] > 2  # the group whole, unsure; then all its pieces at once
+    left, right = (s.box for s in segments)
+    assert left[:2] == (30, 15) and right[2:] == (73, 45)
+    assert 50 <= left[2] <= right[0] <= 53  # cut in the 3-px bridge
+    assert all(s.probs is not None and s.probs.argmax() == 5 for s in segments)
+    sure = []
+    segments = run(image, lambda images: sure.append(len(images)) or np.tile(np.eye(10)[5], (len(images), 1)))
+    assert [s.box for s in segments] == [(30, 15, 73, 45)] and sure == [1]  # read surely as one digit: not cut
+
+
+def test_too_wide_group_is_cut_without_a_classifier():
+    image = canvas(width=260)
+    for x in (20, 40, 60):
+        vee(image, x, width=22)  # three touching Vs: 2.3 H wide
+    segments = run(image)
+    assert len(segments) >= 2
+    assert xs(segments) == sorted(xs(segments))
+
+
+@pytest.mark.parametrize("dark_on_light", [False, True])
+def test_both_polarities_give_the_same_segments(dark_on_light):
+    image = canvas()
+    bar(image, 20)
+    disc(image, 50, 30, 5)
+    vee(image, 80)
+    given = 255 - image if dark_on_light else image
+    gray = to_white_on_black(given)  # the polarity step `read` applies, as `load_image` does
+    assert [s.box for s in run(gray)] == [s.box for s in run(image)]
+    assert len(run(gray)) == 3
+
+
+def test_no_ink_and_only_specks_give_no_segments():
+    assert run(canvas()) == []
+    image = canvas()
+    image[10, 10] = image[40:42, 60:63] = 255
+    assert run(image) == []  # dust, lower than any digit
+    bar(image, 100)
+    assert xs(run(image)) == [100]
+
+
+def test_neighbour_ink_is_blanked_in_a_crop():
+    image = canvas()
+    vee(image, 30, width=24)
+    bar(image, 52, width=4)  # touches the V's right arm
+    segments = run(image, score=lambda images: np.tile(np.eye(10)[1], (len(images), 1)))
+    for s in segments:
+        assert s.crop.shape == (s.box[3] - s.box[1], s.box[2] - s.box[0])
+
+
+def test_line_height_ignores_specks_and_zeros():
+    heights, areas = np.array([30, 10, 2, 31, 29]), np.array([150, 80, 4, 160, 140])
+    assert ink_height(heights, areas) == 30
+
+
+def test_shape_priors():
+    probs = np.full(10, 0.1)
+    zero_like = plausible(probs, (0, 0, 5, 30), height=30)  # a thin bar: not a ۰
+    assert zero_like[0] < zero_like[1]
+    small = plausible(probs, (0, 0, 10, 10), height=30)  # a third of the line: only a ۰
+    assert small.argmax() == 0
+
+
+def test_synthetic_numbers_segment_into_their_digits():
+    numbers = generate_numbers(12, seed=3, touching=0.0)
+    found = 0
+    for image, text, boxes in zip(*numbers, strict=True):
+        assert len(text) == len(boxes) and 4 <= len(text) <= 11
+        segments = run(image)
+        found += len(segments) == len(text)
+    assert found >= 10  # without a classifier, only broken strokes far apart can fool it
+
+
+def test_generate_numbers_is_deterministic_and_keeps_generate_unchanged():
+    from lenet_edge.data.synthetic import generate
+
+    a, b = generate_numbers(5, seed=7), generate_numbers(5, seed=7)
+    assert a.texts == b.texts and all((x == y).all() for x, y in zip(a.images, b.images, strict=True))
+    assert generate_numbers(5, seed=8).texts != a.texts
+    for image, boxes in zip(a.images, a.boxes, strict=True):
+        assert image.dtype == np.uint8 and set(np.unique(image)) <= {0, 255}
+        for x0, y0, x1, y1 in boxes:
+            assert image[y0:y1, x0:x1].any()
+        assert [box[0] for box in boxes] == sorted(box[0] for box in boxes)
+    images, labels = generate(20, 0)
+    again, labels2 = generate(20, 0)
+    assert (images == again).all() and (labels == labels2).all()
+    with pytest.raises(ValueError, match="lengths"):
+        generate_numbers(1, 0, lengths=(5, 4))
