@@ -181,8 +181,10 @@ def _interpreter(data: bytes, arena_size: int):
     return None, " ".join(text[0].split())
 
 
-def read_model(model: ModelSource) -> bytes:
-    """The model's bytes, after LiteRT's flatbuffer verifier has accepted them (TFLM's own reader does not check).
+def read_model(model: ModelSource) -> tuple[bytes, dict]:
+    """The model's bytes and graph (`inspect_tflite`), once LiteRT's flatbuffer verifier accepted them.
+
+    TFLM's own reader does not verify: a corrupt file must stop here.
 
     Raises:
         ModelError: a missing, empty or corrupt file.
@@ -196,8 +198,10 @@ def read_model(model: ModelSource) -> bytes:
             data = f.read()
     if not data:
         raise ModelError(f"{label(model)}: empty file")
-    inspect_tflite(data)  # ModelError naming the model when LiteRT cannot load it
-    return data
+    try:
+        return data, inspect_tflite(data)
+    except ModelError as exc:  # it names "<N-byte model>"; name the file instead
+        raise ModelError(str(exc).replace(label(data), label(model), 1)) from None
 
 
 def _load_failure(name: str, data: bytes, arena_size: int, text: str) -> ModelError:
@@ -222,7 +226,7 @@ def min_arena_bytes(model: ModelSource) -> int:
     Raises:
         ModelError: TFLM cannot load the model at any arena size (an op it has no kernel for, ...).
     """
-    data = read_model(model)
+    data, _ = read_model(model)
     high = ARENA_FLOOR
     while True:
         interpreter, text = _interpreter(data, high)
@@ -301,8 +305,7 @@ class MicroModel(ModelHandle):
         self.label = label(model)
         if not isinstance(arena_size, int) or arena_size < ARENA_FLOOR:
             raise ValueError(f"arena_size must be an integer >= {ARENA_FLOOR} bytes; got {arena_size!r}")
-        self.data = read_model(model)
-        self.info = inspect_tflite(self.data)
+        self.data, self.info = read_model(model)
         self.arena_size = arena_size
         self.interpreter, text = _interpreter(self.data, arena_size)
         if self.interpreter is None:
