@@ -187,6 +187,10 @@ MAIN_CC = (
 #include "model_settings.h"
 #include "sample_digit.h"
 
+#ifndef TFLITE_SCHEMA_VERSION  // defined by some TFLM versions' schema header, not all
+#define TFLITE_SCHEMA_VERSION 3
+#endif
+
 namespace {
 alignas(16) uint8_t tensor_arena[kTensorArenaSize];
 }  // namespace
