@@ -7,10 +7,12 @@ runs it (one process per export also keeps TFLiteConverter's per-call memory
 leak out of the picture):
 
 1. `data info` twice on a fresh cache: cold decode + preprocess, then the cached load;
-2. `train` with default settings (lenet5: ReLU + max pooling), `export --int8 --ptq --c-array`,
-   `bench` on the test split;
+2. `train` with default settings (lenet5: ReLU + max pooling), `export --int8 --ptq --c-array --micro`,
+   `bench` on the test split (LiteRT, then the same models in TensorFlow Lite Micro);
 3. the same for `--arch lenet5-classic` (tanh + average pooling, the 1998 form),
-   to show why the default is ReLU/max-pool: XNNPACK has no int8 average pooling.
+   to show why the default is ReLU/max-pool: XNNPACK has no int8 average pooling;
+4. the "Microcontroller" section from both runs' bench.json (TFLM section) and
+   manifest (export's micro/ figures).
 
 Run artifacts go to benchmarks/runs/ (git-ignored: they derive from Hoda,
 whose licence forbids redistribution); only the figures land in RESULTS.md.
@@ -31,7 +33,9 @@ def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, 
     run_dir = runs_dir / arch
     times = {}
     times["train_s"] = run(["train", "--data", str(data), "--arch", arch, "--dir", str(run_dir), "--force"], env, log)
-    export = ["export", "--dir", str(run_dir), "--int8", "--ptq"] + (["--c-array"] if arch == "lenet5" else [])
+    export = ["export", "--dir", str(run_dir), "--int8", "--ptq", "--micro"] + (
+        ["--c-array"] if arch == "lenet5" else []
+    )
     times["export_s"] = run(export, env, log)
     times["bench_s"] = run(["bench", "--dir", str(run_dir), "--split", "test", "--runs", str(bench_runs)], env, log)
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -41,12 +45,13 @@ def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, 
         "times": times,
         "manifest": manifest,
         "bench": bench,
-        "bench_md": (run_dir / "bench.md").read_text(),
+        "bench_md": (run_dir / "bench.md").read_text().split("\n## TensorFlow Lite Micro")[0],  # own section below
     }
     if arch == "lenet5":  # the same models on LiteRT's reference kernels, as a microcontroller runs them
         reference_dir = runs_dir / "lenet5-no-xnnpack"
         models = [f"--model={name}={run_dir / f'lenet5_{name}.tflite'}" for name in ("float32", "int8")]
         bench = ["bench", "--dir", str(reference_dir), "--data", str(data), "--split", "test", "--no-xnnpack"]
+        bench.append("--no-micro")  # the TFLM figures come from the run's own bench
         run([*bench, "--runs", str(bench_runs // 3), *models], env, log)
         result["reference_kernels_md"] = (reference_dir / "bench.md").read_text()
     return result
@@ -99,7 +104,62 @@ def render(results: list[dict], loads: dict, data: Path) -> str:
                 r["reference_kernels_md"].strip(),
                 "",
             ]
+    lines += micro_section(results)
     return "\n".join(lines) + "\n"
+
+
+M4_FLASH, M4_RAM = 256 * 1024, 64 * 1024  # a Cortex-M4-class budget (e.g. STM32F4 / nRF52 low end)
+
+
+def micro_section(results: list[dict]) -> list[str]:
+    """The "Microcontroller" section: each run's int8 model in TensorFlow Lite Micro, from bench.json and manifest."""
+    lines = [
+        "## Microcontroller (TensorFlow Lite Micro)",
+        "",
+        "Each run's models in TFLM's own interpreter (the `tflite-micro` package) on the same 20,000 test digits "
+        "(`lenet-edge bench`, on by default), and the `micro/` folder `export --micro` writes. Arena = the exact "
+        "minimum tensor arena (allocation fails one byte below), flash = the model's bytes (the C array), "
+        "agreement = share of identical argmax with LiteRT (XNNPACK, the main table), same raw = share of "
+        "images whose 10 int8 outputs are bit-identical, max |Δ| = largest output difference in quantization "
+        "steps. The TFLM latency ratio is TFLM's portable reference kernels on this PC: it shows correctness "
+        "and memory, not microcontroller speed.",
+        "",
+        "| arch | TFLM int8 top-1 | LiteRT int8 top-1 | agreement | same raw | max \\|Δ\\| | arena | "
+        "kTensorArenaSize | flash | MACs | TFLM int8/float32 p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    budget = []
+    for r in results:
+        micro = r["bench"].get("tflm", {}).get("models", {}).get("int8", {})
+        litert = r["bench"]["models"]["int8"]
+        folder = r["manifest"]["export"].get("micro", {})
+        if "error" in micro or not micro or not folder:
+            lines.append(f"| {r['arch']} | {micro.get('error', 'not measured')} |" + " |" * 9)
+            continue
+        agree = micro["litert"]
+        ratio = (micro.get("ratios_to_reference") or {}).get("p50_latency")
+        lines.append(
+            f"| {r['arch']} | {percent(micro['accuracy'])} | {percent(litert['accuracy'])} | "
+            f"{100 * agree['agreement']:.2f}% ({agree['disagreements']} differ) | "
+            f"{100 * agree['identical_outputs']:.1f}% | {agree['max_abs_diff']:.0f} | "
+            f"{micro['min_arena_bytes']:,} B | {folder['arena_bytes']:,} B | {micro['flash_bytes']:,} B | "
+            f"{micro['macs_total']:,} | {'-' if ratio is None else f'{ratio:.2f}'} |"
+        )
+        budget.append((r["arch"], micro, folder))
+    for arch, micro, _ in budget:
+        layers = " + ".join(f"{layer['op']} {layer['macs']:,}" for layer in micro["macs"] if layer["macs"])
+        lines += ["", f"MACs per image, {arch}: {layers} = {micro['macs_total']:,}."]
+    if budget:
+        lines += ["", f"Against a Cortex-M4-class budget of {M4_FLASH // 1024} KB flash and {M4_RAM // 1024} KB RAM:"]
+        for arch, micro, folder in budget:
+            lines.append(
+                f"- {arch}: the model takes {micro['flash_bytes'] / M4_FLASH:.0%} of the flash "
+                f"(TFLM's code and the {len(micro['macs'])} layers' kernels come on top), kTensorArenaSize "
+                f"{folder['arena_bytes'] / M4_RAM:.0%} of the RAM; {micro['macs_total'] / 1e6:.2f} M MACs per "
+                f"digit: {micro['macs_total'] / 168e6 * 1e3:.1f} ms at one MAC per cycle and 168 MHz, "
+                f"{2 * micro['macs_total'] / 64e6 * 1e3:.1f} ms at two cycles and 64 MHz (arithmetic, not measured)."
+            )
+    return lines
 
 
 def main() -> None:

@@ -130,7 +130,10 @@ def _fixed_width(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    out = [
+        "| " + " | ".join(c.replace("|", "\\|") for c in header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
     for r in rows:
         cells = r if len(r) == len(header) else [r[0], r[1]] + [""] * (len(header) - 2)
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
