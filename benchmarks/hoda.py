@@ -110,6 +110,26 @@ def render(results: list[dict], loads: dict, data: Path) -> str:
 
 M4_FLASH, M4_RAM = 256 * 1024, 64 * 1024  # a Cortex-M4-class budget (e.g. STM32F4 / nRF52 low end)
 
+# Why TFLM and LiteRT can differ, from an op-by-op comparison of the lenet5-classic int8 model's tensors in both
+# interpreters (TFLM's kPreserveAllTensors, LiteRT's experimental_preserve_all_tensors) on Hoda test digits.
+DISAGREEMENT = (
+    "Why the tanh model's predictions can differ: fed the same int8 inputs, TANH and AVERAGE_POOL_2D give "
+    "identical outputs in TFLM and LiteRT, but the requantizing steps (the convolutions' outputs, and the "
+    "int8 -> int8 QUANTIZE after each TANH) round some values one step apart. Each int8 TANH then multiplies "
+    "a one-step input difference by up to its input/output scale ratio ({gains} in this model), and the "
+    "TANH layers compound it; ReLU passes a one-step difference through unchanged, so the default lenet5 "
+    "stays within a few steps. A rounding difference between two integer implementations, not a TFLM error."
+)
+
+
+def tanh_gains(model: Path) -> list[float]:
+    """Input scale / output scale of each int8 TANH: how much a one-step input difference can grow."""
+    from lenet_edge.runtimes.litert import inspect_tflite
+
+    info = inspect_tflite(model)
+    scale = {t["index"]: (t["scales"] or [0.0])[0] for t in info["tensors"]}
+    return [scale[op["inputs"][0]] / scale[op["outputs"][0]] for op in info["ops"] if op["op"] == "TANH"]
+
 
 def micro_section(results: list[dict]) -> list[str]:
     """The "Microcontroller" section: each run's int8 model in TensorFlow Lite Micro, from bench.json and manifest."""
@@ -146,6 +166,16 @@ def micro_section(results: list[dict]) -> list[str]:
             f"{micro['macs_total']:,} | {'-' if ratio is None else f'{ratio:.2f}'} |"
         )
         budget.append((r["arch"], micro, folder))
+    loads = ", ".join(
+        "{} {} -> {}".format(r["arch"], *(r["bench"]["tflm"]["machine"][f"loadavg_1m_{e}"] for e in ("start", "end")))
+        for r in results
+        if "tflm" in r["bench"]
+    )
+    rounds = results[0]["bench"].get("tflm", {}).get("config", {}).get("runs")
+    lines += ["", f"TFLM: {rounds} timed rounds per model; load average {loads}."]
+    gains = [g for r in results for g in tanh_gains(Path(r["bench"]["models"]["int8"]["path"]))]
+    if gains and any(micro["litert"]["disagreements"] for _, micro, _ in budget):
+        lines += ["", DISAGREEMENT.format(gains=f"{min(gains):.1f}-{max(gains):.1f}")]
     for arch, micro, _ in budget:
         layers = " + ".join(f"{layer['op']} {layer['macs']:,}" for layer in micro["macs"] if layer["macs"])
         lines += ["", f"MACs per image, {arch}: {layers} = {micro['macs_total']:,}."]
@@ -154,7 +184,8 @@ def micro_section(results: list[dict]) -> list[str]:
         for arch, micro, folder in budget:
             lines.append(
                 f"- {arch}: the model takes {micro['flash_bytes'] / M4_FLASH:.0%} of the flash "
-                f"(TFLM's code and the {len(micro['macs'])} layers' kernels come on top), kTensorArenaSize "
+                f"(TFLM's code and the kernels of its {len({layer['op'] for layer in micro['macs']})} op types come "
+                "on top), kTensorArenaSize "
                 f"{folder['arena_bytes'] / M4_RAM:.0%} of the RAM; {micro['macs_total'] / 1e6:.2f} M MACs per "
                 f"digit: {micro['macs_total'] / 168e6 * 1e3:.1f} ms at one MAC per cycle and 168 MHz, "
                 f"{2 * micro['macs_total'] / 64e6 * 1e3:.1f} ms at two cycles and 64 MHz (arithmetic, not measured)."
