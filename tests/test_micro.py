@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,13 @@ def _constant(text: str, name: str) -> int:
     return int(re.search(rf"constexpr int {name} = (-?\d+);", text).group(1))
 
 
+def _sample_image(folder: Path) -> np.ndarray:
+    """The (28, 28) uint8 digit embedded in sample_digit.h."""
+    text = (folder / "sample_digit.h").read_text(encoding="utf-8")
+    pixels = re.search(r"kSampleDigit\[784\] = \{([^}]*)\}", text).group(1)
+    return np.array([int(v) for v in pixels.replace("\n", " ").split(",") if v.strip()], np.uint8).reshape(28, 28)
+
+
 def test_micro_folder_is_the_model_and_runs_at_its_arena(micro_run, images):
     folder = micro_run / MICRO_DIR
     manifest = read_manifest(micro_run)
@@ -215,10 +223,8 @@ def test_micro_folder_is_the_model_and_runs_at_its_arena(micro_run, images):
 
     tflm = open_model(model_bytes, "tflm", arena_size=arena)
     litert = open_model(model_bytes, "litert")
-    sample = (folder / "sample_digit.h").read_text(encoding="utf-8")
-    pixels = re.search(r"kSampleDigit\[784\] = \{([^}]*)\}", sample).group(1)
-    image = np.array([int(v) for v in pixels.replace("\n", " ").split(",") if v.strip()], np.uint8).reshape(1, 28, 28)
-    assert _constant(sample, "kSampleDigitLabel") == SAMPLE_DIGIT
+    image = _sample_image(folder)[None]
+    assert _constant((folder / "sample_digit.h").read_text(encoding="utf-8"), "kSampleDigitLabel") == SAMPLE_DIGIT
     predicted = int(tflm.predict(image)[0])
     assert predicted == int(litert.predict(image)[0]) == manifest["export"]["micro"]["sample"]["predicted"]
     x, _ = images
@@ -273,3 +279,37 @@ def test_the_hoda_model_reads_the_sample_correctly():
     quant = {side: info[f"{side}s"][0] for side in ("input", "output")}
     _, figures = micro_files(int8.read_bytes(), quant, 0.25)
     assert figures["sample"]["predicted"] == SAMPLE_DIGIT
+
+
+def test_the_folder_headers_compile_and_quantize_like_the_runtimes(micro_run, tmp_path):
+    """model_settings.h, sample_digit.h and the array compile as C++11; PixelToInput gives the runtimes' int8 input.
+
+    main.cc and micro_ops.h need a TensorFlow Lite Micro source tree, which this project does not carry.
+    """
+    import subprocess
+
+    compiler = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on PATH")
+    folder = micro_run / MICRO_DIR
+    program = tmp_path / "check.cc"
+    program.write_text(
+        '#include <cstdio>\n#include "lenet5_int8.h"\n#include "model_settings.h"\n#include "sample_digit.h"\n'
+        "int main() {\n"
+        '  std::printf("%u %d %d\\n", lenet5_int8_len, kTensorArenaSize, kSampleDigitLabel);\n'
+        '  for (int i = 0; i < kInputSize; ++i) std::printf("%d ", PixelToInput(kSampleDigit[i]));\n'
+        '  for (int p = 0; p < 256; ++p) std::printf("%d ", PixelToInput(static_cast<uint8_t>(p)));\n'
+        "  return 0;\n}\n"
+    )
+    binary = tmp_path / "check"
+    build = [compiler, "-std=c++11", "-Wall", "-Wextra", "-Werror", f"-I{folder}", str(program)]
+    subprocess.run([*build, str(folder / "lenet5_int8.cc"), "-o", str(binary)], check=True, capture_output=True)
+    first, values = subprocess.run([binary], check=True, capture_output=True, text=True).stdout.split("\n", 1)
+    length, arena, label = map(int, first.split())
+    model_bytes = (micro_run / "lenet5_int8.tflite").read_bytes()
+    assert length == len(model_bytes) and arena == read_manifest(micro_run)["export"]["micro"]["arena_bytes"]
+    assert label == SAMPLE_DIGIT
+    q = np.array(values.split(), dtype=np.int64)
+    handle = open_model(model_bytes, "tflm", arena_size=arena)
+    np.testing.assert_array_equal(q[:784], handle.to_input(_sample_image(folder)[None]).reshape(-1))
+    np.testing.assert_array_equal(q[784:], handle.levels)

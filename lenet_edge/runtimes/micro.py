@@ -35,7 +35,7 @@ from ..errors import ModelError
 from .base import ModelHandle, TensorSpec
 from .litert import ModelSource, inspect_tflite, label
 
-ARENA_FLOOR = 1024  # bytes; the interpreter segfaults below 464 (measured), and no graph allocates in < 1100
+ARENA_FLOOR = 1024  # bytes; the interpreter segfaults below 464 (measured); no model tried allocated below 1,100
 DEFAULT_ARENA = 1 << 20  # bytes; ample for a 28x28 classifier (LeNet-5 int8 needs ~8.5 kB, float32 ~30 kB)
 ARENA_CEILING = 1 << 24  # bytes; bisection gives up above this: no model of this project comes near
 
