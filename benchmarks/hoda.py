@@ -7,10 +7,12 @@ runs it (one process per export also keeps TFLiteConverter's per-call memory
 leak out of the picture):
 
 1. `data info` twice on a fresh cache: cold decode + preprocess, then the cached load;
-2. `train` with default settings (lenet5: ReLU + max pooling), `export --int8 --ptq --c-array`,
-   `bench` on the test split;
+2. `train` with default settings (lenet5: ReLU + max pooling), `export --int8 --ptq --c-array --micro`,
+   `bench` on the test split (LiteRT, then the same models in TensorFlow Lite Micro);
 3. the same for `--arch lenet5-classic` (tanh + average pooling, the 1998 form),
-   to show why the default is ReLU/max-pool: XNNPACK has no int8 average pooling.
+   to show why the default is ReLU/max-pool: XNNPACK has no int8 average pooling;
+4. the "Microcontroller" section from both runs' bench.json (TFLM section) and
+   manifest (export's micro/ figures).
 
 Run artifacts go to benchmarks/runs/ (git-ignored: they derive from Hoda,
 whose licence forbids redistribution); only the figures land in RESULTS.md.
@@ -31,7 +33,9 @@ def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, 
     run_dir = runs_dir / arch
     times = {}
     times["train_s"] = run(["train", "--data", str(data), "--arch", arch, "--dir", str(run_dir), "--force"], env, log)
-    export = ["export", "--dir", str(run_dir), "--int8", "--ptq"] + (["--c-array"] if arch == "lenet5" else [])
+    export = ["export", "--dir", str(run_dir), "--int8", "--ptq", "--micro"] + (
+        ["--c-array"] if arch == "lenet5" else []
+    )
     times["export_s"] = run(export, env, log)
     times["bench_s"] = run(["bench", "--dir", str(run_dir), "--split", "test", "--runs", str(bench_runs)], env, log)
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -41,12 +45,13 @@ def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, 
         "times": times,
         "manifest": manifest,
         "bench": bench,
-        "bench_md": (run_dir / "bench.md").read_text(),
+        "bench_md": (run_dir / "bench.md").read_text().split("\n## TensorFlow Lite Micro")[0],  # own section below
     }
     if arch == "lenet5":  # the same models on LiteRT's reference kernels, as a microcontroller runs them
         reference_dir = runs_dir / "lenet5-no-xnnpack"
         models = [f"--model={name}={run_dir / f'lenet5_{name}.tflite'}" for name in ("float32", "int8")]
         bench = ["bench", "--dir", str(reference_dir), "--data", str(data), "--split", "test", "--no-xnnpack"]
+        bench.append("--no-micro")  # the TFLM figures come from the run's own bench
         run([*bench, "--runs", str(bench_runs // 3), *models], env, log)
         result["reference_kernels_md"] = (reference_dir / "bench.md").read_text()
     return result
@@ -99,7 +104,93 @@ def render(results: list[dict], loads: dict, data: Path) -> str:
                 r["reference_kernels_md"].strip(),
                 "",
             ]
+    lines += micro_section(results)
     return "\n".join(lines) + "\n"
+
+
+M4_FLASH, M4_RAM = 256 * 1024, 64 * 1024  # a Cortex-M4-class budget (e.g. STM32F4 / nRF52 low end)
+
+# Why TFLM and LiteRT can differ, from an op-by-op comparison of the lenet5-classic int8 model's tensors in both
+# interpreters (TFLM's kPreserveAllTensors, LiteRT's experimental_preserve_all_tensors) on Hoda test digits.
+DISAGREEMENT = (
+    "Why the tanh model's predictions can differ: fed the same int8 inputs, TANH and AVERAGE_POOL_2D give "
+    "identical outputs in TFLM and LiteRT, but the requantizing steps (the convolutions' outputs, and the "
+    "int8 -> int8 QUANTIZE after each TANH) round some values one step apart. Each int8 TANH then multiplies "
+    "a one-step input difference by up to its input/output scale ratio ({gains} in this model), and the "
+    "TANH layers compound it; ReLU passes a one-step difference through unchanged, so the default lenet5 "
+    "stays within a few steps. A rounding difference between two integer implementations, not a TFLM error."
+)
+
+
+def tanh_gains(model: Path) -> list[float]:
+    """Input scale / output scale of each int8 TANH: how much a one-step input difference can grow."""
+    from lenet_edge.runtimes.litert import inspect_tflite
+
+    info = inspect_tflite(model)
+    scale = {t["index"]: (t["scales"] or [0.0])[0] for t in info["tensors"]}
+    return [scale[op["inputs"][0]] / scale[op["outputs"][0]] for op in info["ops"] if op["op"] == "TANH"]
+
+
+def micro_section(results: list[dict]) -> list[str]:
+    """The "Microcontroller" section: each run's int8 model in TensorFlow Lite Micro, from bench.json and manifest."""
+    lines = [
+        "## Microcontroller (TensorFlow Lite Micro)",
+        "",
+        "Each run's models in TFLM's own interpreter (the `tflite-micro` package) on the same 20,000 test digits "
+        "(`lenet-edge bench`, on by default), and the `micro/` folder `export --micro` writes. Arena = the exact "
+        "minimum tensor arena (allocation fails one byte below), flash = the model's bytes (the C array), "
+        "agreement = share of identical argmax with LiteRT (XNNPACK, the main table), same raw = share of "
+        "images whose 10 int8 outputs are bit-identical, max |Δ| = largest output difference in quantization "
+        "steps. The TFLM latency ratio is TFLM's portable reference kernels on this PC: it shows correctness "
+        "and memory, not microcontroller speed.",
+        "",
+        "| arch | TFLM int8 top-1 | LiteRT int8 top-1 | agreement | same raw | max \\|Δ\\| | arena | "
+        "kTensorArenaSize | flash | MACs | TFLM int8/float32 p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    budget = []
+    for r in results:
+        micro = r["bench"].get("tflm", {}).get("models", {}).get("int8", {})
+        litert = r["bench"]["models"]["int8"]
+        folder = r["manifest"]["export"].get("micro", {})
+        if "error" in micro or not micro or not folder:
+            lines.append(f"| {r['arch']} | {micro.get('error', 'not measured')} |" + " |" * 9)
+            continue
+        agree = micro["litert"]
+        ratio = (micro.get("ratios_to_reference") or {}).get("p50_latency")
+        lines.append(
+            f"| {r['arch']} | {percent(micro['accuracy'])} | {percent(litert['accuracy'])} | "
+            f"{100 * agree['agreement']:.2f}% ({agree['disagreements']} differ) | "
+            f"{100 * agree['identical_outputs']:.1f}% | {agree['max_abs_diff']:.0f} | "
+            f"{micro['min_arena_bytes']:,} B | {folder['arena_bytes']:,} B | {micro['flash_bytes']:,} B | "
+            f"{micro['macs_total']:,} | {'-' if ratio is None else f'{ratio:.2f}'} |"
+        )
+        budget.append((r["arch"], micro, folder))
+    loads = ", ".join(
+        "{} {} -> {}".format(r["arch"], *(r["bench"]["tflm"]["machine"][f"loadavg_1m_{e}"] for e in ("start", "end")))
+        for r in results
+        if "tflm" in r["bench"]
+    )
+    rounds = results[0]["bench"].get("tflm", {}).get("config", {}).get("runs")
+    lines += ["", f"TFLM: {rounds} timed rounds per model; load average {loads}."]
+    gains = [g for r in results for g in tanh_gains(Path(r["bench"]["models"]["int8"]["path"]))]
+    if gains and any(micro["litert"]["disagreements"] for _, micro, _ in budget):
+        lines += ["", DISAGREEMENT.format(gains=f"{min(gains):.1f}-{max(gains):.1f}")]
+    for arch, micro, _ in budget:
+        layers = " + ".join(f"{layer['op']} {layer['macs']:,}" for layer in micro["macs"] if layer["macs"])
+        lines += ["", f"MACs per image, {arch}: {layers} = {micro['macs_total']:,}."]
+    if budget:
+        lines += ["", f"Against a Cortex-M4-class budget of {M4_FLASH // 1024} KB flash and {M4_RAM // 1024} KB RAM:"]
+        for arch, micro, folder in budget:
+            lines.append(
+                f"- {arch}: the model takes {micro['flash_bytes'] / M4_FLASH:.0%} of the flash "
+                f"(TFLM's code and the kernels of its {len({layer['op'] for layer in micro['macs']})} op types come "
+                "on top), kTensorArenaSize "
+                f"{folder['arena_bytes'] / M4_RAM:.0%} of the RAM; {micro['macs_total'] / 1e6:.2f} M MACs per "
+                f"digit: {micro['macs_total'] / 168e6 * 1e3:.1f} ms at one MAC per cycle and 168 MHz, "
+                f"{2 * micro['macs_total'] / 64e6 * 1e3:.1f} ms at two cycles and 64 MHz (arithmetic, not measured)."
+            )
+    return lines
 
 
 def main() -> None:

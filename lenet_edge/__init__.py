@@ -105,8 +105,8 @@ def export(
         int8: also write the int8 model from the QAT model.
         cache_dir: dataset cache, for the run's data (calibration and parity).
         log: where progress lines go.
-        **options: the other `ExportConfig` fields (`ptq`, `c_array`, `calibration_size`,
-            `calibration_seed`, `min_agreement`).
+        **options: the other `ExportConfig` fields (`ptq`, `c_array`, `micro`, `micro_arena_margin`,
+            `calibration_size`, `calibration_seed`, `min_agreement`).
 
     Returns:
         The summary: per file its bytes, validation accuracy, quantization, parity.

@@ -18,8 +18,13 @@ input and 10 logits out). For each model it measures
    the graph's weight and activation bytes, and whether XNNPACK took the
    graph and in how many partitions.
 
+With `BenchConfig.micro` the same models also run in TensorFlow Lite Micro
+(`results["tflm"]`, see `bench_micro`): exact tensor arena, flash, MACs per
+layer, agreement with LiteRT output by output.
+
 A model that cannot be loaded or run becomes `{"error": "..."}` and the others
-still run; `results["ok"]` is False then. `bench_run` is the stage's entry
+still run; `results["ok"]` is False then (for LiteRT; the TFLM section has its
+own `ok`: a model TFLM lacks an op for is a finding, not a failed bench). `bench_run` is the stage's entry
 (the run's models and data -> results, written into the run directory); the
 phases themselves are in `harness`, the machine record in `machine`, the
 tables and plots in `report`.
@@ -27,6 +32,7 @@ tables and plots in `report`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import asdict
@@ -45,7 +51,15 @@ from .runtimes import ModelHandle, open_model
 
 SCHEMA_VERSION = 1
 
-__all__ = ["BenchConfig", "bench_models", "bench_run", "format_markdown", "format_table", "write_results"]
+__all__ = [
+    "BenchConfig",
+    "bench_micro",
+    "bench_models",
+    "bench_run",
+    "format_markdown",
+    "format_table",
+    "write_results",
+]
 
 METHOD = {
     "latency_us": "wall time of one 28x28 image end to end: uint8 -> float32/255 -> quantize "
@@ -72,6 +86,22 @@ METHOD = {
 }
 
 
+MICRO_METHOD = {
+    "timing": "TFLM's portable reference kernels, compiled for this host (the tflite-micro package's "
+    "interpreter): the figures prove correctness and memory, not microcontroller speed; micro_runs timed "
+    "rounds after micro_warmup; load_ms includes LiteRT's flatbuffer check, done before TFLM reads a model",
+    "min_arena_bytes": "the least arena_size at which TFLM allocates the model (allocation fails one byte "
+    "below): bisection between 1024 bytes and the first power of two that allocates; on this 64-bit host",
+    "flash_bytes": "the .tflite flatbuffer, which firmware compiles in unchanged as a C array (TFLM's own "
+    "code not counted)",
+    "macs": "multiply-accumulates per op from the graph's shapes: CONV_2D H*W*C_out*kh*kw*C_in, "
+    "DEPTHWISE_CONV_2D H*W*C_out*kh*kw, FULLY_CONNECTED outputs*depth; other ops 0",
+    "litert": "the same model's outputs in LiteRT (as configured for the main table) on the same images: "
+    "agreement = share of identical argmax, identical_outputs = share of images whose 10 raw outputs are "
+    "bit-identical, max_abs_diff = largest raw output difference (int8: quantization steps)",
+}
+
+
 def litert_loader(paths: dict[str, Path], config: BenchConfig) -> harness.Loader:
     """name -> a fresh LiteRT handle of that model, with the config's threads and XNNPACK setting."""
     return lambda name: open_model(paths[name], "litert", threads=config.threads, xnnpack=config.xnnpack)
@@ -87,6 +117,7 @@ def bench_models(
     data_info: dict | None = None,
     progress: Callable[[str], None] | None = None,
     load: harness.Loader | None = None,
+    outputs: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Benchmark models on the same images and compare them with a reference.
 
@@ -101,6 +132,8 @@ def bench_models(
         progress: called with a short message at the start of each phase.
         load: name -> a fresh `ModelHandle` (default: LiteRT with the config's
             threads and XNNPACK setting); how another runtime is benchmarked.
+        outputs: if given, filled with name -> `(N, 10)` raw outputs on `images`
+            (what the accuracy was computed from), to compare runtimes output by output.
 
     Returns:
         The JSON-ready results dict (see module docstring and `METHOD`); a model
@@ -127,7 +160,10 @@ def bench_models(
         entry.update(path=str(paths[name]), size_bytes=paths[name].stat().st_size, sha256=sha256_file(paths[name]))
 
     say(f"accuracy on {len(images)} images")
-    preds = harness.predictions(loaded, images, config.accuracy_batch, failed)
+    raw = harness.raw_outputs(loaded, images, config.accuracy_batch, failed)
+    preds = {name: r.argmax(axis=-1) for name, r in raw.items()}
+    if outputs is not None:
+        outputs.update(raw)
     for name, p in preds.items():
         entries[name].update(harness.accuracy_stats(p, labels))
 
@@ -170,6 +206,69 @@ def bench_models(
         "config": {**asdict(config), "batch_sizes": list(config.batch_sizes)},
         "method": METHOD,
         "models": results_models,
+    }
+
+
+def bench_micro(
+    models: dict[str, Path],
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: BenchConfig,
+    litert_outputs: dict[str, np.ndarray],
+    *,
+    reference: str,
+    data_info: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """The models in TensorFlow Lite Micro: `bench_models` with the TFLM runtime, plus what firmware needs.
+
+    Every model gets the TFLM benchmark (accuracy on the whole split, `micro_runs`
+    timed rounds) and, when TFLM runs it: `min_arena_bytes` (exact), `flash_bytes`,
+    `macs` per layer and `macs_total`, and `litert` (agreement with `litert_outputs[name]`).
+    A model TFLM cannot run (an op it has no kernel for) is an error entry naming it.
+    """
+    from .runtimes.litert import inspect_tflite
+    from .runtimes.micro import macs, min_arena_bytes
+
+    (progress or (lambda message: None))("TensorFlow Lite Micro: the same models in TFLM's interpreter")
+    outputs: dict[str, np.ndarray] = {}
+    section = bench_models(
+        models,
+        images,
+        labels,
+        dataclasses.replace(config, runs=config.micro_runs, warmup=config.micro_warmup),
+        reference=reference,
+        data_info=data_info,
+        progress=progress,
+        load=lambda name: open_model(models[name], "tflm"),
+        outputs=outputs,
+    )
+    section["method"] = {**section["method"], **MICRO_METHOD}
+    for name, entry in section["models"].items():
+        if "error" in entry:
+            continue
+        layers = macs(inspect_tflite(models[name]))
+        entry.update(
+            min_arena_bytes=min_arena_bytes(models[name]),
+            flash_bytes=entry["size_bytes"],
+            macs=layers,
+            macs_total=sum(layer["macs"] for layer in layers),
+            litert=_agreement(outputs[name], litert_outputs.get(name)),
+        )
+    return section
+
+
+def _agreement(tflm: np.ndarray, litert: np.ndarray | None) -> dict | None:
+    """How TFLM's raw outputs compare with LiteRT's on the same images; None when LiteRT has none."""
+    if litert is None:
+        return None
+    diff = np.abs(tflm.astype(np.float64) - litert.astype(np.float64))
+    same = tflm.argmax(axis=-1) == litert.argmax(axis=-1)
+    return {
+        "agreement": float(same.mean()),
+        "disagreements": int((~same).sum()),
+        "identical_outputs": float((diff.max(axis=-1) == 0).mean()),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
     }
 
 
@@ -245,13 +344,28 @@ def bench_run(
     if split not in splits:
         raise DataError(f"{dataset.location or dataset.source}: no '{split}' split (it has: {', '.join(splits)})")
     data = splits[split]
+    reference = "float32" if "float32" in paths else next(iter(paths))
+    data_info = {"source": dataset.source, "split": split}
+    litert_outputs: dict[str, np.ndarray] = {}
     results = bench_models(
         paths,
         data.images,
         data.labels,
         config,
-        reference="float32" if "float32" in paths else next(iter(paths)),
-        data_info={"source": dataset.source, "split": split},
+        reference=reference,
+        data_info=data_info,
         progress=progress,
+        outputs=litert_outputs,
     )
+    if config.micro:
+        results["tflm"] = bench_micro(
+            paths,
+            data.images,
+            data.labels,
+            config,
+            litert_outputs,
+            reference=reference,
+            data_info=data_info,
+            progress=progress,
+        )
     return results, (write_results(results, Path(run_dir)) if write else {})

@@ -383,6 +383,18 @@ def run_splits(manifest: dict, source: str | None = None):
     "--c-array", is_flag=True, help="Also write the int8 model as a C array (lenet5_int8.h/.cc); implies --int8."
 )
 @click.option(
+    "--micro",
+    is_flag=True,
+    help="Also write micro/: a TensorFlow Lite Micro project folder for the int8 model; implies --int8.",
+)
+@click.option(
+    "--arena-margin",
+    type=click.FloatRange(0, 10),
+    default=EXPORT.micro_arena_margin,
+    show_default=True,
+    help="micro/'s kTensorArenaSize: the measured minimum arena plus this fraction.",
+)
+@click.option(
     "--calibration-size",
     type=click.IntRange(min=1),
     default=EXPORT.calibration_size,
@@ -403,26 +415,31 @@ def run_splits(manifest: dict, source: str | None = None):
     show_default=True,
     help="Fail unless int8 and Keras QAT predictions agree on at least this fraction of validation.",
 )
-def export(run_dir, int8, ptq, c_array, calibration_size, calibration_seed, min_agreement):
+def export(run_dir, int8, ptq, c_array, micro, arena_margin, calibration_size, calibration_seed, min_agreement):
     """Convert a trained run to TFLite: float32 always, int8 and PTQ on request.
 
     Every int8 model is verified (int8 input/output, no float op, no
     QUANTIZE/DEQUANTIZE) and compared with the Keras QAT model on the
-    validation split; export fails loudly if a check fails. Files an earlier
-    export wrote and this one does not (a PTQ model, the C array) are removed.
+    validation split; export fails loudly if a check fails. With --micro the
+    int8 model also runs in TensorFlow Lite Micro (exact arena, the example's
+    digit). Files an earlier export wrote and this one does not (a PTQ model,
+    the C array, micro/) are removed.
 
     \b
     Examples:
       lenet-edge export --int8
       lenet-edge export --dir runs/hoda --int8 --ptq --c-array
+      lenet-edge export --dir runs/hoda --micro
     """
     from .manifest import read_manifest
 
     manifest = read_manifest(run_dir)  # fail fast, before TensorFlow loads
     config = ExportConfig(
-        int8=int8 or c_array,
+        int8=int8 or c_array or micro,
         ptq=ptq,
         c_array=c_array,
+        micro=micro,
+        micro_arena_margin=arena_margin,
         calibration_size=calibration_size,
         calibration_seed=calibration_seed,
         min_agreement=min_agreement,
@@ -489,6 +506,19 @@ def parse_model(value: str) -> tuple[str, Path]:
     "--xnnpack/--no-xnnpack", default=BENCH.xnnpack, show_default=True, help="Use LiteRT's default XNNPACK delegate."
 )
 @click.option(
+    "--micro/--no-micro",
+    default=BENCH.micro,
+    show_default=True,
+    help="Also run every model in TensorFlow Lite Micro: exact arena, flash, MACs, agreement with LiteRT.",
+)
+@click.option(
+    "--micro-runs",
+    type=click.IntRange(min=10),
+    default=BENCH.micro_runs,
+    show_default=True,
+    help="Timed single-image runs per model in TFLM (its reference kernels are slow on a PC).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "md", "json"]),
@@ -496,11 +526,13 @@ def parse_model(value: str) -> tuple[str, Path]:
     show_default=True,
     help="What to print on stdout (bench.json, bench.md and plots are always written).",
 )
-def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xnnpack, fmt):
+def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xnnpack, micro, micro_runs, fmt):
     """Accuracy and latency of float32 vs int8 (and PTQ), interleaved in one process.
 
-    Writes bench.json, bench.md, latency.png and the int8 confusion matrix
-    into --dir. A model that fails becomes an error entry; the others still
+    Then (unless --no-micro) the same models in TensorFlow Lite Micro: exact
+    tensor arena, flash bytes, MACs per layer, agreement with LiteRT.
+    Writes bench.json, bench.md, latency.png (latency_tflm.png) and the
+    confusion matrices into --dir. A model that fails becomes an error entry; the others still
     run, and the command then exits 1.
 
     \b
@@ -513,7 +545,15 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
 
     from .benchmark import bench_run, format_markdown, format_table
 
-    config = BenchConfig(threads=threads, runs=runs, warmup=warmup, batch_sizes=batch_sizes, xnnpack=xnnpack)
+    config = BenchConfig(
+        threads=threads,
+        runs=runs,
+        warmup=warmup,
+        batch_sizes=batch_sizes,
+        xnnpack=xnnpack,
+        micro=micro,
+        micro_runs=micro_runs,
+    )
     with native_stderr_captured():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" INFO line
         results, written = bench_run(
             run_dir,

@@ -50,6 +50,10 @@ class ExportConfig:
     int8: bool = False  # lenet5_int8.tflite from the QAT model
     ptq: bool = False  # lenet5_int8_ptq.tflite: post-training int8 of the float model, QAT's baseline
     c_array: bool = False  # lenet5_int8.h/.cc for TensorFlow Lite Micro (needs int8)
+    micro: bool = False  # micro/: a TensorFlow Lite Micro project folder for the int8 model (needs int8)
+    # kTensorArenaSize = the minimum measured here x (1 + margin), rounded up to 16 bytes: optimized kernels
+    # (CMSIS-NN) ask for scratch buffers the reference kernels measured here do not.
+    micro_arena_margin: float = 0.25
     calibration_size: int = 500  # training images that calibrate int8 ranges (PTQ; QAT's come from training)
     calibration_seed: int = 0
     min_agreement: float = 0.998  # least share of validation where int8 and the Keras QAT model agree
@@ -61,6 +65,10 @@ class ExportConfig:
             raise ValueError(f"min_agreement must be a fraction in [0, 1]; got {self.min_agreement!r}")
         if self.c_array and not self.int8:
             raise ValueError("c_array=True needs int8=True: the C array holds the QAT int8 model")
+        if self.micro and not self.int8:
+            raise ValueError("micro=True needs int8=True: the TFLM folder holds the QAT int8 model")
+        if not 0.0 <= self.micro_arena_margin <= 10.0:
+            raise ValueError(f"micro_arena_margin must be a fraction in [0, 10]; got {self.micro_arena_margin!r}")
 
 
 DEFAULT_SPLIT = "test"  # what bench measures accuracy on: the split training never saw
@@ -79,13 +87,19 @@ class BenchConfig:
     throughput_seconds: float = 2.0  # target timed seconds per model and batch size
     throughput_chunks: int = 5  # the throughput is the median over this many interleaved chunks
     load_repeats: int = 5  # fresh loads timed per model for load_ms
+    micro: bool = True  # also run every model in TensorFlow Lite Micro (arena, flash, MACs, agreement with LiteRT)
+    # TFLM's reference kernels take ~0.5-2 ms an image here, 10-100x LiteRT: fewer timed rounds keep bench short.
+    # Accuracy still covers the whole split.
+    micro_runs: int = 300
+    micro_warmup: int = 20
 
     def __post_init__(self):
-        for name in ("threads", "runs", "accuracy_batch", "throughput_chunks", "load_repeats"):
+        for name in ("threads", "runs", "accuracy_batch", "throughput_chunks", "load_repeats", "micro_runs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {getattr(self, name)!r}")
-        if not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be an integer >= 0; got {self.warmup!r}")
+        for name in ("warmup", "micro_warmup"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0; got {getattr(self, name)!r}")
         if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch_sizes must be a non-empty tuple of integers >= 1; got {self.batch_sizes!r}")
         if not self.throughput_seconds > 0:

@@ -39,6 +39,7 @@ from .config import ExportConfig
 from .data.preprocess import to_model_input
 from .errors import ModelError
 from .fileio import sha256_bytes, staged_files, sweep_temporaries
+from .firmware import MICRO_DIR, MICRO_FILES, micro_files
 from .manifest import (
     artifact_path,
     manifest_path,
@@ -243,10 +244,11 @@ def export_run(
 
     Always writes `lenet5_float32.tflite`. With `int8`, `lenet5_int8.tflite`
     from the QAT model; with `ptq`, `lenet5_int8_ptq.tflite` from the float model;
-    with `c_array` (needs `int8`), `lenet5_int8.h` / `lenet5_int8.cc`.
+    with `c_array` (needs `int8`), `lenet5_int8.h` / `lenet5_int8.cc`; with `micro`
+    (needs `int8`), the TensorFlow Lite Micro folder `micro/` (see `firmware`).
 
     Export owns these files: what an earlier export wrote and this one does
-    not (a PTQ model, the C files) leaves the manifest and the directory, once
+    not (a PTQ model, the C files, micro/) leaves the manifest and the directory, once
     the new files and manifest are in place.
 
     Args:
@@ -328,6 +330,15 @@ def export_run(
         extras = {"array": C_NAME, "model": "int8_tflite"}
         files["c_header"] = (header.encode(), extras)
         files["c_source"] = (source.encode(), extras)
+    micro = None
+    if config.micro:
+        say("running the int8 model in TensorFlow Lite Micro for the micro/ folder")
+        int8_result = results["int8_tflite"]
+        try:
+            texts, micro = micro_files(int8_result["data"], int8_result["quantization"], config.micro_arena_margin)
+        except ModelError as exc:
+            raise ModelError(f"{INT8_FILE}: {exc}") from None
+        files.update({key: (text.encode(), {"model": "int8_tflite"}) for key, text in texts.items()})
 
     # 5. Write the files and the manifest, all renamed into place together (the manifest last).
     say(f"writing to {run_dir}")
@@ -335,6 +346,8 @@ def export_run(
     artifacts = manifest.setdefault("artifacts", {})
     for key in EXPORT_FILES:
         artifacts.pop(key, None)  # export owns these entries: only what it writes now stays
+    if micro is not None:
+        (run_dir / MICRO_DIR).mkdir(exist_ok=True)  # its files are staged in run_dir and renamed into it
     with staged_files(run_dir) as stage:
         for key, (data, extras) in files.items():
             staged = stage(EXPORT_FILES[key])
@@ -345,6 +358,7 @@ def export_run(
             "config": dataclasses.asdict(config),
             "calibration": calibration_record,
             "parity_split": "val",
+            **({"micro": micro} if micro is not None else {}),
             "models": {
                 key: {k: v for k, v in r.items() if k not in ("file", "data", *_ARTIFACT_KEYS)}
                 for key, r in results.items()
@@ -372,6 +386,7 @@ def export_run(
             for key, result in results.items()
         ],
         "c_files": [EXPORT_FILES[key] for key in ("c_header", "c_source") if key in files],
+        "micro": None if micro is None else {**micro, "dir": MICRO_DIR},
     }
 
 
@@ -382,6 +397,7 @@ EXPORT_FILES = {
     "int8_ptq_tflite": INT8_PTQ_FILE,
     "c_header": f"{C_NAME}.h",
     "c_source": f"{C_NAME}.cc",
+    **{key: f"{MICRO_DIR}/{name}" for key, name in MICRO_FILES.items()},
 }
 
 # Recorded with the artifact itself (`record_artifact` extras); the rest goes to the manifest's `export` section.
@@ -425,6 +441,14 @@ def format_summary(summary: Mapping) -> str:
         )
     if summary.get("c_files"):
         lines.append(f"C array for TFLite Micro: {', '.join(summary['c_files'])}")
+    micro = summary.get("micro")
+    if micro:
+        sample = micro["sample"]
+        lines.append(
+            f"TFLite Micro project in {micro['dir']}/: tensor arena {micro['arena_min_bytes']:,} bytes minimum, "
+            f"kTensorArenaSize {micro['arena_bytes']:,}; flash {micro['flash_bytes']:,} bytes; "
+            f"{micro['macs_total']:,} MACs per image; sample {sample['digit']} read as {sample['predicted']}"
+        )
     int8 = next((f for f in summary["files"] if f["key"] == "int8_tflite"), None)
     if int8 is not None:
         p, q = int8["parity"], int8["quantization"]

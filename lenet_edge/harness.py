@@ -76,13 +76,20 @@ def predictions(
     models: dict[str, ModelHandle], images: np.ndarray, batch: int, failed: dict[str, str]
 ) -> dict[str, np.ndarray]:
     """`(N,)` predicted digits per model over the whole array, in batches of `batch`."""
-    preds = {}
+    return {name: raw.argmax(axis=-1) for name, raw in raw_outputs(models, images, batch, failed).items()}
+
+
+def raw_outputs(
+    models: dict[str, ModelHandle], images: np.ndarray, batch: int, failed: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """`(N, 10)` raw outputs (the model's output dtype) per model over the whole array, in batches of `batch`."""
+    outputs = {}
     for name, model in models.items():
         try:
-            preds[name] = model.predict_all(images, batch)
+            outputs[name] = model.raw_all(images, batch)
         except MODEL_FAILURES as exc:
             failed[name] = one_line(exc)
-    return preds
+    return outputs
 
 
 def data_sha256(images: np.ndarray, labels: np.ndarray) -> str:

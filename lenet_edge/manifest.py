@@ -67,10 +67,17 @@ def remove_stale_artifacts(run_dir: str | Path, old: dict | None, new: dict) -> 
         return
     run_dir = Path(run_dir)
     keep = {entry["path"] for entry in new.get("artifacts", {}).values()}
+    emptied = set()
     for entry in old.get("artifacts", {}).values():
         path = run_dir / entry["path"]
-        if entry["path"] not in keep and path.parent == run_dir and path.is_file():
+        inside = path.resolve().is_relative_to(run_dir.resolve()) and ".." not in Path(entry["path"]).parts
+        if entry["path"] not in keep and inside and path.is_file():
             path.unlink()
+            if path.parent != run_dir:
+                emptied.add(path.parent)
+    for folder in emptied:  # a folder of artifacts (export's micro/) goes with its last file
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def record_artifact(

@@ -72,6 +72,96 @@ def _fmt(value, spec: str, strip: str = "") -> str:
     return "-" if value is None else spec.format(value).rstrip(strip)
 
 
+TFLM_NOTE = (
+    "TFLM timing is TensorFlow Lite Micro's portable reference kernels compiled for this host: it proves "
+    "correctness and memory, not microcontroller speed"
+)
+
+
+def _micro_rows(section: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the TensorFlow Lite Micro table (`results["tflm"]`)."""
+    header = [
+        "model",
+        "top-1 %",
+        "LiteRT agree %",
+        "same raw %",
+        "max |Δ|",
+        "arena B",
+        "flash B",
+        "MACs",
+        "p50 µs",
+        "p50 x",
+    ]
+    rows = []
+    for name, m in section["models"].items():
+        if "error" in m:
+            rows.append([name, "ERROR: " + m["error"]])
+            continue
+        litert = m.get("litert") or {}
+        rows.append(
+            [
+                name,
+                f"{100 * m['accuracy']:.3f}",
+                _fmt(litert.get("agreement"), "{:.3%}", strip="%"),
+                _fmt(litert.get("identical_outputs"), "{:.2%}", strip="%"),
+                _fmt(litert.get("max_abs_diff"), "{:.4g}"),
+                f"{m['min_arena_bytes']:,}",
+                f"{m['flash_bytes']:,}",
+                f"{m['macs_total']:,}",
+                f"{m['latency_us']['p50']:.1f}",
+                _fmt((m.get("ratios_to_reference") or {}).get("p50_latency"), "{:.3f}"),
+            ]
+        )
+    return header, rows
+
+
+def _fixed_width(header: list[str], rows: list[list[str]]) -> list[str]:
+    full = [r for r in rows if len(r) == len(header)]
+    widths = [max(len(str(r[i])) for r in [header, *full]) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    out += [line(r) if len(r) == len(header) else f"{r[0].ljust(widths[0])}  {r[1]}" for r in rows]
+    return out
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = [
+        "| " + " | ".join(c.replace("|", "\\|") for c in header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for r in rows:
+        cells = r if len(r) == len(header) else [r[0], r[1]] + [""] * (len(header) - 2)
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return out
+
+
+def _micro_footer(section: dict) -> str:
+    c = section["config"]
+    return (
+        f"TensorFlow Lite Micro: reference {section['reference']}; {c['runs']} timed rounds after {c['warmup']} "
+        f"warm-up; arena B = the exact minimum tensor arena; flash B = the model's bytes; MACs = multiply-accumulates "
+        f"per image; LiteRT agree / same raw = argmax / all 10 raw outputs equal to LiteRT's on the same images. "
+        f"{TFLM_NOTE}."
+    )
+
+
+def _micro_layers(section: dict) -> list[str]:
+    """Per-layer MACs of the first model TFLM ran (int8 first): the figure to multiply by cycles per MAC."""
+    ok = {n: m for n, m in section["models"].items() if "error" not in m}
+    if not ok:
+        return []
+    name = "int8" if "int8" in ok else next(iter(ok))
+    layers = [layer for layer in ok[name]["macs"] if layer["macs"]]
+    out = [f"MACs per layer ({name}; ops not listed count 0):", "", "| op | output shape | MACs |", "|---|---|---:|"]
+    out += [f"| {layer['op']} | {'x'.join(map(str, layer['output_shape']))} | {layer['macs']:,} |" for layer in layers]
+    return [*out, f"| total | | {ok[name]['macs_total']:,} |"]
+
+
 def format_table(results: dict) -> str:
     """A fixed-width table of the results for the terminal."""
     header, rows = _rows(results)
@@ -88,6 +178,8 @@ def format_table(results: dict) -> str:
     for r in rows:
         out.append(line(r) if len(r) == len(header) else f"{r[0].ljust(widths[0])}  {r[1]}")
     out.append(_footer(results))
+    if "tflm" in results:
+        out += ["", *_fixed_width(*_micro_rows(results["tflm"])), _micro_footer(results["tflm"])]
     return "\n".join(out)
 
 
@@ -116,6 +208,10 @@ def format_markdown(results: dict) -> str:
         "invoke, get_tensor, argmax of the raw output); `p50 x` is the median over timing rounds of the "
         "per-round ratio to the reference, the models being interleaved round by round.",
     ]
+    if "tflm" in results:
+        section = results["tflm"]
+        out += ["", "## TensorFlow Lite Micro", "", *_markdown_table(*_micro_rows(section)), ""]
+        out += [_micro_footer(section), "", *_micro_layers(section)]
     return "\n".join(out) + "\n"
 
 
@@ -129,7 +225,7 @@ def _footer(results: dict) -> str:
 
 
 def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
-    """Write bench.json, bench.md, latency.png and confusion_<model>.png into `out_dir`, atomically.
+    """Write bench.json, bench.md, latency.png (latency_tflm.png) and confusion_<model>.png into `out_dir`, atomically.
 
     Returns:
         file name -> path of every file written.
@@ -143,6 +239,11 @@ def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
     ok = {name: m for name, m in results["models"].items() if "error" not in m}
     if ok:
         written["latency.png"] = _plot_latency(ok, out_dir / "latency.png")
+    micro_ok = {n: m for n, m in results.get("tflm", {}).get("models", {}).items() if "error" not in m}
+    if micro_ok:
+        written["latency_tflm.png"] = _plot_latency(
+            micro_ok, out_dir / "latency_tflm.png", "TFLM reference kernels on this host (not MCU speed)"
+        )
     for name, m in ok.items():
         file_name = f"confusion_{_safe_name(name)}.png"
         written[file_name] = _plot_confusion(name, m, out_dir / file_name)
@@ -156,7 +257,7 @@ def _safe_name(name: str) -> str:
 WHISKERS = (1, 99)  # percentiles; samples outside them are not drawn (the title says how many)
 
 
-def _plot_latency(models: dict, target: Path) -> Path:
+def _plot_latency(models: dict, target: Path, runtime: str = "") -> Path:
     """Box per model of the single-image latencies (p1-p99 whiskers), samples as dots, p50 labelled."""
     fig = figure()
     ax = fig.add_subplot()
@@ -186,7 +287,7 @@ def _plot_latency(models: dict, target: Path) -> Path:
     hi_all = max(np.percentile(us, WHISKERS[1]) for us in samples)
     if hi_all / lo_all > 10:  # a slow and a fast model side by side: a linear axis would squash one
         ax.set_xscale("log")
-    ax.set_xlabel("single-image latency, end to end (µs)")
+    ax.set_xlabel("single-image latency, end to end (µs)" + (f": {runtime}" if runtime else ""))
     ax.set_title(
         f"Box p25-p75, line p50, whiskers p{WHISKERS[0]}-p{WHISKERS[1]}; "
         f"{hidden} samples outside the whiskers not drawn",

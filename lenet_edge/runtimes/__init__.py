@@ -38,7 +38,10 @@ __all__ = [
 ]
 
 # runtime name -> "module:class" of its handle; imported on first use (a runtime's library loads only then)
-RUNTIMES: dict[str, str] = {"litert": "lenet_edge.runtimes.litert:LiteRTModel"}
+RUNTIMES: dict[str, str] = {
+    "litert": "lenet_edge.runtimes.litert:LiteRTModel",
+    "tflm": "lenet_edge.runtimes.micro:MicroModel",  # TensorFlow Lite Micro (the tflite-micro package)
+}
 
 
 def handle_class(runtime: str) -> Callable[..., ModelHandle]:
