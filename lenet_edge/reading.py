@@ -2,7 +2,9 @@
 
 `read(paths)` loads each image as `predict` does (`load_image`: grayscale,
 white ink on black), refusing images above `MAX_PIXELS` before their pixels
-are decoded; finds the digits with `segment.segment` (which asks the model to
+are decoded; cleans it with the photo front end `predict` uses
+(`frontend.clean_page`: lighting flattened, ruled lines and box frames
+removed; a clean scan passes unchanged); finds the digits with `segment.segment` (which asks the model to
 choose where touching digits are cut); every segment is preprocessed exactly
 as a single digit for `predict` and classified by one loaded interpreter, in
 at most two batched calls per image (the groups whole, then the pieces of
@@ -17,6 +19,7 @@ or pieces that do not look like digits (a digit below `min_confidence`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from .data.folders import load_image
-from .data.preprocess import INK_THRESHOLD
 from .errors import DataError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
 from .manifest import PERSIAN_DIGITS
@@ -35,6 +37,7 @@ MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone phot
 MAX_DIGITS = 40  # more segments than this is not one number
 MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, so no number
 MIN_BATCH = 16  # smallest interpreter batch: a number's pieces are padded up to a power of two
+NO_INK = "no ink (a blank image, or only lines or an empty box)"
 MIN_CONFIDENCE = 0.3  # default: a segment the model is less sure of than this is not taken for a digit
 
 
@@ -75,31 +78,50 @@ def read_array(
         (`[{digit, box, confidence}]`, left to right); or `error` saying why
         there is no number.
     """
-    ink = gray > INK_THRESHOLD  # the photo front end's mask will replace this one line
+    from .data.frontend import clean_page, ink_image  # OpenCV loads with the first image
+
+    page = clean_page(gray)  # the photo front end `predict` uses: lighting, rules and frames
+    ink = page.ink
     share = float(ink.mean()) if ink.size else 0.0
     if share == 0:
-        return {"error": "no ink (a blank image)"}
+        return {"error": NO_INK}
     if share > MAX_INK_SHARE:
         return {"error": f"no number: ink covers {100 * share:.0f}% of the image (no paper around the writing)"}
+    digits = page.flattened if page.clean else ink_image(page, ink)  # a clean scan is read as it is
     try:
-        segments = segment(gray, ink, classify, config or SegmentConfig())
+        segments = segment(digits, ink, classify, config or SegmentConfig())
     except TooManyMarks as exc:
         return {"error": f"not a number: {exc.count} separate marks (at most {MAX_DIGITS} digits are read)"}
     if not segments:
         return {"error": "no digits: only specks of ink"}
     if len(segments) > MAX_DIGITS:
         return {"error": f"not a number: {len(segments)} separate marks (at most {MAX_DIGITS} digits are read)"}
-    return _record(segments, min_confidence)
+    return _record(segments, min_confidence, page.scale, gray.shape)
 
 
-def _record(segments: list[Segment], min_confidence: float) -> dict:
+def _input_box(box: tuple[int, int, int, int], scale: float, shape: tuple[int, int]) -> list[int]:
+    """A box at the front end's working size, back in the input image's pixels."""
+    if scale == 1.0:
+        return list(box)
+    height, width = shape
+    x0, y0, x1, y1 = box
+    return [
+        max(0, math.floor(x0 / scale)),
+        max(0, math.floor(y0 / scale)),
+        min(width, math.ceil(x1 / scale)),
+        min(height, math.ceil(y1 / scale)),
+    ]
+
+
+def _record(segments: list[Segment], min_confidence: float, scale: float, shape: tuple[int, int]) -> dict:
     probs = np.stack([s.probs for s in segments])  # (N, 10), scored inside `segment`
     digits = probs.argmax(axis=1)
     confidence = probs[np.arange(len(digits)), digits]
+    boxes = [_input_box(s.box, scale, shape) for s in segments]
     worst = int(confidence.argmin())
     if confidence[worst] < min_confidence:
         return {
-            "error": f"does not look like digits: the mark at {list(segments[worst].box)} is a digit with "
+            "error": f"does not look like digits: the mark at {boxes[worst]} is a digit with "
             f"{100 * confidence[worst]:.0f}% confidence at best (minimum {100 * min_confidence:.0f}%)"
         }
     text = "".join(str(d) for d in digits)
@@ -108,8 +130,8 @@ def _record(segments: list[Segment], min_confidence: float) -> dict:
         "persian": "".join(PERSIAN_DIGITS[d] for d in digits),
         "confidence": round(float(confidence.min()), PROB_DIGITS),  # as sure as its least sure digit
         "digits": [
-            {"digit": int(d), "box": list(s.box), "confidence": round(float(c), PROB_DIGITS)}
-            for d, s, c in zip(digits, segments, confidence, strict=True)
+            {"digit": int(d), "box": box, "confidence": round(float(c), PROB_DIGITS)}
+            for d, box, c in zip(digits, boxes, confidence, strict=True)
         ],
     }
 

@@ -13,6 +13,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -22,7 +23,8 @@ import lenet_edge as le
 from lenet_edge.cli import main
 from lenet_edge.data.synthetic import generate_numbers
 from lenet_edge.manifest import PERSIAN_DIGITS
-from lenet_edge.reading import MAX_DIGITS, MAX_PIXELS, MIN_CONFIDENCE, read, read_array
+from lenet_edge.data.preprocess import INK_THRESHOLD
+from lenet_edge.reading import MAX_DIGITS, MAX_PIXELS, MIN_CONFIDENCE, NO_INK, read, read_array
 
 HUMAN_LINE = re.compile(r"^(\S+) +([۰-۹]+)  ([0-9]+) +(\d+\.\d)%$")
 
@@ -96,7 +98,7 @@ def test_bad_images_get_error_entries_and_the_others_are_read(exported_run, tmp_
     check_record(records[0])
     errors = {Path(r["path"]).stem: r["error"] for r in records[1:]}
     for name in ("white", "black", "pixel", "strip"):
-        assert errors[name] == "no ink (a blank image)"
+        assert errors[name] == NO_INK
     assert "ink covers 100% of the image" in errors["grey"]
     # both refused from the header: decoding these files would fail as truncated instead
     assert errors["huge"].startswith("refusing to decode a possible decompression bomb (Image size (400000000")
@@ -120,6 +122,37 @@ def test_marks_that_are_not_digits():
     dust = np.zeros((300, 200), np.uint8)
     dust[5, 5] = dust[100:103, 30:32] = dust[250:252, 150:154] = 255  # a blank page with dust on it
     assert read_array(dust, Uniform(), min_confidence=0) == {"error": "no digits: only specks of ink"}
+
+
+def photographed(number: np.ndarray, scale: int = 3, margin: int = 60) -> np.ndarray:
+    """A white-on-black number as `load_image` gives a phone photo of it: enlarged past the
+    front end's working size, on ruled paper crossing the digits, one side 45% darker."""
+    ink = cv2.resize(number, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+    h, w = ink.shape
+    page = np.full((h + 2 * margin, w + 2 * margin), 225, np.float32)
+    for y in range(10, page.shape[0], 36):
+        cv2.line(page, (0, y), (page.shape[1] - 1, y), 165, 2)
+    region = page[margin : margin + h, margin : margin + w]
+    region[:] = region * (1 - ink) + 50 * ink
+    page *= np.linspace(0.55, 1.0, page.shape[1])[None, :]
+    page = cv2.GaussianBlur(page, (0, 0), 1.0) + np.random.default_rng(0).normal(0, 3, page.shape)
+    return 255 - np.clip(np.rint(page), 0, 255).astype(np.uint8)
+
+
+def test_numbers_photographed_on_ruled_paper_in_a_shadow_are_segmented_as_scans():
+    scale, margin = 3, 60
+    numbers = generate_numbers(4, 3, touching=0.0)
+    for number, text in zip(numbers.images, numbers.texts, strict=True):
+        photo = photographed(number, scale, margin)
+        assert (photo > INK_THRESHOLD).mean() > 0.5  # a global threshold takes the shadowed paper for ink
+        scan = read_array(number, Uniform(), min_confidence=0)
+        got = read_array(photo, Uniform(), min_confidence=0)
+        assert len(got["digits"]) == len(scan["digits"]) == len(text)
+        for seen, clean in zip(got["digits"], scan["digits"], strict=True):
+            x0, y0, x1, y1 = seen["box"]  # in the photo's own pixels, though the front end worked smaller
+            assert 0 <= x0 < x1 <= photo.shape[1] and 0 <= y0 < y1 <= photo.shape[0]
+            centre = ((x0 + x1) / 2 - margin) / scale
+            assert abs(centre - (clean["box"][0] + clean["box"][2]) / 2) < 1.5
 
 
 def test_cli_human_and_json_output(exported_run, tmp_path):
@@ -152,12 +185,12 @@ def test_cli_errors_exit_1_after_reading_the_rest(exported_run, tmp_path):
     )
     assert result.exit_code == 1
     assert HUMAN_LINE.match(result.stdout.splitlines()[0])
-    assert f"error: {tmp_path / 'blank.png'}: no ink (a blank image)" in result.stderr
+    assert f"error: {tmp_path / 'blank.png'}: {NO_INK}" in result.stderr
     assert result.stderr.strip().endswith("error: 1 of 2 images gave no number")
     assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["read", str(tmp_path / "blank.png"), "--dir", str(exported_run), "--json"])
     assert result.exit_code == 1
-    assert json.loads(result.stdout) == {"path": str(tmp_path / "blank.png"), "error": "no ink (a blank image)"}
+    assert json.loads(result.stdout) == {"path": str(tmp_path / "blank.png"), "error": NO_INK}
 
 
 def test_cli_without_a_run_says_what_to_run(tmp_path):

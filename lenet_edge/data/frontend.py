@@ -463,13 +463,13 @@ def run_frontend(image: np.ndarray) -> Stages:
     if page.clean:
         final = preprocess(page.flattened)  # the training contract, untouched
     elif digit.count:
-        final = preprocess(_ink_image(page, digit.kept))
+        final = preprocess(ink_image(page, digit.kept))
     else:
         final = np.zeros((CANVAS, CANVAS), np.uint8)
     return Stages(page, digit, final)
 
 
-def _ink_image(page: Page, kept: np.ndarray) -> np.ndarray:
+def ink_image(page: Page, kept: np.ndarray) -> np.ndarray:
     """The kept digit as a clean scan would show it: its ink on pure black, strokes at full brightness.
 
     Hysteresis keeps the faint edges and thin tails of the kept strokes (flattened
