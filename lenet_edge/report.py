@@ -104,12 +104,17 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _headed(entries: list[dict]) -> bool:
+    """A heading per target, unless the host is the only one (bench's report as it always was)."""
+    return len(entries) > 1 or entries[0]["target"] != "host"
+
+
 def format_table(results: dict) -> str:
     """The results for the terminal: a table per target, the cross-target summary, the verdicts."""
     entries = targets(results)
     out = []
     for entry in entries:
-        if len(entries) > 1:
+        if _headed(entries):
             out += ["", f"== {entry['target']}: {_machine_line(entry)}"]
         out += [f"ERROR: {entry['error']}"] if entry.get("error") else [*_fixed_width(*_rows(entry)), _footer(entry)]
     if len(entries) > 1:
@@ -123,13 +128,13 @@ def format_markdown(results: dict) -> str:
     entries = targets(results)
     out = []
     for entry in entries:
-        if len(entries) > 1:
+        if _headed(entries):
             out += [f"## {entry['target']}", ""]
         out += _markdown_target(entry) + [""]
     if len(entries) > 1:
         out += [f"## Every model vs {results['reference']}, across targets", "", *_markdown_table(*_summary(entries))]
         out += ["", SUMMARY_NOTE, ""]
-    out += ["## Verdict" if len(entries) > 1 else "Verdict:", ""]
+    out += ["## Verdict" if _headed(entries) else "Verdict:", ""]
     out += [f"- {e['target']}: {e.get('verdict') or verdict(e)}" for e in entries]
     return "\n".join(out) + "\n"
 
@@ -255,15 +260,26 @@ def verdict(entry: dict) -> str:
         f"{ref['size_bytes'] / 1024:.1f} KB), top-1 {100 * m['accuracy']:.2f}% vs {100 * ref['accuracy']:.2f}% "
         f"({r['accuracy_delta_pp']:+.2f} pp) on {m['n']} images, p50 latency {r['p50_latency']:.2f}x "
         f"({m['latency_us']['p50']:.1f} vs {ref['latency_us']['p50']:.1f} µs): {faster}. "
-        f"{_why(entry['machine'], entry['config']['xnnpack'], r['p50_latency'])} (CPU: {isa_line(entry['machine'])})."
+        f"{_why(entry, name, r['p50_latency'])} (CPU: {isa_line(entry['machine'])})."
     )
 
 
-def _why(machine: dict, xnnpack: bool, ratio: float) -> str:
-    """What the CPU's instruction sets say about int8 against float (XNNPACK's kernels; measured in benchmarks/)."""
-    dot, arch = _dot(machine), machine.get("cpu_arch")
-    if not xnnpack:
+def _why(entry: dict, name: str, ratio: float) -> str:
+    """Why `name` is as fast as it is against the reference there: XNNPACK's coverage first, then the CPU's ISA.
+
+    The ISA notes are XNNPACK's int8 kernels as measured in benchmarks/INT8_LAYERS.md.
+    """
+    machine, arch = entry["machine"], entry["machine"].get("cpu_arch")
+    dot = _dot(machine)
+    if not entry["config"]["xnnpack"]:
         return "XNNPACK off, so both ran LiteRT's reference kernels, not the ones a phone or a PC would use"
+    xnn, ref_xnn = entry["models"][name]["xnnpack"], entry["models"][entry["reference"]]["xnnpack"]
+    if ref_xnn["delegated"] and xnn["ops_delegated"] < xnn["ops_total"]:
+        runtime = _runtime(machine["versions"])
+        if not xnn["delegated"]:
+            return f"XNNPACK did not take {name}'s graph in {runtime}: it ran on the built-in reference kernels"
+        left = xnn["ops_total"] - xnn["ops_delegated"]
+        return f"XNNPACK left {left} of {name}'s {xnn['ops_total']} ops to the reference kernels in {runtime}"
     if arch == "x86_64":
         if not dot:
             return (
