@@ -195,9 +195,8 @@ def _summary(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
         if entry.get("error"):
             rows.append([entry["target"], f"ERROR: {entry['error']}"])
             continue
-        cpu = f"{entry['machine']['cpu_arch']}" + (
-            f" ({', '.join(_dot(entry['machine']))})" if _dot(entry["machine"]) else ""
-        )
+        dot = _dot(entry["machine"])
+        cpu = ", ".join([entry["machine"]["cpu_arch"], *(dot or ["no int8 dot product"])])
         ref = entry["models"][entry["reference"]]
         for name, m in entry["models"].items():
             if name == entry["reference"]:
