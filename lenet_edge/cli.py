@@ -580,7 +580,12 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
     if fmt == "table":
         echo("wrote " + ", ".join(str(p) for p in written.values()))
     if not results.get("ok", True):
-        raise ModelError("some targets or models failed; see their error entries above")
+        lost = [t["target"] for t in results.get("targets", []) if t.get("error")]
+        raise ModelError(
+            f"no result from {', '.join(lost)}; see the error entries above"
+            if lost
+            else "some models failed; see their error entries above"
+        )
 
 
 # --- predict ---------------------------------------------------------------------------------

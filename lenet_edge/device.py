@@ -134,8 +134,8 @@ def run_job(directory: str, interpreter, np) -> dict:
 
     with open(os.path.join(directory, "job.json"), encoding="utf-8") as f:
         job = json.load(f)
-    images = np.load(os.path.join(directory, "data", "images.npy"))
-    labels = np.load(os.path.join(directory, "data", "labels.npy"))
+    images = np.load(os.path.join(directory, "data", "images.npy"), allow_pickle=False)
+    labels = np.load(os.path.join(directory, "data", "labels.npy"), allow_pickle=False)
     config = BenchConfig(**dict(job["config"], batch_sizes=tuple(job["config"]["batch_sizes"])))
     files = {name: os.path.join(directory, entry["file"]) for name, entry in job["models"].items()}
 

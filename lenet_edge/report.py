@@ -167,7 +167,7 @@ def _machine_line(entry: dict) -> str:
     if not machine:
         return "no result"
     return (
-        f"{machine['cpu']}, {machine['cores']} cores, {machine.get('os') or machine['platform']}, "
+        f"{machine['cpu']}, {machine['cores']} cores, {machine.get('os') or machine.get('platform') or 'unknown OS'}, "
         f"Python {machine['python']}, {_runtime(machine['versions'])}, "
         f"load average {machine['loadavg_1m_start']} -> {machine['loadavg_1m_end']}"
     )
@@ -241,7 +241,9 @@ def verdict(entry: dict) -> str:
     models, ref_name = entry["models"], entry["reference"]
     others = [name for name in models if name != ref_name]
     name = "int8" if "int8" in others else (others[0] if others else None)
-    ref = models[ref_name]
+    ref = models.get(ref_name)
+    if ref is None:
+        return "no model measured"
     if "error" in ref:
         return f"{ref_name} failed, nothing to compare with ({ref['error']})"
     if name is None:

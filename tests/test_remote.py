@@ -275,7 +275,7 @@ def test_command_line_failures_exit_1_with_every_target_reported(sshd, exported_
     assert result.exit_code == 1, result.output
     assert f"== {wrong_port}: no result" in result.output and "connection refused by 127.0.0.1" in result.output
     assert "authentication refused" in result.output
-    assert "some targets or models failed" in result.output and "Traceback" not in result.output
+    assert f"error: no result from {wrong_port}, {nobody}; see" in result.output and "Traceback" not in result.output
     import json
 
     saved = json.loads((run / "bench.json").read_text())
