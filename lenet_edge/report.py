@@ -80,14 +80,14 @@ def targets(results: dict) -> list[dict]:
     return results.get("targets") or [{"target": "host", **results}]
 
 
-def _fixed_width(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Aligned lines: the first column left, numbers right; a short row (an error) runs on after the first cell."""
+def _fixed_width(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """Aligned lines: the first `left` columns (names) left, numbers right; a short row (an error) runs on."""
     full = [r for r in rows if len(r) == len(header)]
     widths = [max(len(str(r[i])) for r in [header, *full]) for i in range(len(header))]
 
     def line(cells):
         return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
 
     out = [line(header), "  ".join("-" * w for w in widths)]
@@ -96,8 +96,8 @@ def _fixed_width(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+def _markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|"]
     for r in rows:
         cells = r if len(r) == len(header) else [*r, *[""] * (len(header) - len(r))]
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -118,7 +118,8 @@ def format_table(results: dict) -> str:
             out += ["", f"== {entry['target']}: {_machine_line(entry)}"]
         out += [f"ERROR: {entry['error']}"] if entry.get("error") else [*_fixed_width(*_rows(entry)), _footer(entry)]
     if len(entries) > 1:
-        out += ["", f"== every model vs {results['reference']}, across targets", *_fixed_width(*_summary(entries))]
+        summary = _fixed_width(*_summary(entries), left=3)
+        out += ["", f"== every model vs {results['reference']}, across targets", *summary]
     out += ["", "verdict:", *[f"  {e['target']}: {e.get('verdict') or verdict(e)}" for e in entries]]
     return "\n".join(out).lstrip("\n")
 
@@ -132,7 +133,8 @@ def format_markdown(results: dict) -> str:
             out += [f"## {entry['target']}", ""]
         out += _markdown_target(entry) + [""]
     if len(entries) > 1:
-        out += [f"## Every model vs {results['reference']}, across targets", "", *_markdown_table(*_summary(entries))]
+        summary = _markdown_table(*_summary(entries), left=3)
+        out += [f"## Every model vs {results['reference']}, across targets", "", *summary]
         out += ["", SUMMARY_NOTE, ""]
     out += ["## Verdict" if _headed(entries) else "Verdict:", ""]
     out += [f"- {e['target']}: {e.get('verdict') or verdict(e)}" for e in entries]
