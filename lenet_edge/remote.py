@@ -49,7 +49,7 @@ import numpy as np
 from .config import BenchConfig, RemoteConfig
 from .device import PROGRESS_MARK, RESULT_MARK
 from .fileio import sha256_file
-from .harness import METHOD, SCHEMA_VERSION, data_sha256
+from .harness import METHOD, SCHEMA_VERSION, check_data, data_sha256
 
 # The package modules the device runs, unchanged: numpy and the standard library only (see `device`).
 SHIPPED = ("errors.py", "config.py", "machine.py", "harness.py", "device.py", "runtimes/base.py", "runtimes/litert.py")
@@ -213,6 +213,7 @@ class Sessions:
     ):
         self.targets, self.config, self.say = targets, config, progress or (lambda message: None)
         self.models = models
+        check_data(images, np.asarray(labels))  # before labels travel as uint8
         keep = sample_indices(len(images), config.sample, config.sample_seed)
         self.images, self.labels = images[keep], np.asarray(labels)[keep]
         self.data_info = {

@@ -183,6 +183,52 @@ def test_no_host_needs_a_target(tmp_path):
     assert result.exit_code == 2 and "--no-host leaves nothing to measure" in result.output
 
 
+def verdict_entry(arch: str, isa: list[str], ratio: float, int8_delegated: bool = True) -> dict:
+    """A target's results cut down to what `verdict` reads: float32 and int8, one machine."""
+
+    def model(size, accuracy, p50, delegated):
+        ops = 8 if delegated else 0
+        return {
+            "size_bytes": size,
+            "accuracy": accuracy,
+            "n": 1000,
+            "latency_us": {"p50": p50},
+            "xnnpack": {"delegated": delegated, "partitions": int(delegated), "ops_delegated": ops, "ops_total": 8},
+        }
+
+    int8 = model(66_000, 0.995, 10.0 * ratio, int8_delegated)
+    int8["ratios_to_reference"] = {"p50_latency": ratio, "size": 0.27, "accuracy_delta_pp": 0.1}
+    checked = {"x86_64": ["avx2", "avx512_vnni", "avx_vnni", "amx_int8"], "aarch64": ["asimd", "asimddp", "i8mm"]}
+    return {
+        "target": "ssh://device",
+        "reference": "float32",
+        "config": {"xnnpack": True},
+        "machine": {"cpu_arch": arch, "cpu_isa": isa, "cpu_isa_checked": checked[arch], "versions": {}},
+        "models": {"float32": model(244_000, 0.994, 10.0, True), "int8": int8},
+    }
+
+
+@pytest.mark.parametrize(
+    "arch, isa, ratio, delegated, expected",
+    [
+        ("x86_64", ["avx2"], 1.65, True, ["float32 is the faster here", "AVX2 without VNNI", "no AVX-512 VNNI"]),
+        ("x86_64", ["avx2", "avx512_vnni"], 1.01, True, ["neither is clearly faster", "first convolution"]),
+        ("x86_64", ["avx2", "avx512_vnni"], 0.8, True, ["int8 is the faster here", "AVX-512 VNNI: int8 dot"]),
+        ("aarch64", ["asimd", "asimddp"], 0.6, True, ["int8 is the faster here", "dot product (asimddp)"]),
+        ("aarch64", ["asimd"], 1.2, True, ["NEON without the dot-product extension"]),
+        ("aarch64", ["asimd", "asimddp"], 2.2, False, ["XNNPACK did not take int8's graph"]),
+    ],
+)
+def test_verdicts(arch, isa, ratio, delegated, expected):
+    from lenet_edge.report import verdict
+
+    text = verdict(verdict_entry(arch, isa, ratio, delegated))
+    assert text.startswith("int8 is 0.27x the size of float32") and "99.50% vs 99.40% (+0.10 pp)" in text
+    assert f"p50 latency {ratio:.2f}x" in text
+    for fragment in expected:
+        assert fragment in text, text
+
+
 # --- against the server ----------------------------------------------------------------------
 
 
