@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .config import BenchConfig, ExportConfig, TrainConfig
+    from .config import BenchConfig, ExportConfig, RemoteConfig, TrainConfig
     from .data import load_dataset
     from .model import build_lenet5
     from .training import TrainResult
@@ -131,6 +131,9 @@ def bench(
     write: bool = True,
     cache_dir: Path | None = None,
     log: Callable[[str], None] = print,
+    on: tuple[str, ...] | list[str] = (),
+    host: bool = True,
+    remote: RemoteConfig | None = None,
     **settings: Any,
 ) -> dict:
     """Accuracy, latency and throughput of the run's exported models, as `lenet-edge bench` measures them.
@@ -145,9 +148,14 @@ def bench(
         write: write bench.json, bench.md and the plots into `run_dir`.
         cache_dir: dataset cache.
         log: where progress lines go.
+        on: devices to measure on too, `ssh://[user@]host[:port]` each (see `lenet_edge.remote`).
+        host: measure on this machine as well (the first of `results["targets"]`).
+        remote: how to reach and run on the devices (`lenet_edge.config.RemoteConfig`: ssh config,
+            Python, sample, timeout).
 
     Returns:
-        The results dict (`results["models"][name]["accuracy"]`, `["latency_us"]["p50"]`, ...).
+        The results dict (`results["models"][name]["accuracy"]`, `["latency_us"]["p50"]`, ...;
+        `results["targets"]`: each target's results and verdict, host first).
     """
     from .benchmark import bench_run
     from .config import BenchConfig
@@ -163,6 +171,9 @@ def bench(
         write=write,
         load_splits=lambda manifest, source: load_run_splits(manifest, source, cache_dir=cache_dir, progress=log),
         progress=log,
+        on=on,
+        host=host,
+        remote=remote,
     )
     return results
 

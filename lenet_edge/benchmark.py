@@ -18,16 +18,22 @@ input and 10 logits out). For each model it measures
    the graph's weight and activation bytes, and whether XNNPACK took the
    graph and in how many partitions.
 
-With `BenchConfig.micro` the same models also run in TensorFlow Lite Micro
-(`results["tflm"]`, see `bench_micro`): exact tensor arena, flash, MACs per
-layer, agreement with LiteRT output by output.
-
 A model that cannot be loaded or run becomes `{"error": "..."}` and the others
-still run; `results["ok"]` is False then (for LiteRT; the TFLM section has its
-own `ok`: a model TFLM lacks an op for is a finding, not a failed bench). `bench_run` is the stage's entry
+still run; `results["ok"]` is False then. `bench_run` is the stage's entry
 (the run's models and data -> results, written into the run directory); the
 phases themselves are in `harness`, the machine record in `machine`, the
 tables and plots in `report`.
+
+`bench_run` also measures on devices (`on=["ssh://pi"]`, see `remote`): the
+same phases run there while the host measures, and `results["targets"]` lists
+the host first, then each device, each with its machine record, its models
+and a verdict. The top level stays the first target's results (the host's
+unless `host=False`), so a host-only reader sees what it always saw.
+
+With `BenchConfig.micro` the host also runs every model in TensorFlow Lite
+Micro (`results["tflm"]`, see `bench_micro`): exact tensor arena, flash, MACs
+per layer, agreement with LiteRT output by output. That section has its own
+`ok`: a model TFLM has no kernel for is a finding, not a failed bench.
 """
 
 from __future__ import annotations
@@ -35,55 +41,32 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from . import harness
 from .compat import versions
-from .config import BenchConfig
+from .config import BenchConfig, RemoteConfig
 from .errors import DataError
 from .fileio import sha256_file
-from .machine import loadavg, machine_info
-from .report import format_markdown, format_table, write_results
-from .runtimes import ModelHandle, open_model
-
-SCHEMA_VERSION = 1
+from .harness import METHOD, SCHEMA_VERSION, compare_to_reference
+from .report import format_markdown, format_table, verdict, write_results
+from .runtimes import open_model
 
 __all__ = [
+    "METHOD",
+    "SCHEMA_VERSION",
     "BenchConfig",
+    "RemoteConfig",
     "bench_micro",
     "bench_models",
     "bench_run",
+    "compare_to_reference",
     "format_markdown",
     "format_table",
     "write_results",
 ]
-
-METHOD = {
-    "latency_us": "wall time of one 28x28 image end to end: uint8 -> float32/255 -> quantize "
-    "(int8 inputs), one table lookup -> set_tensor -> invoke -> get_tensor -> argmax (on the raw "
-    "output: dequantizing with a positive scale cannot change the argmax); "
-    "time.perf_counter_ns, after warm-up, garbage collector off, models interleaved with the "
-    "order rotated every round",
-    "invoke_us": "wall time of Interpreter.invoke() alone inside the same runs",
-    "ratios_to_reference": "p50_latency and p50_invoke: median over rounds of this model's time / "
-    "the reference's time in the same round; p50_latency_of_p50s: ratio of the two p50s",
-    "throughput_ips": "images/s of the end-to-end pipeline at each batch size (input resized), "
-    "median over interleaved chunks of repeated calls",
-    "accuracy": "top-1 over the whole split, run in batches of accuracy_batch",
-    "load_ms": "median over fresh loads of Interpreter(...) + allocate_tensors() (XNNPACK delegation "
-    "happens in allocate_tensors); load_ms_first is the first load in this process",
-    "rss_growth_kb": "growth of VmRSS (/proc/self/status) across the first load + allocate of this "
-    "model; approximate (page granularity, allocator reuse; the first model loaded also carries the "
-    "runtime's one-time initialisation). LiteRT's Python API does not expose the arena size",
-    "weights_bytes": "sum of the sizes of the graph's constant tensors",
-    "activations_sum_bytes": "sum of the sizes of all non-constant tensors at batch 1: an upper bound "
-    "on the interpreter's arena, which shares buffers between tensors",
-    "xnnpack": "from the interpreter's node list after allocate_tensors(): each DELEGATE node is one "
-    "partition; the ops it covers are found by walking back from its outputs to its inputs",
-}
 
 
 MICRO_METHOD = {
@@ -142,71 +125,25 @@ def bench_models(
     Raises:
         ValueError: empty `models`, `reference` not among them, or malformed data.
     """
-    if not models:
-        raise ValueError("models must name at least one .tflite file")
-    if reference not in models:
-        raise ValueError(f"reference must be one of {', '.join(models)}; got {reference!r}")
-    labels = np.asarray(labels).astype(np.int64)
-    harness.check_data(images, labels)
-    say = progress or (lambda message: None)
     paths = {name: Path(p) for name, p in models.items()}
-    load = load or litert_loader(paths, config)
-    loadavg_start = loadavg()
-    failed: dict[str, str] = {}  # name -> one-line error; a model that fails in any phase ends here
 
-    say(f"loading {len(paths)} model(s)")
-    loaded, entries = harness.load_all(list(paths), load, images[:1], failed)
-    for name, entry in entries.items():
-        entry.update(path=str(paths[name]), size_bytes=paths[name].stat().st_size, sha256=sha256_file(paths[name]))
+    def describe_file(name: str) -> dict:
+        path = paths[name]
+        return {"path": str(path), "size_bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
-    say(f"accuracy on {len(images)} images")
-    raw = harness.raw_outputs(loaded, images, config.accuracy_batch, failed)
-    preds = {name: r.argmax(axis=-1) for name, r in raw.items()}
-    if outputs is not None:
-        outputs.update(raw)
-    for name, p in preds.items():
-        entries[name].update(harness.accuracy_stats(p, labels))
-
-    samples = _latency(loaded, images, config, failed, say)
-    for name, s in samples.items():
-        entries[name].update(
-            latency_us=harness.stats_us(s[:, 0]),
-            invoke_us=harness.stats_us(s[:, 1]),
-            latency_samples_ns=s[:, 0].tolist(),
-        )
-
-    say(f"throughput at batch sizes {', '.join(map(str, config.batch_sizes))}")
-    live = {n: m for n, m in loaded.items() if n not in failed}
-    rates = harness.throughput(
-        live, images, config.batch_sizes, config.throughput_seconds, config.throughput_chunks, failed
+    return harness.measure(
+        list(paths),
+        load or litert_loader(paths, config),
+        images,
+        labels,
+        config,
+        reference=reference,
+        files=describe_file,
+        versions=versions(),
+        data_info=data_info,
+        progress=progress,
+        outputs=outputs,
     )
-    for name, ips in rates.items():
-        entries[name]["throughput_ips"] = ips
-
-    say("load times")
-    for name, ms in harness.load_times(
-        [n for n in loaded if n not in failed], load, config.load_repeats, failed
-    ).items():
-        entries[name]["load_ms"] = ms
-    loaded.clear()
-
-    results_models = {name: {"error": failed[name]} if name in failed else entries[name] for name in paths}
-    compare_to_reference(results_models, preds, samples, reference)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "ok": not failed,
-        "reference": reference,
-        "data": {
-            "source": (data_info or {}).get("source"),
-            "split": (data_info or {}).get("split"),
-            "n": int(len(images)),
-            "sha256": harness.data_sha256(images, labels),
-        },
-        "machine": machine_info(loadavg_start, versions()),
-        "config": {**asdict(config), "batch_sizes": list(config.batch_sizes)},
-        "method": METHOD,
-        "models": results_models,
-    }
 
 
 def bench_micro(
@@ -272,35 +209,6 @@ def _agreement(tflm: np.ndarray, litert: np.ndarray | None) -> dict | None:
     }
 
 
-def _latency(loaded: dict[str, ModelHandle], images, config: BenchConfig, failed: dict, say) -> dict[str, np.ndarray]:
-    say(f"latency: {config.warmup} warm-up + {config.runs} timed interleaved rounds")
-    harness.timed_rounds(loaded, images, config.warmup, record=False, failed=failed)
-    live = {n: m for n, m in loaded.items() if n not in failed}
-    return harness.timed_rounds(live, images, config.runs, record=True, failed=failed)
-
-
-def compare_to_reference(entries: dict, preds: dict, samples: dict, reference: str) -> None:
-    """Add agreement/flips and ratios to the reference to every model that ran (in place)."""
-    ref = entries[reference]
-    if "error" in ref:
-        for entry in entries.values():
-            if "error" not in entry:
-                entry.update(agreement_with_reference=None, flips=None, ratios_to_reference=None)
-        return
-    for name, entry in entries.items():
-        if "error" in entry:
-            continue
-        same = preds[name] == preds[reference]
-        entry["agreement_with_reference"] = float(same.mean())
-        entry["flips"] = int((~same).sum())
-        entry["ratios_to_reference"] = {
-            **harness.ratios(samples[name], samples[reference]),
-            "p50_latency_of_p50s": round(entry["latency_us"]["p50"] / ref["latency_us"]["p50"], 4),
-            "size": round(entry["size_bytes"] / ref["size_bytes"], 4),
-            "accuracy_delta_pp": round(100 * (entry["accuracy"] - ref["accuracy"]), 3),
-        }
-
-
 def bench_run(
     run_dir: str | os.PathLike = "export",
     config: BenchConfig | None = None,
@@ -311,6 +219,9 @@ def bench_run(
     write: bool = True,
     load_splits: Callable | None = None,
     progress: Callable[[str], None] | None = None,
+    on: tuple[str, ...] | list[str] = (),
+    host: bool = True,
+    remote: RemoteConfig | None = None,
 ) -> tuple[dict, dict[str, Path]]:
     """The bench stage: a run's exported models (or `models`) on a split of its data (or `source`'s).
 
@@ -325,16 +236,25 @@ def bench_run(
         load_splits: `(manifest, source) -> (dataset, splits)`, as `data.load_run_splits`
             (the command line passes one with its cache and progress bar).
         progress: called with a short message at the start of each phase.
+        on: devices to measure on as well, `ssh://[user@]host[:port]` each, concurrently.
+        host: measure on this machine too (the first target); False needs `on`.
+        remote: how to reach and run on the devices (default `RemoteConfig()`).
 
     Returns:
         The results dict, and file name -> path of what was written (empty without `write`).
+        A device that gave no result is a target with an `error`; `results["ok"]` is False then.
 
     Raises:
         ModelError: no run or no exported model (says what to run), a bad model path.
         DataError: no such split in the data.
+        ValueError: a malformed target URL, or nothing to measure.
     """
     from .manifest import exported_models, manifest_path, read_manifest
+    from .remote import Sessions, parse_target
 
+    targets = [parse_target(url) for url in on]
+    if not host and not targets:
+        raise ValueError("host=False leaves nothing to measure: name a device in `on`")
     config = config or BenchConfig()
     manifest = read_manifest(run_dir) if (not models or manifest_path(run_dir).exists()) else {}
     paths = {name: Path(p) for name, p in models.items()} if models else exported_models(run_dir, manifest)
@@ -346,26 +266,46 @@ def bench_run(
     data = splits[split]
     reference = "float32" if "float32" in paths else next(iter(paths))
     data_info = {"source": dataset.source, "split": split}
-    litert_outputs: dict[str, np.ndarray] = {}
-    results = bench_models(
+    sessions = Sessions(
+        targets,
         paths,
         data.images,
         data.labels,
         config,
+        remote or RemoteConfig(),
         reference=reference,
         data_info=data_info,
         progress=progress,
-        outputs=litert_outputs,
     )
-    if config.micro:
-        results["tflm"] = bench_micro(
-            paths,
-            data.images,
-            data.labels,
-            config,
-            litert_outputs,
-            reference=reference,
-            data_info=data_info,
-            progress=progress,
-        )
+    with sessions:  # the devices measure while the host does
+        entries = []
+        if host:
+            litert_outputs: dict[str, np.ndarray] = {}
+            host_results = bench_models(
+                paths,
+                data.images,
+                data.labels,
+                config,
+                reference=reference,
+                data_info=data_info,
+                progress=progress,
+                outputs=litert_outputs,
+            )
+            if config.micro:
+                host_results["tflm"] = bench_micro(
+                    paths,
+                    data.images,
+                    data.labels,
+                    config,
+                    litert_outputs,
+                    reference=reference,
+                    data_info=data_info,
+                    progress=progress,
+                )
+            entries.append({"target": "host", **host_results})
+        entries += sessions.results()
+    for entry in entries:
+        entry["verdict"] = verdict(entry)
+    first = {key: value for key, value in entries[0].items() if key not in ("target", "error", "verdict")}
+    results = {**first, "ok": all(entry["ok"] for entry in entries), "targets": entries}
     return results, (write_results(results, Path(run_dir)) if write else {})

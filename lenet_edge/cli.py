@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from . import __version__
-from .config import ARCHITECTURES, DEFAULT_SPLIT, BenchConfig, ExportConfig, TrainConfig
+from .config import ARCHITECTURES, DEFAULT_SPLIT, BenchConfig, ExportConfig, RemoteConfig, TrainConfig
 from .errors import DataError, LenetEdgeError, ModelError
 from .quiet import native_stderr_captured
 
@@ -24,6 +24,7 @@ CACHE_ENV = "LENET_EDGE_CACHE"
 RECIPE = TrainConfig()  # every option default is its config's own
 EXPORT = ExportConfig()
 BENCH = BenchConfig()
+REMOTE = RemoteConfig()
 
 
 class Group(click.Group):
@@ -463,6 +464,15 @@ def parse_batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     return sizes
 
 
+def parse_targets(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    from .remote import parse_target
+
+    try:
+        return tuple(parse_target(value).url for value in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def parse_model(value: str) -> tuple[str, Path]:
     name, sep, path = value.partition("=")
     path = Path(path if sep else value)
@@ -526,25 +536,88 @@ def parse_model(value: str) -> tuple[str, Path]:
     show_default=True,
     help="What to print on stdout (bench.json, bench.md and plots are always written).",
 )
-def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xnnpack, micro, micro_runs, fmt):
-    """Accuracy and latency of float32 vs int8 (and PTQ), interleaved in one process.
+@click.option(
+    "--on",
+    "on",
+    multiple=True,
+    metavar="ssh://[USER@]HOST[:PORT]",
+    callback=parse_targets,
+    help="Also benchmark on this device over SSH (repeatable; devices run at once). "
+    "It needs Python 3.8+, numpy and ai-edge-litert or tflite-runtime.",
+)
+@click.option(
+    "--host/--no-host",
+    default=True,
+    show_default=True,
+    help="Measure on this machine too, as the first target; --no-host measures only the --on devices.",
+)
+@click.option(
+    "--ssh-config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=REMOTE.ssh_config,
+    help="OpenSSH client config for --on (ssh -F FILE) instead of ~/.ssh/config.",
+)
+@click.option(
+    "--remote-python",
+    default=REMOTE.python,
+    show_default=True,
+    help="Python on the devices: a command on their PATH, or a path (a venv's bin/python).",
+)
+@click.option(
+    "--remote-sample",
+    type=click.IntRange(min=1),
+    default=REMOTE.sample,
+    metavar="N",
+    help="Send a seeded sample of N images to the devices instead of the whole split (slow links).",
+)
+@click.option(
+    "--remote-timeout",
+    type=click.FloatRange(min=1),
+    default=REMOTE.timeout,
+    show_default=True,
+    help="Seconds one device may take in all (connect, send, measure, answer).",
+)
+def bench(
+    run_dir,
+    source,
+    split,
+    models,
+    threads,
+    runs,
+    warmup,
+    batch_sizes,
+    xnnpack,
+    micro,
+    micro_runs,
+    fmt,
+    on,
+    host,
+    **remote,
+):
+    """Accuracy and latency of float32 vs int8 (and PTQ), interleaved in one process, here and on devices.
 
-    Then (unless --no-micro) the same models in TensorFlow Lite Micro: exact
-    tensor arena, flash bytes, MACs per layer, agreement with LiteRT.
-    Writes bench.json, bench.md, latency.png (latency_tflm.png) and the
-    confusion matrices into --dir. A model that fails becomes an error entry; the others still
-    run, and the command then exits 1.
+    Then (unless --no-micro) the same models on this machine in TensorFlow
+    Lite Micro: exact tensor arena, flash bytes, MACs per layer, agreement
+    with LiteRT. Writes bench.json, bench.md, latency.png (latency_tflm.png)
+    and the confusion matrices into --dir, and ends with a verdict per target. A model that fails
+    becomes an error entry; the others still run, and the command then
+    exits 1. With --on, the same measurement runs on each device over SSH
+    at the same time; a device that cannot be reached or lacks a runtime
+    becomes an error entry too.
 
     \b
     Examples:
       lenet-edge bench
       lenet-edge bench --dir runs/hoda --split test --runs 5000 --threads 2
       lenet-edge bench --model a=one.tflite --model b=two.tflite --data hoda --format json
+      lenet-edge bench --dir runs/hoda --on ssh://pi@raspberrypi.local --on ssh://jetson --remote-sample 2000
     """
     import json
 
     from .benchmark import bench_run, format_markdown, format_table
 
+    if not host and not on:
+        raise click.UsageError("--no-host leaves nothing to measure: name a device with --on")
     config = BenchConfig(
         threads=threads,
         runs=runs,
@@ -553,6 +626,12 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
         xnnpack=xnnpack,
         micro=micro,
         micro_runs=micro_runs,
+    )
+    remote_config = RemoteConfig(
+        ssh_config=remote["ssh_config"],
+        python=remote["remote_python"],
+        sample=remote["remote_sample"],
+        timeout=remote["remote_timeout"],
     )
     with native_stderr_captured():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" INFO line
         results, written = bench_run(
@@ -563,12 +642,20 @@ def bench(run_dir, source, split, models, threads, runs, warmup, batch_sizes, xn
             split=split,
             load_splits=run_splits,
             progress=status,
+            on=on,
+            host=host,
+            remote=remote_config,
         )
     echo({"table": format_table, "md": format_markdown, "json": lambda r: json.dumps(r, indent=2)}[fmt](results))
     if fmt == "table":
         echo("wrote " + ", ".join(str(p) for p in written.values()))
     if not results.get("ok", True):
-        raise ModelError("some models failed; see their error entries above")
+        lost = [t["target"] for t in results.get("targets", []) if t.get("error")]
+        raise ModelError(
+            f"no result from {', '.join(lost)}; see the error entries above"
+            if lost
+            else "some models failed; see their error entries above"
+        )
 
 
 # --- predict ---------------------------------------------------------------------------------

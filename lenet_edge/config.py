@@ -104,3 +104,25 @@ class BenchConfig:
             raise ValueError(f"batch_sizes must be a non-empty tuple of integers >= 1; got {self.batch_sizes!r}")
         if not self.throughput_seconds > 0:
             raise ValueError(f"throughput_seconds must be > 0; got {self.throughput_seconds!r}")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """How `bench --on ssh://...` reaches a device and what it sends (recorded with each target)."""
+
+    ssh_config: str | None = None  # `ssh -F FILE`; None: OpenSSH's own (~/.ssh/config, found via passwd, not $HOME)
+    python: str = "python3"  # the target's interpreter: python3 on its PATH, or a path (a venv's, typically)
+    sample: int | None = None  # send a seeded sample of this many images (slow links); None: the whole split
+    sample_seed: int = 0
+    connect_timeout: int = 10  # seconds: ssh's ConnectTimeout, so a dead host fails fast
+    timeout: float = 900.0  # seconds for one target's whole session: send, benchmark, result
+
+    def __post_init__(self):
+        if not self.python or any(c in self.python for c in "\n\0"):
+            raise ValueError(f"python must be a command or path on the target; got {self.python!r}")
+        if self.sample is not None and (not isinstance(self.sample, int) or self.sample < 1):
+            raise ValueError(f"sample must be a number of images >= 1 or None; got {self.sample!r}")
+        if not isinstance(self.connect_timeout, int) or self.connect_timeout < 1:
+            raise ValueError(f"connect_timeout must be whole seconds >= 1; got {self.connect_timeout!r}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds; got {self.timeout!r}")

@@ -1,14 +1,17 @@
 """The measuring harness: accuracy, interleaved timing, throughput and load times over model handles.
 
-Every phase takes `ModelHandle`s (see `runtimes.base`) by name and a shared
-`failed` dict: a model that raises is moved there with a one-line error and
-left out of every later phase, so one broken model never stops the others.
+`measure` runs the phases in order over named models and returns bench.json's
+per-model schema (see `METHOD`); `benchmark.bench_models` calls it on the host
+and `device` on a remote device, so both measure alike. Every phase takes
+`ModelHandle`s (see `runtimes.base`) by name and a shared `failed` dict: a
+model that raises is moved there with a one-line error and left out of every
+later phase, so one broken model never stops the others.
 Timing is interleaved: each round runs every model once, in an order rotated
 every round, so drift of a shared machine (frequency, neighbours, thermal)
 lands on all models alike and per-round ratios between models stay fair.
 
-Only numpy and the standard library: the same code times models on a remote
-device.
+Only numpy and the standard library (and Python 3.8 syntax): the same code
+times models on a remote device.
 """
 
 from __future__ import annotations
@@ -18,18 +21,169 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ModelError
+from .machine import loadavg, machine_info
 from .runtimes.base import NUM_CLASSES, ModelHandle
 
+if TYPE_CHECKING:
+    from .config import BenchConfig
+
+    Loader = Callable[[str], ModelHandle]  # name -> a freshly loaded handle
+
+SCHEMA_VERSION = 1
 STAT_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max")
 
 # Errors a model may raise while loading or running; anything else is a bug here.
 MODEL_FAILURES = (ModelError, ValueError, RuntimeError, OSError)
 
-Loader = Callable[[str], ModelHandle]  # name -> a freshly loaded handle
+METHOD = {
+    "latency_us": "wall time of one 28x28 image end to end: uint8 -> float32/255 -> quantize "
+    "(int8 inputs), one table lookup -> set_tensor -> invoke -> get_tensor -> argmax (on the raw "
+    "output: dequantizing with a positive scale cannot change the argmax); "
+    "time.perf_counter_ns, after warm-up, garbage collector off, models interleaved with the "
+    "order rotated every round",
+    "invoke_us": "wall time of Interpreter.invoke() alone inside the same runs",
+    "ratios_to_reference": "p50_latency and p50_invoke: median over rounds of this model's time / "
+    "the reference's time in the same round; p50_latency_of_p50s: ratio of the two p50s",
+    "throughput_ips": "images/s of the end-to-end pipeline at each batch size (input resized), "
+    "median over interleaved chunks of repeated calls",
+    "accuracy": "top-1 over the whole split, run in batches of accuracy_batch",
+    "load_ms": "median over fresh loads of Interpreter(...) + allocate_tensors() (XNNPACK delegation "
+    "happens in allocate_tensors); load_ms_first is the first load in this process",
+    "rss_growth_kb": "growth of VmRSS (/proc/self/status) across the first load + allocate of this "
+    "model; approximate (page granularity, allocator reuse; the first model loaded also carries the "
+    "runtime's one-time initialisation). LiteRT's Python API does not expose the arena size",
+    "weights_bytes": "sum of the sizes of the graph's constant tensors",
+    "activations_sum_bytes": "sum of the sizes of all non-constant tensors at batch 1: an upper bound "
+    "on the interpreter's arena, which shares buffers between tensors",
+    "xnnpack": "from the interpreter's node list after allocate_tensors(): each DELEGATE node is one "
+    "partition; the ops it covers are found by walking back from its outputs to its inputs",
+}
+
+
+def measure(
+    names: list[str],
+    load: Loader,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: BenchConfig,
+    *,
+    reference: str,
+    files: Callable[[str], dict],
+    versions: dict[str, str],
+    data_info: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+    outputs: dict[str, np.ndarray] | None = None,
+) -> dict:
+    """Every phase over the named models, compared with `reference`: bench.json's results dict.
+
+    Args:
+        names: the models, in report order.
+        load: name -> a freshly loaded `ModelHandle`.
+        images: (N, 28, 28) uint8, white on black, already preprocessed.
+        labels: (N,) integer classes 0..9.
+        config: what to run and how often.
+        reference: the name in `names` others are compared with.
+        files: name -> `{path, size_bytes, sha256}` of a model's file.
+        versions: library versions for the machine record.
+        data_info: {"source", "split"} describing `images`, copied into the result.
+        progress: called with a short message at the start of each phase.
+        outputs: if given, filled with name -> `(N, 10)` raw outputs on `images`.
+
+    Raises:
+        ValueError: no names, `reference` not among them, or malformed data.
+    """
+    if not names:
+        raise ValueError("models must name at least one .tflite file")
+    if reference not in names:
+        raise ValueError(f"reference must be one of {', '.join(names)}; got {reference!r}")
+    labels = np.asarray(labels).astype(np.int64)
+    check_data(images, labels)
+    say = progress or (lambda message: None)
+    loadavg_start = loadavg()
+    failed: dict[str, str] = {}  # name -> one-line error; a model that fails in any phase ends here
+
+    say(f"loading {len(names)} model(s)")
+    loaded, entries = load_all(names, load, images[:1], failed)
+    for name, entry in entries.items():
+        entry.update(files(name))
+
+    say(f"accuracy on {len(images)} images")
+    raw = raw_outputs(loaded, images, config.accuracy_batch, failed)
+    if outputs is not None:
+        outputs.update(raw)
+    preds = {name: r.argmax(axis=-1) for name, r in raw.items()}
+    for name, p in preds.items():
+        entries[name].update(accuracy_stats(p, labels))
+
+    say(f"latency: {config.warmup} warm-up + {config.runs} timed interleaved rounds")
+    timed_rounds(loaded, images, config.warmup, record=False, failed=failed)
+    samples = timed_rounds(_live(loaded, failed), images, config.runs, record=True, failed=failed)
+    for name, s in samples.items():
+        entries[name].update(
+            latency_us=stats_us(s[:, 0]), invoke_us=stats_us(s[:, 1]), latency_samples_ns=s[:, 0].tolist()
+        )
+
+    say(f"throughput at batch sizes {', '.join(map(str, config.batch_sizes))}")
+    rates = throughput(
+        _live(loaded, failed), images, config.batch_sizes, config.throughput_seconds, config.throughput_chunks, failed
+    )
+    for name, ips in rates.items():
+        entries[name]["throughput_ips"] = ips
+
+    say("load times")
+    for name, ms in load_times(list(_live(loaded, failed)), load, config.load_repeats, failed).items():
+        entries[name]["load_ms"] = ms
+    loaded.clear()
+
+    models = {name: {"error": failed[name]} if name in failed else entries[name] for name in names}
+    compare_to_reference(models, preds, samples, reference)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "ok": not failed,
+        "reference": reference,
+        "data": {
+            "source": (data_info or {}).get("source"),
+            "split": (data_info or {}).get("split"),
+            "n": int(len(images)),
+            "sha256": data_sha256(images, labels),
+        },
+        "machine": machine_info(loadavg_start, versions),
+        "config": {**asdict(config), "batch_sizes": list(config.batch_sizes)},
+        "method": METHOD,
+        "models": models,
+    }
+
+
+def _live(loaded: dict[str, ModelHandle], failed: dict[str, str]) -> dict[str, ModelHandle]:
+    return {name: model for name, model in loaded.items() if name not in failed}
+
+
+def compare_to_reference(entries: dict, preds: dict, samples: dict, reference: str) -> None:
+    """Add agreement/flips and ratios to the reference to every model that ran (in place)."""
+    ref = entries[reference]
+    if "error" in ref:
+        for entry in entries.values():
+            if "error" not in entry:
+                entry.update(agreement_with_reference=None, flips=None, ratios_to_reference=None)
+        return
+    for name, entry in entries.items():
+        if "error" in entry:
+            continue
+        same = preds[name] == preds[reference]
+        entry["agreement_with_reference"] = float(same.mean())
+        entry["flips"] = int((~same).sum())
+        entry["ratios_to_reference"] = {
+            **ratios(samples[name], samples[reference]),
+            "p50_latency_of_p50s": round(entry["latency_us"]["p50"] / ref["latency_us"]["p50"], 4),
+            "size": round(entry["size_bytes"] / ref["size_bytes"], 4),
+            "accuracy_delta_pp": round(100 * (entry["accuracy"] - ref["accuracy"]), 3),
+        }
 
 
 def rss_kb() -> float | None:
@@ -145,7 +299,7 @@ def stats_us(ns: np.ndarray) -> dict:
     us = ns.astype(np.float64) / 1e3
     p50, p90, p99 = np.percentile(us, [50, 90, 99])
     values = (p50, p90, p99, us.mean(), us.std(), us.min(), us.max())
-    return {key: round(float(v), 3) for key, v in zip(STAT_KEYS, values, strict=True)}
+    return {key: round(float(v), 3) for key, v in zip(STAT_KEYS, values)}  # noqa: B905 (no strict= in Python 3.8)
 
 
 def throughput(

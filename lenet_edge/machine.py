@@ -107,6 +107,7 @@ def machine_info(loadavg_start: float | None, versions: dict[str, str]) -> dict:
         "cpu_governor": _read_first_line("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "loadavg_1m_start": loadavg_start,
         "loadavg_1m_end": loadavg(),
+        "os": os_name(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "timer": {
@@ -117,6 +118,19 @@ def machine_info(loadavg_start: float | None, versions: dict[str, str]) -> dict:
         "peak_rss_kb": peak,
         "versions": versions,
     }
+
+
+def os_name(path: str = "/etc/os-release") -> str:
+    """The distribution's name as it gives it (PRETTY_NAME), else the kernel's name and release."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                if key == "PRETTY_NAME" and value.strip('"'):
+                    return value.strip('"')
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.release()}".strip() or "unknown"
 
 
 def _read_first_line(path: str) -> str | None:

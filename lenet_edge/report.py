@@ -1,7 +1,10 @@
-"""Bench reports: the terminal table, bench.md, and the plots (latency boxes, confusion matrices).
+"""Bench reports: the terminal table, bench.md, the verdicts, and the plots (latency boxes, confusion matrices).
 
-Everything here reads a results dict as `benchmark.bench_models` returns it
-and writes nothing but the files `write_results` names.
+Everything here reads a results dict as `benchmark.bench_models` or
+`benchmark.bench_run` returns it and writes nothing but the files
+`write_results` names. With several targets (`bench --on`), each gets its own
+table, then one summary compares every model with the reference across
+targets; every report ends with a verdict per target (`verdict`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write_json, atomic_write_text, sweep_temporaries
-from .machine import isa_line
+from .machine import INT8_DOT, ISA_NAMES, isa_line
 from .manifest import PERSIAN_DIGITS
 from .plots import figure, save_png
 from .runtimes.base import NUM_CLASSES
@@ -115,31 +118,6 @@ def _micro_rows(section: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _fixed_width(header: list[str], rows: list[list[str]]) -> list[str]:
-    full = [r for r in rows if len(r) == len(header)]
-    widths = [max(len(str(r[i])) for r in [header, *full]) for i in range(len(header))]
-
-    def line(cells):
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    out = [line(header), "  ".join("-" * w for w in widths)]
-    out += [line(r) if len(r) == len(header) else f"{r[0].ljust(widths[0])}  {r[1]}" for r in rows]
-    return out
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = [
-        "| " + " | ".join(c.replace("|", "\\|") for c in header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
-    ]
-    for r in rows:
-        cells = r if len(r) == len(header) else [r[0], r[1]] + [""] * (len(header) - 2)
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return out
-
-
 def _micro_footer(section: dict) -> str:
     c = section["config"]
     return (
@@ -162,57 +140,254 @@ def _micro_layers(section: dict) -> list[str]:
     return [*out, f"| total | | {ok[name]['macs_total']:,} |"]
 
 
-def format_table(results: dict) -> str:
-    """A fixed-width table of the results for the terminal."""
-    header, rows = _rows(results)
+def targets(results: dict) -> list[dict]:
+    """The measured targets, host first: `results["targets"]`, or the results themselves (`bench_models`)."""
+    return results.get("targets") or [{"target": "host", **results}]
+
+
+def _fixed_width(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """Aligned lines: the first `left` columns (names) left, numbers right; a short row (an error) runs on."""
     full = [r for r in rows if len(r) == len(header)]
     widths = [max(len(str(r[i])) for r in [header, *full]) for i in range(len(header))]
-    left = {0}  # the model name is left-aligned, numbers right-aligned
 
     def line(cells):
         return "  ".join(
-            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
 
     out = [line(header), "  ".join("-" * w for w in widths)]
     for r in rows:
-        out.append(line(r) if len(r) == len(header) else f"{r[0].ljust(widths[0])}  {r[1]}")
-    out.append(_footer(results))
-    if "tflm" in results:
-        out += ["", *_fixed_width(*_micro_rows(results["tflm"])), _micro_footer(results["tflm"])]
-    return "\n".join(out)
+        out.append(line(r) if len(r) == len(header) else f"{r[0].ljust(widths[0])}  {'  '.join(r[1:])}")
+    return out
+
+
+def _markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    out = [
+        "| " + " | ".join(c.replace("|", "\\|") for c in header) + " |",
+        "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|",
+    ]
+    for r in rows:
+        cells = r if len(r) == len(header) else [*r, *[""] * (len(header) - len(r))]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return out
+
+
+def _headed(entries: list[dict]) -> bool:
+    """A heading per target, unless the host is the only one (bench's report as it always was)."""
+    return len(entries) > 1 or entries[0]["target"] != "host"
+
+
+def format_table(results: dict) -> str:
+    """The results for the terminal: a table per target, the cross-target summary, the verdicts."""
+    entries = targets(results)
+    out = []
+    for entry in entries:
+        if _headed(entries):
+            out += ["", f"== {entry['target']}: {_machine_line(entry)}"]
+        out += [f"ERROR: {entry['error']}"] if entry.get("error") else [*_fixed_width(*_rows(entry)), _footer(entry)]
+        if "tflm" in entry:
+            out += ["", *_fixed_width(*_micro_rows(entry["tflm"])), _micro_footer(entry["tflm"])]
+    if len(entries) > 1:
+        summary = _fixed_width(*_summary(entries), left=3)
+        out += ["", f"== every model vs {results['reference']}, across targets", *summary]
+    out += ["", "verdict:", *[f"  {e['target']}: {e.get('verdict') or verdict(e)}" for e in entries]]
+    return "\n".join(out).lstrip("\n")
 
 
 def format_markdown(results: dict) -> str:
-    """The same table in Markdown, with the conditions it was measured under."""
-    header, rows = _rows(results)
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for r in rows:
-        cells = r if len(r) == len(header) else [r[0], r[1]] + [""] * (len(header) - 2)
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    machine, data = results["machine"], results["data"]
-    out += [
+    """bench.md: a table per target with the conditions it was measured under, the summary, the verdicts."""
+    entries = targets(results)
+    out = []
+    for entry in entries:
+        if _headed(entries):
+            out += [f"## {entry['target']}", ""]
+        out += _markdown_target(entry, _headed(entries)) + [""]
+    if len(entries) > 1:
+        summary = _markdown_table(*_summary(entries), left=3)
+        out += [f"## Every model vs {results['reference']}, across targets", "", *summary]
+        out += ["", SUMMARY_NOTE, ""]
+    out += ["## Verdict" if _headed(entries) else "Verdict:", ""]
+    out += [f"- {e['target']}: {e.get('verdict') or verdict(e)}" for e in entries]
+    return "\n".join(out) + "\n"
+
+
+def _markdown_target(entry: dict, headed: bool = False) -> list[str]:
+    if entry.get("error"):
+        return [f"No result: {entry['error']}."]
+    machine, data = entry["machine"], entry["data"]
+    return [
+        *_markdown_table(*_rows(entry)),
         "",
-        _footer(results),
+        _footer(entry),
         "",
         f"Data: {data['source'] or 'unknown source'}, split {data['split'] or '-'}, n = {data['n']}"
+        + (f", a sample (seed {data['sample_seed']}) of {data['sample_of']}" if data.get("sample_of") else "")
         + (f" (sha256 {data['sha256'][:12]})" if data.get("sha256") else "")
         + ". "
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
-        f"ai-edge-litert {machine['versions'].get('ai_edge_litert')}, "
-        f"load average {machine['loadavg_1m_start']} -> {machine['loadavg_1m_end']}.",
+        f"Machine: {_machine_line(entry)}.",
         "",
         f"CPU instruction sets: {isa_line(machine)}.",
         "",
         "Latency is one image end to end (uint8 to the model's input type by one table lookup, set_tensor, "
         "invoke, get_tensor, argmax of the raw output); `p50 x` is the median over timing rounds of the "
         "per-round ratio to the reference, the models being interleaved round by round.",
+        *_markdown_micro(entry, "###" if headed else "##"),
     ]
-    if "tflm" in results:
-        section = results["tflm"]
-        out += ["", "## TensorFlow Lite Micro", "", *_markdown_table(*_micro_rows(section)), ""]
-        out += [_micro_footer(section), "", *_micro_layers(section)]
-    return "\n".join(out) + "\n"
+
+
+def _markdown_micro(entry: dict, level: str) -> list[str]:
+    """bench.md's TensorFlow Lite Micro section, when the target ran one (`level`: its heading's #s)."""
+    if "tflm" not in entry:
+        return []
+    section = entry["tflm"]
+    return [
+        "",
+        f"{level} TensorFlow Lite Micro",
+        "",
+        *_markdown_table(*_micro_rows(section)),
+        "",
+        _micro_footer(section),
+        "",
+        *_micro_layers(section),
+    ]
+
+
+def _machine_line(entry: dict) -> str:
+    machine = entry.get("machine")
+    if not machine:
+        return "no result"
+    return (
+        f"{machine['cpu']}, {machine['cores']} cores, {machine.get('os') or machine.get('platform') or 'unknown OS'}, "
+        f"Python {machine['python']}, {_runtime(machine['versions'])}, "
+        f"load average {machine['loadavg_1m_start']} -> {machine['loadavg_1m_end']}"
+    )
+
+
+def _runtime(versions: dict) -> str:
+    """The TFLite runtime the target ran: LiteRT's wheel on the host, either wheel on a device."""
+    for key, name in (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")):
+        if versions.get(key) not in (None, "not installed"):
+            return f"{name} {versions[key]}"
+    return "no TFLite runtime recorded"
+
+
+SUMMARY_NOTE = (
+    "`p50 x` is the model's p50 latency over the reference's on the same target, as the median of per-round "
+    "ratios; top-1 is measured on each target's own images (`images`: a sample when `--remote-sample` was given)."
+)
+
+
+def _summary(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Each model against the reference, one row per target and model."""
+    header = ["target", "CPU", "model", "images", "top-1 %", "ref top-1 %", "Δpp", "p50 µs", "ref p50 µs", "p50 x"]
+    rows = []
+    for entry in entries:
+        if entry.get("error"):
+            rows.append([entry["target"], f"ERROR: {entry['error']}"])
+            continue
+        dot = _dot(entry["machine"])
+        cpu = ", ".join([entry["machine"]["cpu_arch"], *(dot or ["no int8 dot product"])])
+        ref = entry["models"][entry["reference"]]
+        for name, m in entry["models"].items():
+            if name == entry["reference"]:
+                continue
+            if "error" in m or "error" in ref:
+                rows.append([entry["target"], cpu, name, f"ERROR: {(m if 'error' in m else ref)['error']}"])
+                continue
+            r = m["ratios_to_reference"]
+            rows.append(
+                [
+                    entry["target"],
+                    cpu,
+                    name,
+                    str(m["n"]),
+                    f"{100 * m['accuracy']:.2f}",
+                    f"{100 * ref['accuracy']:.2f}",
+                    f"{r['accuracy_delta_pp']:+.2f}",
+                    f"{m['latency_us']['p50']:.1f}",
+                    f"{ref['latency_us']['p50']:.1f}",
+                    f"{r['p50_latency']:.3f}",
+                ]
+            )
+    return header, rows
+
+
+SAME_SPEED = 0.03  # a p50 ratio within 3% of 1 is called a tie: below what repeated runs here resolve
+
+
+def _dot(machine: dict) -> list[str]:
+    """The int8 dot-product instructions the CPU has, as reports name them."""
+    return [ISA_NAMES.get(f, f) for f in machine.get("cpu_isa") or [] if f in INT8_DOT]
+
+
+def verdict(entry: dict) -> str:
+    """A few words on one target: int8 (else the first other model) against the reference, and why, from its CPU.
+
+    Size and top-1 against the reference, the p50 latency ratio, which is the
+    faster there, and the instruction sets behind it.
+    """
+    if entry.get("error"):
+        return f"no result ({entry['error']})"
+    models, ref_name = entry["models"], entry["reference"]
+    others = [name for name in models if name != ref_name]
+    name = "int8" if "int8" in others else (others[0] if others else None)
+    ref = models.get(ref_name)
+    if ref is None:
+        return "no model measured"
+    if "error" in ref:
+        return f"{ref_name} failed, nothing to compare with ({ref['error']})"
+    if name is None:
+        return f"only {ref_name} measured: top-1 {100 * ref['accuracy']:.2f}%, p50 {ref['latency_us']['p50']:.1f} µs"
+    m = models[name]
+    if "error" in m:
+        return f"{name} failed ({m['error']})"
+    r = m["ratios_to_reference"]
+    if abs(r["p50_latency"] - 1) <= SAME_SPEED:
+        faster = f"neither is clearly faster here (within {SAME_SPEED:.0%})"
+    else:
+        faster = f"{name if r['p50_latency'] < 1 else ref_name} is the faster here"
+    return (
+        f"{name} is {r['size']:.2f}x the size of {ref_name} ({m['size_bytes'] / 1024:.1f} vs "
+        f"{ref['size_bytes'] / 1024:.1f} KB), top-1 {100 * m['accuracy']:.2f}% vs {100 * ref['accuracy']:.2f}% "
+        f"({r['accuracy_delta_pp']:+.2f} pp) on {m['n']} images, p50 latency {r['p50_latency']:.2f}x "
+        f"({m['latency_us']['p50']:.1f} vs {ref['latency_us']['p50']:.1f} µs): {faster}. "
+        f"{_why(entry, name, r['p50_latency'])} (CPU: {isa_line(entry['machine'])})."
+    )
+
+
+def _why(entry: dict, name: str, ratio: float) -> str:
+    """Why `name` is as fast as it is against the reference there: XNNPACK's coverage first, then the CPU's ISA.
+
+    The ISA notes are XNNPACK's int8 kernels as measured in benchmarks/INT8_LAYERS.md.
+    """
+    machine, arch = entry["machine"], entry["machine"].get("cpu_arch")
+    dot = _dot(machine)
+    if not entry["config"]["xnnpack"]:
+        return "XNNPACK off, so both ran LiteRT's reference kernels, not the ones a phone or a PC would use"
+    xnn, ref_xnn = entry["models"][name]["xnnpack"], entry["models"][entry["reference"]]["xnnpack"]
+    if ref_xnn["delegated"] and xnn["ops_delegated"] < xnn["ops_total"]:
+        runtime = _runtime(machine["versions"])
+        if not xnn["delegated"]:
+            return f"XNNPACK did not take {name}'s graph in {runtime}: it ran on the built-in reference kernels"
+        left = xnn["ops_total"] - xnn["ops_delegated"]
+        return f"XNNPACK left {left} of {name}'s {xnn['ops_total']} ops to the reference kernels in {runtime}"
+    if arch == "x86_64":
+        if not dot:
+            return (
+                "AVX2 without VNNI: no int8 dot-product instruction, so XNNPACK's int8 kernels widen to 16 bits "
+                "and its int8 first convolution is slow here"
+            )
+        if ratio < 1 - SAME_SPEED:
+            return f"{' and '.join(dot)}: int8 dot products in one instruction"
+        return (
+            f"{' and '.join(dot)}: int8 dot products in one instruction, yet XNNPACK's int8 first convolution "
+            "(one input channel) costs more than float's and gives back what the later layers gain"
+        )
+    if arch == "aarch64":
+        if dot:
+            return f"{' and '.join(dot)}: XNNPACK's int8 kernels multiply 4 bytes at a time"
+        return "NEON without the dot-product extension: XNNPACK's int8 kernels widen to 16-bit multiplies here"
+    return f"no int8 notes for the {arch or 'unknown'} architecture"
 
 
 def _footer(results: dict) -> str:
@@ -225,7 +400,7 @@ def _footer(results: dict) -> str:
 
 
 def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
-    """Write bench.json, bench.md, latency.png (latency_tflm.png) and confusion_<model>.png into `out_dir`, atomically.
+    """Write bench.json, bench.md, latency.png and confusion_<model>.png into `out_dir`, atomically.
 
     Returns:
         file name -> path of every file written.
@@ -236,14 +411,21 @@ def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
         "bench.json": atomic_write_json(out_dir / "bench.json", results),
         "bench.md": atomic_write_text(out_dir / "bench.md", format_markdown(results)),
     }
-    ok = {name: m for name, m in results["models"].items() if "error" not in m}
-    if ok:
-        written["latency.png"] = _plot_latency(ok, out_dir / "latency.png")
+    entries = targets(results)
+    timed = {  # every target's models in one plot, "target: model" when there are several targets
+        (f"{entry['target']}: {name}" if len(entries) > 1 else name): m
+        for entry in entries
+        for name, m in entry["models"].items()
+        if "error" not in m
+    }
+    if timed:
+        written["latency.png"] = _plot_latency(timed, out_dir / "latency.png")
     micro_ok = {n: m for n, m in results.get("tflm", {}).get("models", {}).items() if "error" not in m}
     if micro_ok:
         written["latency_tflm.png"] = _plot_latency(
             micro_ok, out_dir / "latency_tflm.png", "TFLM reference kernels on this host (not MCU speed)"
         )
+    ok = {name: m for name, m in results["models"].items() if "error" not in m}  # the first target's
     for name, m in ok.items():
         file_name = f"confusion_{_safe_name(name)}.png"
         written[file_name] = _plot_confusion(name, m, out_dir / file_name)

@@ -21,9 +21,9 @@ from PIL import Image
 
 import lenet_edge as le
 from lenet_edge.cli import main
+from lenet_edge.data.preprocess import INK_THRESHOLD
 from lenet_edge.data.synthetic import generate_numbers
 from lenet_edge.manifest import PERSIAN_DIGITS
-from lenet_edge.data.preprocess import INK_THRESHOLD
 from lenet_edge.reading import MAX_DIGITS, MAX_PIXELS, MIN_CONFIDENCE, NO_INK, read, read_array
 
 HUMAN_LINE = re.compile(r"^(\S+) +([۰-۹]+)  ([0-9]+) +(\d+\.\d)%$")

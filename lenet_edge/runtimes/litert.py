@@ -5,39 +5,69 @@ below read a graph as plain data (ops, tensors, input/output quantization) and
 find how XNNPACK partitioned it. LiteRT's node list is only reachable through
 the interpreter's experimental `_get_ops_details`; `op_details` is the one
 place that calls it.
+
+The interpreter classes come from `compat` (the one place the host imports
+LiteRT) unless a caller passes another TFLite interpreter module
+(`interpreter=`): `bench --on` runs this same module on a device, with
+whichever of `ai_edge_litert.interpreter` or `tflite_runtime.interpreter` it
+has. So this file stays importable without LiteRT and on Python 3.8.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from ..compat import Interpreter, OpResolverType
 from ..errors import ModelError
 from .base import ModelHandle, TensorSpec
 
-ModelSource = bytes | str | os.PathLike
+if TYPE_CHECKING:
+    from ..compat import Interpreter
+
+ModelSource = Union[bytes, str, os.PathLike]  # noqa: UP007 (evaluated at import: Python 3.8 on a device)
+
+
+def host_interpreter() -> ModuleType:
+    """The host's TFLite interpreter module: `compat`, which imports LiteRT's `Interpreter` and `OpResolverType`."""
+    from .. import compat
+
+    return compat
+
+
+def runtime_name(interpreter: ModuleType) -> str:
+    """How results name the runtime behind an interpreter module: "litert" or "tflite_runtime"."""
+    return "tflite_runtime" if interpreter.__name__.startswith("tflite_runtime") else "litert"
 
 
 def label(model: ModelSource) -> str:
     """How messages name a model: its path, or its size when it is bytes in memory."""
-    return f"<{len(model)}-byte model>" if isinstance(model, bytes | bytearray) else str(model)
+    return f"<{len(model)}-byte model>" if isinstance(model, (bytes, bytearray)) else str(model)
 
 
-def load_interpreter(model: ModelSource, *, threads: int = 1, xnnpack: bool = False) -> Interpreter:
+def load_interpreter(
+    model: ModelSource, *, threads: int = 1, xnnpack: bool = False, interpreter: ModuleType | None = None
+) -> Interpreter:
     """An allocated LiteRT interpreter.
 
     Without XNNPACK it runs the graph's built-in kernels (those TensorFlow Lite
     Micro's are ported from); with it (the AUTO resolver), XNNPACK rewrites the
     graph at `allocate_tensors`.
 
+    Args:
+        model: a path, or the model's bytes.
+        threads: interpreter threads.
+        xnnpack: use the default XNNPACK delegate.
+        interpreter: the module providing `Interpreter` and `OpResolverType` (default: the host's LiteRT).
+
     Raises:
         ModelError: the file is missing or empty, or LiteRT cannot load it.
     """
-    if isinstance(model, bytes | bytearray):
+    api = interpreter or host_interpreter()
+    if isinstance(model, (bytes, bytearray)):
         source: dict[str, Any] = {"model_content": bytes(model)}
     else:
         if not os.path.isfile(model):
@@ -45,13 +75,14 @@ def load_interpreter(model: ModelSource, *, threads: int = 1, xnnpack: bool = Fa
         if os.path.getsize(model) == 0:
             raise ModelError(f"{model}: empty file")
         source = {"model_path": str(model)}
-    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    resolvers = api.OpResolverType
+    resolver = resolvers.AUTO if xnnpack else resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver)
-        interpreter.allocate_tensors()
+        loaded = api.Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver)
+        loaded.allocate_tensors()
     except (ValueError, RuntimeError) as exc:  # LiteRT's words for a file that is not a usable flatbuffer
         raise ModelError(f"{label(model)}: not a loadable TFLite model ({' '.join(str(exc).split())})") from None
-    return interpreter
+    return loaded
 
 
 def tensor_spec(detail: Mapping) -> TensorSpec:
@@ -71,14 +102,22 @@ def op_details(interpreter: Interpreter) -> list[dict]:
 
 
 class LiteRTModel(ModelHandle):
-    """A .tflite model (path or bytes) loaded in LiteRT, `threads` threads, XNNPACK on or off."""
+    """A .tflite model (path or bytes) loaded in LiteRT, `threads` threads, XNNPACK on or off.
+
+    `interpreter` is the TFLite interpreter module (see `load_interpreter`); a
+    device without LiteRT passes `tflite_runtime.interpreter`, whose API is the same.
+    """
 
     runtime = "litert"
 
-    def __init__(self, model: ModelSource, *, threads: int = 1, xnnpack: bool = True):
+    def __init__(
+        self, model: ModelSource, *, threads: int = 1, xnnpack: bool = True, interpreter: ModuleType | None = None
+    ):
         self.label = label(model)
         self.xnnpack = xnnpack
-        self.interpreter = load_interpreter(model, threads=threads, xnnpack=xnnpack)
+        if interpreter is not None:
+            self.runtime = runtime_name(interpreter)
+        self.interpreter = load_interpreter(model, threads=threads, xnnpack=xnnpack, interpreter=interpreter)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         self._ready([tensor_spec(d) for d in inputs], [tensor_spec(d) for d in outputs])
         self._in, self._out = int(inputs[0]["index"]), int(outputs[0]["index"])
