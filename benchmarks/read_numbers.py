@@ -11,8 +11,8 @@ the others about 30 px), centred on a common middle line, in two layouts:
 
 then scaled by 0.8-2.5x (bilinear), written dark on light for half of them,
 with Gaussian noise and a few specks of ink. Every number goes through the
-polarity step of `load_image` and `reading.read_array` with the run's int8
-model. Reported per layout and per length: exact-number accuracy, digit
+polarity step of `load_image` and `reading.read_array` (the photo front end,
+segmentation) with the run's int8 model. Reported per layout and per length: exact-number accuracy, digit
 accuracy (digits matched by longest common subsequence, over the true
 digits), the share of numbers whose digit count came out wrong, and images
 refused; plus the time to read one 11-digit number end to end.
@@ -227,8 +227,8 @@ def main() -> None:
         "Hoda's test set at their scanned size on a common middle line: *spaced* (gaps of 15-60% of a digit's "
         "width) or *tight* (gaps of -1 to 2 px: many strokes touch); scaled 0.8-2.5x, half of them dark on light, "
         f"Gaussian noise (sigma {NOISE_SIGMA:.0f} grey levels) and up to three specks each. Read by "
-        "`lenet_edge.reading.read_array` (segmentation, then the int8 QAT model of the Hoda run) after the polarity "
-        "step of `load_image`. The segmentation was developed on synthetic numbers and on numbers composed from "
+        "`lenet_edge.reading.read_array` (the photo front end, which passes these clean images unchanged; "
+        "segmentation; then the int8 QAT model of the Hoda run) after the polarity step of `load_image`. The segmentation was developed on synthetic numbers and on numbers composed from "
         "Hoda's training digits (`--split train`). The figures of one intermediate version on these test "
         "numbers were seen during development; no setting was chosen by them.",
         "",
@@ -247,7 +247,7 @@ def main() -> None:
         "",
         "## Time to read one 11-digit number",
         "",
-        "End to end from the grayscale array: ink mask, segmentation (components, cut candidates), "
+        "End to end from the grayscale array: the front end's clean-image test and ink mask, segmentation (components, cut candidates), "
         "preprocessing of every candidate piece (each group whole, and each piece a group not read surely "
         "might be cut into), two batched calls of the int8 model in one kept LiteRT interpreter (XNNPACK, "
         "one thread), "
