@@ -228,7 +228,8 @@ def main() -> None:
         "width) or *tight* (gaps of -1 to 2 px: many strokes touch); scaled 0.8-2.5x, half of them dark on light, "
         f"Gaussian noise (sigma {NOISE_SIGMA:.0f} grey levels) and up to three specks each. Read by "
         "`lenet_edge.reading.read_array` (the photo front end, which passes these clean images unchanged; "
-        "segmentation; then the int8 QAT model of the Hoda run) after the polarity step of `load_image`. The segmentation was developed on synthetic numbers and on numbers composed from "
+        "segmentation; then the int8 QAT model of the Hoda run) after the polarity step of `load_image`. "
+        "The segmentation was developed on synthetic numbers and on numbers composed from "
         "Hoda's training digits (`--split train`). The figures of one intermediate version on these test "
         "numbers were seen during development; no setting was chosen by them.",
         "",
@@ -247,7 +248,8 @@ def main() -> None:
         "",
         "## Time to read one 11-digit number",
         "",
-        "End to end from the grayscale array: the front end's clean-image test and ink mask, segmentation (components, cut candidates), "
+        "End to end from the grayscale array: the front end's clean-image test and ink mask, "
+        "segmentation (components, cut candidates), "
         "preprocessing of every candidate piece (each group whole, and each piece a group not read surely "
         "might be cut into), two batched calls of the int8 model in one kept LiteRT interpreter (XNNPACK, "
         "one thread), "
