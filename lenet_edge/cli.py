@@ -16,7 +16,15 @@ import click
 import numpy as np
 
 from . import __version__
-from .config import ARCHITECTURES, DEFAULT_SPLIT, BenchConfig, ExportConfig, RemoteConfig, TrainConfig
+from .config import (
+    ARCHITECTURES,
+    DEFAULT_SPLIT,
+    READ_MIN_CONFIDENCE,
+    BenchConfig,
+    ExportConfig,
+    RemoteConfig,
+    TrainConfig,
+)
 from .errors import DataError, LenetEdgeError, ModelError
 from .quiet import native_stderr_captured
 
@@ -118,6 +126,34 @@ DIR_OPTION = click.option(
     show_default=True,
     help="Run directory: where train writes and export, bench and predict read.",
 )
+# predict's and read's: image files in, one record per image out
+IMAGES_ARGUMENT = click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+MODEL_OPTION = click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A .tflite model to run instead of the run's int8 (else float32) export.",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
+QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bar.")
+
+
+def echo_records(results: list[dict], as_json: bool, line, failure: str) -> None:
+    """Print predict's or read's records (`line(record, path_width)` for a good one), then fail if any failed."""
+    import json
+
+    width = max((len(r["path"]) for r in results), default=0)
+    for r in results:
+        if as_json:
+            echo(json.dumps(r, ensure_ascii=False))
+        elif "error" in r:
+            click.echo(f"error: {r['path']}: {r['error']}", err=True)
+        else:
+            echo(line(r, width))
+    failed = sum("error" in r for r in results)
+    if failed:
+        raise DataError(f"{failed} of {len(results)} {failure}")
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -662,15 +698,9 @@ def bench(
 
 
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@IMAGES_ARGUMENT
 @DIR_OPTION
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A .tflite model to run instead of the run's int8 (else float32) export.",
-)
+@MODEL_OPTION
 @click.option(
     "--top-k",
     type=click.IntRange(1, 10),
@@ -678,7 +708,7 @@ def bench(
     show_default=True,
     help="Digits ranked per image: the prediction and its runners-up.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
+@JSON_OPTION
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Images per interpreter call."
 )
@@ -688,7 +718,7 @@ def bench(
     default=None,
     help="Write per image DIR/NAME.png: the photo front end's stages (flattened, binarized, kept, final 28x28).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@QUIET_OPTION
 def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, quiet):
     """Read the handwritten digit in image files (photos or scans, any size, either polarity).
 
@@ -705,7 +735,6 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, qu
       lenet-edge predict photo.jpg --model lenet5_float32.tflite --json
       lenet-edge predict photos/ --explain why/
     """
-    import json
 
     from .inference import predict as run_predict
     from .inference import resolve_model
@@ -713,45 +742,32 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, qu
     model = resolve_model(model_path, run_dir, log=lambda message: click.echo(message, err=True))
     with ProgressBars("predicting", shown=not quiet) as bar:
         results = run_predict(images, model, top_k=top_k, batch_size=batch_size, progress=bar, explain=explain)
-    width = max((len(r["path"]) for r in results), default=0)
-    for r in results:
-        if as_json:
-            echo(json.dumps(r, ensure_ascii=False))
-        elif "error" in r:
-            click.echo(f"error: {r['path']}: {r['error']}", err=True)
-        else:
-            others = ", ".join(f"{d} {100 * p:.1f}%" for d, p in r["top_k"][1:])
-            echo(
-                f"{r['path']:<{width}}  {r['persian']} {r['digit']}  {100 * r['confidence']:5.1f}%"
-                + (f"   ({others})" if others else "")
-            )
-    failed = sum("error" in r for r in results)
-    if failed:
-        raise DataError(f"{failed} of {len(results)} images could not be read")
+
+    def line(r: dict, width: int) -> str:
+        others = ", ".join(f"{d} {100 * p:.1f}%" for d, p in r["top_k"][1:])
+        return f"{r['path']:<{width}}  {r['persian']} {r['digit']}  {100 * r['confidence']:5.1f}%" + (
+            f"   ({others})" if others else ""
+        )
+
+    echo_records(results, as_json, line, "images could not be read")
 
 
 # --- read ------------------------------------------------------------------------------------
 
 
 @main.command("read")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@IMAGES_ARGUMENT
 @DIR_OPTION
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A .tflite model to run instead of the run's int8 (else float32) export.",
-)
+@MODEL_OPTION
 @click.option(
     "--min-confidence",
     type=click.FloatRange(0, 1),
-    default=0.3,
+    default=READ_MIN_CONFIDENCE,
     show_default=True,
     help="A mark read as a digit with less confidence than this makes the image 'not digits'.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@JSON_OPTION
+@QUIET_OPTION
 def read_numbers(images, run_dir, model_path, min_confidence, as_json, quiet):
     """Read whole handwritten numbers (postal codes, phone numbers, amounts) in image files.
 
@@ -767,7 +783,6 @@ def read_numbers(images, run_dir, model_path, min_confidence, as_json, quiet):
       lenet-edge read phone.png
       lenet-edge read forms/ --dir runs/hoda --json
     """
-    import json
 
     from .inference import resolve_model
     from .reading import read as run_read
@@ -775,14 +790,9 @@ def read_numbers(images, run_dir, model_path, min_confidence, as_json, quiet):
     model = resolve_model(model_path, run_dir, log=lambda message: click.echo(message, err=True))
     with ProgressBars("reading", shown=not quiet) as bar:
         results = run_read(images, model, min_confidence=min_confidence, progress=bar)
-    width = max((len(r["path"]) for r in results), default=0)
-    for r in results:
-        if as_json:
-            echo(json.dumps(r, ensure_ascii=False))
-        elif "error" in r:
-            click.echo(f"error: {r['path']}: {r['error']}", err=True)
-        else:
-            echo(f"{r['path']:<{width}}  {r['persian']}  {r['text']}  {100 * r['confidence']:5.1f}%")
-    failed = sum("error" in r for r in results)
-    if failed:
-        raise DataError(f"{failed} of {len(results)} images gave no number")
+    echo_records(
+        results,
+        as_json,
+        lambda r, width: f"{r['path']:<{width}}  {r['persian']}  {r['text']}  {100 * r['confidence']:5.1f}%",
+        "images gave no number",
+    )

@@ -72,6 +72,7 @@ class ExportConfig:
 
 
 DEFAULT_SPLIT = "test"  # what bench measures accuracy on: the split training never saw
+READ_MIN_CONFIDENCE = 0.3  # read: a mark the model is less sure of than this is not taken for a digit
 
 
 @dataclass(frozen=True)

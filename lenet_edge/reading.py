@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import READ_MIN_CONFIDENCE
 from .data.folders import load_image
 from .errors import DataError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
@@ -38,7 +39,7 @@ MAX_DIGITS = 40  # more segments than this is not one number
 MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, so no number
 MIN_BATCH = 16  # smallest interpreter batch: a number's pieces are padded up to a power of two
 NO_INK = "no ink (a blank image, or only lines or an empty box)"
-MIN_CONFIDENCE = 0.3  # default: a segment the model is less sure of than this is not taken for a digit
+MIN_CONFIDENCE = READ_MIN_CONFIDENCE  # default: a segment the model is less sure of than this is no digit
 
 
 class Classifier:
