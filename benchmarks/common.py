@@ -43,7 +43,7 @@ def hoda_runs(data: Path, log_name: str) -> tuple[Path, Path]:
 
 def portable(text: str) -> str:
     """`text` with this checkout's absolute paths written relative to the project root."""
-    return text.replace(str(ROOT.parent) + "/", "../").replace(str(ROOT) + "/", "")
+    return text.replace(str(ROOT) + "/", "").replace(str(ROOT.parent) + "/", "../")  # the deeper path first
 
 
 def percent(x: float) -> str:

@@ -29,6 +29,13 @@ from pathlib import Path
 from common import DEFAULT_HODA, HERE, hoda_runs, machine_line, percent, portable, run
 
 
+def without_micro(bench_md: str) -> str:
+    """bench.md without its TensorFlow Lite Micro section (the verdict after it stays)."""
+    head, _, micro = bench_md.partition("\n## TensorFlow Lite Micro")
+    _, verdict, rest = micro.partition("\nVerdict:")
+    return head + verdict + rest
+
+
 def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, log: Path) -> dict:
     run_dir = runs_dir / arch
     times = {}
@@ -45,7 +52,7 @@ def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, 
         "times": times,
         "manifest": manifest,
         "bench": bench,
-        "bench_md": (run_dir / "bench.md").read_text().split("\n## TensorFlow Lite Micro")[0],  # own section below
+        "bench_md": without_micro((run_dir / "bench.md").read_text()),  # TFLM has its own section below
     }
     if arch == "lenet5":  # the same models on LiteRT's reference kernels, as a microcontroller runs them
         reference_dir = runs_dir / "lenet5-no-xnnpack"

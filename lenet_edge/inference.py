@@ -24,10 +24,11 @@ import numpy as np
 from PIL import Image
 
 from .data.folders import IGNORED_NAMES, load_image
-from .data.frontend import check_single, run_frontend, save_explain
+from .data.frontend import check_single, run_frontend
 from .data.preprocess import NUM_CLASSES, PREPROCESSING_VERSION
 from .errors import DataError, ModelError
 from .manifest import PERSIAN_DIGITS, exported_models, manifest_path, read_manifest
+from .plots import save_explain
 
 PROB_DIGITS = 6  # decimals kept of each probability: an int8 model's scores are far coarser
 
@@ -138,7 +139,7 @@ def predict(
         progress: called as `progress(done, total)` after each image is read.
         log: told about choices made (e.g. falling back to the float32 model).
         explain: a directory to write, per readable image, `STEM.png` with the
-            front end's stages side by side (see `frontend.save_explain`).
+            front end's stages side by side (see `plots.save_explain`).
 
     Returns:
         One dict per image file, in order: `path`, `digit` (0-9), `persian`

@@ -149,3 +149,11 @@ def timer_overhead_ns(samples: int = 10_000) -> float:
         t0 = clock()
         deltas[i] = clock() - t0
     return float(np.median(deltas))
+
+
+def runtime_label(versions: dict) -> str:
+    """The TFLite runtime the target ran: LiteRT's wheel on the host, either wheel on a device."""
+    for key, name in (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")):
+        if versions.get(key) not in (None, "not installed"):
+            return f"{name} {versions[key]}"
+    return "no TFLite runtime recorded"

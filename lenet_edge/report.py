@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write_json, atomic_write_text, sweep_temporaries
-from .machine import INT8_DOT, ISA_NAMES, isa_line
+from .machine import isa_line, runtime_label
 from .manifest import PERSIAN_DIGITS
 from .plots import figure, save_png
 from .runtimes.base import NUM_CLASSES
+from .verdict import dot_product, verdict
 
 
 def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -258,17 +259,9 @@ def _machine_line(entry: dict) -> str:
         return "no result"
     return (
         f"{machine['cpu']}, {machine['cores']} cores, {machine.get('os') or machine.get('platform') or 'unknown OS'}, "
-        f"Python {machine['python']}, {_runtime(machine['versions'])}, "
+        f"Python {machine['python']}, {runtime_label(machine['versions'])}, "
         f"load average {machine['loadavg_1m_start']} -> {machine['loadavg_1m_end']}"
     )
-
-
-def _runtime(versions: dict) -> str:
-    """The TFLite runtime the target ran: LiteRT's wheel on the host, either wheel on a device."""
-    for key, name in (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")):
-        if versions.get(key) not in (None, "not installed"):
-            return f"{name} {versions[key]}"
-    return "no TFLite runtime recorded"
 
 
 SUMMARY_NOTE = (
@@ -285,7 +278,7 @@ def _summary(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
         if entry.get("error"):
             rows.append([entry["target"], f"ERROR: {entry['error']}"])
             continue
-        dot = _dot(entry["machine"])
+        dot = dot_product(entry["machine"])
         cpu = ", ".join([entry["machine"]["cpu_arch"], *(dot or ["no int8 dot product"])])
         ref = entry["models"][entry["reference"]]
         for name, m in entry["models"].items():
@@ -310,84 +303,6 @@ def _summary(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
                 ]
             )
     return header, rows
-
-
-SAME_SPEED = 0.03  # a p50 ratio within 3% of 1 is called a tie: below what repeated runs here resolve
-
-
-def _dot(machine: dict) -> list[str]:
-    """The int8 dot-product instructions the CPU has, as reports name them."""
-    return [ISA_NAMES.get(f, f) for f in machine.get("cpu_isa") or [] if f in INT8_DOT]
-
-
-def verdict(entry: dict) -> str:
-    """A few words on one target: int8 (else the first other model) against the reference, and why, from its CPU.
-
-    Size and top-1 against the reference, the p50 latency ratio, which is the
-    faster there, and the instruction sets behind it.
-    """
-    if entry.get("error"):
-        return f"no result ({entry['error']})"
-    models, ref_name = entry["models"], entry["reference"]
-    others = [name for name in models if name != ref_name]
-    name = "int8" if "int8" in others else (others[0] if others else None)
-    ref = models.get(ref_name)
-    if ref is None:
-        return "no model measured"
-    if "error" in ref:
-        return f"{ref_name} failed, nothing to compare with ({ref['error']})"
-    if name is None:
-        return f"only {ref_name} measured: top-1 {100 * ref['accuracy']:.2f}%, p50 {ref['latency_us']['p50']:.1f} µs"
-    m = models[name]
-    if "error" in m:
-        return f"{name} failed ({m['error']})"
-    r = m["ratios_to_reference"]
-    if abs(r["p50_latency"] - 1) <= SAME_SPEED:
-        faster = f"neither is clearly faster here (within {SAME_SPEED:.0%})"
-    else:
-        faster = f"{name if r['p50_latency'] < 1 else ref_name} is the faster here"
-    return (
-        f"{name} is {r['size']:.2f}x the size of {ref_name} ({m['size_bytes'] / 1024:.1f} vs "
-        f"{ref['size_bytes'] / 1024:.1f} KB), top-1 {100 * m['accuracy']:.2f}% vs {100 * ref['accuracy']:.2f}% "
-        f"({r['accuracy_delta_pp']:+.2f} pp) on {m['n']} images, p50 latency {r['p50_latency']:.2f}x "
-        f"({m['latency_us']['p50']:.1f} vs {ref['latency_us']['p50']:.1f} µs): {faster}. "
-        f"{_why(entry, name, r['p50_latency'])} (CPU: {isa_line(entry['machine'])})."
-    )
-
-
-def _why(entry: dict, name: str, ratio: float) -> str:
-    """Why `name` is as fast as it is against the reference there: XNNPACK's coverage first, then the CPU's ISA.
-
-    The ISA notes are XNNPACK's int8 kernels as measured in benchmarks/INT8_LAYERS.md.
-    """
-    machine, arch = entry["machine"], entry["machine"].get("cpu_arch")
-    dot = _dot(machine)
-    if not entry["config"]["xnnpack"]:
-        return "XNNPACK off, so both ran LiteRT's reference kernels, not the ones a phone or a PC would use"
-    xnn, ref_xnn = entry["models"][name]["xnnpack"], entry["models"][entry["reference"]]["xnnpack"]
-    if ref_xnn["delegated"] and xnn["ops_delegated"] < xnn["ops_total"]:
-        runtime = _runtime(machine["versions"])
-        if not xnn["delegated"]:
-            return f"XNNPACK did not take {name}'s graph in {runtime}: it ran on the built-in reference kernels"
-        left = xnn["ops_total"] - xnn["ops_delegated"]
-        return f"XNNPACK left {left} of {name}'s {xnn['ops_total']} ops to the reference kernels in {runtime}"
-    if arch == "x86_64":
-        if not dot:
-            return (
-                "AVX2 without VNNI: no int8 dot-product instruction, so XNNPACK's int8 kernels widen to 16 bits "
-                "and its int8 first convolution is slow here"
-            )
-        if ratio < 1 - SAME_SPEED:
-            return f"{' and '.join(dot)}: int8 dot products in one instruction"
-        return (
-            f"{' and '.join(dot)}: int8 dot products in one instruction, yet XNNPACK's int8 first convolution "
-            "(one input channel) costs more than float's and gives back what the later layers gain"
-        )
-    if arch == "aarch64":
-        if dot:
-            return f"{' and '.join(dot)}: XNNPACK's int8 kernels multiply 4 bytes at a time"
-        return "NEON without the dot-product extension: XNNPACK's int8 kernels widen to 16-bit multiplies here"
-    return f"no int8 notes for the {arch or 'unknown'} architecture"
 
 
 def _footer(results: dict) -> str:

@@ -220,7 +220,7 @@ def verdict_entry(arch: str, isa: list[str], ratio: float, int8_delegated: bool 
     ],
 )
 def test_verdicts(arch, isa, ratio, delegated, expected):
-    from lenet_edge.report import verdict
+    from lenet_edge.verdict import verdict
 
     text = verdict(verdict_entry(arch, isa, ratio, delegated))
     assert text.startswith("int8 is 0.27x the size of float32") and "99.50% vs 99.40% (+0.10 pp)" in text
