@@ -1,0 +1,442 @@
+"""`lenet-edge train`, `export` and `bench`: the pipeline's three stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..config import (
+    ARCHITECTURES,
+    DEFAULT_SPLIT,
+    BenchConfig,
+    ExportConfig,
+    RemoteConfig,
+    TrainConfig,
+)
+from ..errors import ModelError
+from ..quiet import native_stderr_captured
+from . import (
+    BENCH,
+    DATA_HELP,
+    DIR_OPTION,
+    EXPORT,
+    RECIPE,
+    REMOTE,
+    ProgressBars,
+    cache_dir,
+    echo,
+    import_tensorflow,
+    main,
+    status,
+)
+
+# --- train / export / bench -------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--data", "source", default=RECIPE.data, show_default=True, help=DATA_HELP)
+@DIR_OPTION
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHITECTURES),
+    default=RECIPE.arch,
+    show_default=True,
+    help="lenet5: ReLU + max pooling (int8 in one XNNPACK partition). lenet5-classic: tanh + average pooling (1998).",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=RECIPE.epochs,
+    show_default=True,
+    help="Float pretraining epochs.",
+)
+@click.option(
+    "--qat-epochs",
+    type=click.IntRange(min=0),
+    default=RECIPE.qat_epochs,
+    show_default=True,
+    help="Quantization-aware fine-tuning epochs (0: no QAT model).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=RECIPE.batch_size,
+    show_default=True,
+    help="Training batch size.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=RECIPE.lr,
+    show_default=True,
+    help="Peak float learning rate (cosine decay).",
+)
+@click.option(
+    "--qat-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=RECIPE.qat_lr,
+    show_default=True,
+    help="QAT learning rate.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=RECIPE.seed,
+    show_default=True,
+    help="Seed for the split, initialisation, shuffling and augmentation.",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=RECIPE.val_fraction,
+    show_default=True,
+    help="Fraction of train held out (stratified) for choosing the best epoch.",
+)
+@click.option(
+    "--augment/--no-augment",
+    default=RECIPE.augment,
+    show_default=True,
+    help="Light rotation/scale/shift/stroke augmentation.",
+)
+@click.option(
+    "--label-smoothing",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=RECIPE.label_smoothing,
+    show_default=True,
+    help="Soften the one-hot targets: less overconfidence, steadier epochs.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing run in --dir (only once the new one is complete).")
+def train(
+    source,
+    run_dir,
+    arch,
+    epochs,
+    qat_epochs,
+    batch_size,
+    lr,
+    qat_lr,
+    seed,
+    val_fraction,
+    augment,
+    label_smoothing,
+    force,
+):
+    """Train LeNet-5 in float, then fine-tune it with quantization-aware training.
+
+    Writes the float model, the QAT weights and manifest.json into --dir.
+
+    \b
+    Examples:
+      lenet-edge train                                   # built-in synthetic data
+      lenet-edge train --data ../shared/data/hoda --dir runs/hoda
+      lenet-edge train --arch lenet5-classic --epochs 5 --force
+    """
+    import_tensorflow()
+    from ..training import train as run_training
+
+    config = TrainConfig(
+        data=source,
+        arch=arch,
+        epochs=epochs,
+        qat_epochs=qat_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        qat_lr=qat_lr,
+        seed=seed,
+        val_fraction=val_fraction,
+        augment=augment,
+        label_smoothing=label_smoothing,
+    )
+    with ProgressBars("preprocessing") as bar:
+        run_training(config, run_dir, force=force, cache_dir=cache_dir(), log=echo, advance=bar)
+
+
+def run_splits(manifest: dict, source: str | None = None):
+    """The run's dataset (or `source` instead) with the run's own validation carve-out."""
+    from ..data import load_run_splits
+
+    with ProgressBars("preprocessing") as bar:
+        return load_run_splits(manifest, source, cache_dir=cache_dir(), progress=status, advance=bar)
+
+
+@main.command()
+@DIR_OPTION
+@click.option("--int8", is_flag=True, help="Also write lenet5_int8.tflite: full-integer int8 from the QAT model.")
+@click.option("--ptq", is_flag=True, help="Also write lenet5_int8_ptq.tflite: post-training int8 of the float model.")
+@click.option(
+    "--c-array", is_flag=True, help="Also write the int8 model as a C array (lenet5_int8.h/.cc); implies --int8."
+)
+@click.option(
+    "--micro",
+    is_flag=True,
+    help="Also write micro/: a TensorFlow Lite Micro project folder for the int8 model; implies --int8.",
+)
+@click.option(
+    "--arena-margin",
+    type=click.FloatRange(0, 10),
+    default=EXPORT.micro_arena_margin,
+    show_default=True,
+    help="micro/'s kTensorArenaSize: the measured minimum arena plus this fraction.",
+)
+@click.option(
+    "--calibration-size",
+    type=click.IntRange(min=1),
+    default=EXPORT.calibration_size,
+    show_default=True,
+    help="Training images used to calibrate int8 ranges.",
+)
+@click.option(
+    "--calibration-seed",
+    type=int,
+    default=EXPORT.calibration_seed,
+    show_default=True,
+    help="Which training images calibrate.",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=EXPORT.min_agreement,
+    show_default=True,
+    help="Fail unless int8 and Keras QAT predictions agree on at least this fraction of validation.",
+)
+def export(run_dir, int8, ptq, c_array, micro, arena_margin, calibration_size, calibration_seed, min_agreement):
+    """Convert a trained run to TFLite: float32 always, int8 and PTQ on request.
+
+    Every int8 model is verified (int8 input/output, no float op, no
+    QUANTIZE/DEQUANTIZE) and compared with the Keras QAT model on the
+    validation split; export fails loudly if a check fails. With --micro the
+    int8 model also runs in TensorFlow Lite Micro (exact arena, the example's
+    digit). Files an earlier export wrote and this one does not (a PTQ model,
+    the C array, micro/) are removed.
+
+    \b
+    Examples:
+      lenet-edge export --int8
+      lenet-edge export --dir runs/hoda --int8 --ptq --c-array
+      lenet-edge export --dir runs/hoda --micro
+    """
+    from ..manifest import read_manifest
+
+    manifest = read_manifest(run_dir)  # fail fast, before TensorFlow loads
+    config = ExportConfig(
+        int8=int8 or c_array or micro,
+        ptq=ptq,
+        c_array=c_array,
+        micro=micro,
+        micro_arena_margin=arena_margin,
+        calibration_size=calibration_size,
+        calibration_seed=calibration_seed,
+        min_agreement=min_agreement,
+    )
+    import_tensorflow()
+    from ..conversion import export_run, format_summary
+
+    _, splits = run_splits(manifest)
+    with native_stderr_captured():  # the converter's C++ INFO lines
+        summary = export_run(run_dir, config, splits=splits, progress=status)
+    echo(format_summary(summary))
+
+
+def parse_batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive integers") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive integers")
+    return sizes
+
+
+def parse_targets(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    from ..remote import parse_target
+
+    try:
+        return tuple(parse_target(value).url for value in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def parse_model(value: str) -> tuple[str, Path]:
+    name, sep, path = value.partition("=")
+    path = Path(path if sep else value)
+    return (name if sep else path.stem), path
+
+
+@main.command()
+@DIR_OPTION
+@click.option("--data", "source", default=None, help="Dataset to evaluate on (default: the run's own). " + DATA_HELP)
+@click.option(
+    "--split", default=DEFAULT_SPLIT, show_default=True, help="Split to evaluate: test, val, train, remaining."
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="Benchmark these .tflite files instead of the run's (repeatable).",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=BENCH.threads, show_default=True, help="Interpreter threads."
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=10),
+    default=BENCH.runs,
+    show_default=True,
+    help="Timed single-image runs per model.",
+)
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=BENCH.warmup, show_default=True, help="Untimed runs first."
+)
+@click.option(
+    "--batch-sizes",
+    default=",".join(map(str, BENCH.batch_sizes)),
+    show_default=True,
+    callback=parse_batch_sizes,
+    help="Batch sizes for throughput, comma-separated.",
+)
+@click.option(
+    "--xnnpack/--no-xnnpack", default=BENCH.xnnpack, show_default=True, help="Use LiteRT's default XNNPACK delegate."
+)
+@click.option(
+    "--micro/--no-micro",
+    default=BENCH.micro,
+    show_default=True,
+    help="Also run every model in TensorFlow Lite Micro: exact arena, flash, MACs, agreement with LiteRT.",
+)
+@click.option(
+    "--micro-runs",
+    type=click.IntRange(min=10),
+    default=BENCH.micro_runs,
+    show_default=True,
+    help="Timed single-image runs per model in TFLM (its reference kernels are slow on a PC).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "md", "json"]),
+    default="table",
+    show_default=True,
+    help="What to print on stdout (bench.json, bench.md and plots are always written).",
+)
+@click.option(
+    "--on",
+    "on",
+    multiple=True,
+    metavar="ssh://[USER@]HOST[:PORT]",
+    callback=parse_targets,
+    help="Also benchmark on this device over SSH (repeatable; devices run at once). "
+    "It needs Python 3.8+, numpy and ai-edge-litert or tflite-runtime.",
+)
+@click.option(
+    "--host/--no-host",
+    default=True,
+    show_default=True,
+    help="Measure on this machine too, as the first target; --no-host measures only the --on devices.",
+)
+@click.option(
+    "--ssh-config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=REMOTE.ssh_config,
+    help="OpenSSH client config for --on (ssh -F FILE) instead of ~/.ssh/config.",
+)
+@click.option(
+    "--remote-python",
+    default=REMOTE.python,
+    show_default=True,
+    help="Python on the devices: a command on their PATH, or a path (a venv's bin/python).",
+)
+@click.option(
+    "--remote-sample",
+    type=click.IntRange(min=1),
+    default=REMOTE.sample,
+    metavar="N",
+    help="Send a seeded sample of N images to the devices instead of the whole split (slow links).",
+)
+@click.option(
+    "--remote-timeout",
+    type=click.FloatRange(min=1),
+    default=REMOTE.timeout,
+    show_default=True,
+    help="Seconds one device may take in all (connect, send, measure, answer).",
+)
+def bench(
+    run_dir,
+    source,
+    split,
+    models,
+    threads,
+    runs,
+    warmup,
+    batch_sizes,
+    xnnpack,
+    micro,
+    micro_runs,
+    fmt,
+    on,
+    host,
+    **remote,
+):
+    """Accuracy and latency of float32 vs int8 (and PTQ), interleaved in one process, here and on devices.
+
+    Then (unless --no-micro) the same models on this machine in TensorFlow
+    Lite Micro: exact tensor arena, flash bytes, MACs per layer, agreement
+    with LiteRT. Writes bench.json, bench.md, latency.png (latency_tflm.png)
+    and the confusion matrices into --dir, and ends with a verdict per target. A model that fails
+    becomes an error entry; the others still run, and the command then
+    exits 1. With --on, the same measurement runs on each device over SSH
+    at the same time; a device that cannot be reached or lacks a runtime
+    becomes an error entry too.
+
+    \b
+    Examples:
+      lenet-edge bench
+      lenet-edge bench --dir runs/hoda --split test --runs 5000 --threads 2
+      lenet-edge bench --model a=one.tflite --model b=two.tflite --data hoda --format json
+      lenet-edge bench --dir runs/hoda --on ssh://pi@raspberrypi.local --on ssh://jetson --remote-sample 2000
+    """
+    import json
+
+    from ..benchmark import bench_run, format_markdown, format_table
+
+    if not host and not on:
+        raise click.UsageError("--no-host leaves nothing to measure: name a device with --on")
+    config = BenchConfig(
+        threads=threads,
+        runs=runs,
+        warmup=warmup,
+        batch_sizes=batch_sizes,
+        xnnpack=xnnpack,
+        micro=micro,
+        micro_runs=micro_runs,
+    )
+    remote_config = RemoteConfig(
+        ssh_config=remote["ssh_config"],
+        python=remote["remote_python"],
+        sample=remote["remote_sample"],
+        timeout=remote["remote_timeout"],
+    )
+    with native_stderr_captured():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" INFO line
+        results, written = bench_run(
+            run_dir,
+            config,
+            models=dict(parse_model(m) for m in models) or None,
+            source=source,
+            split=split,
+            load_splits=run_splits,
+            progress=status,
+            on=on,
+            host=host,
+            remote=remote_config,
+        )
+    echo({"table": format_table, "md": format_markdown, "json": lambda r: json.dumps(r, indent=2)}[fmt](results))
+    if fmt == "table":
+        echo("wrote " + ", ".join(str(p) for p in written.values()))
+    if not results.get("ok", True):
+        lost = [t["target"] for t in results.get("targets", []) if t.get("error")]
+        raise ModelError(
+            f"no result from {', '.join(lost)}; see the error entries above"
+            if lost
+            else "some models failed; see their error entries above"
+        )
