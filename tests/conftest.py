@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,12 @@ def exported_run(tmp_path_factory, tiny_npz: Path) -> Path:
     train(TrainConfig(**TINY_RUN, data=str(tiny_npz)), run_dir, log=lambda _: None)
     export_run(run_dir, int8=True, min_agreement=0.0)
     return run_dir
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child that tests send Ctrl-C: Python installs its SIGINT handler only when
+    SIGINT is not ignored at start, and a test runner started in the background passes SIG_IGN down."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def copy_run(run: Path, target: Path) -> Path:

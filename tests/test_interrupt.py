@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import copy_run, snapshot
+from conftest import copy_run, default_sigint, snapshot
 
 from lenet_edge.cli import main
 from lenet_edge.fileio import TMP_PREFIX
@@ -52,9 +52,7 @@ class Command:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lenet_edge", *args], env=env, text=True,
             stdout=subprocess.PIPE, stderr=terminal,
-            # Python installs its Ctrl-C handler only when SIGINT is not ignored at start;
-            # a test runner started in the background may pass SIG_IGN down.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=default_sigint,
         )  # fmt: skip
         if stderr_tty:
             os.close(terminal)  # the child holds its own copy

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import default_sigint
 
 from lenet_edge.benchmark import bench_run
 from lenet_edge.cli import main
@@ -347,7 +348,10 @@ def test_an_interrupted_remote_run_leaves_nothing_behind(sshd, exported_run, tmp
     shutil.copytree(exported_run, run)
     argv = [sys.executable, "-m", "lenet_edge", "bench", "--dir", str(run), "--runs", "100000000", "--warmup", "0"]
     argv += ["--on", sshd.url, "--ssh-config", str(sshd.config), "--remote-python", sys.executable]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=default_sigint,
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while not list(sshd.remote_tmp.glob("lenet-edge.*/job.json")):  # unpacked: the runner is starting
@@ -356,10 +360,10 @@ def test_an_interrupted_remote_run_leaves_nothing_behind(sshd, exported_run, tmp
         time.sleep(1.0)  # into the remote timing loop
         process.send_signal(sig)
         try:
-            _, stderr = process.communicate(timeout=120)  # a loaded machine: cleanup opens one more SSH connection
+            _, stderr = process.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-            pytest.fail(f"bench did not end within 120 s of the signal; its stderr: {process.communicate()[1]}")
+            pytest.fail(f"bench did not end within 60 s of the signal; its stderr: {process.communicate()[1]}")
     finally:
         if process.poll() is None:
             process.kill()
