@@ -176,6 +176,20 @@ def test_a_speck_is_dropped(digits):
         assert overlap(stages.final, digit_image(wob(photo(raw)))) > 0.8
 
 
+def test_a_long_stroke_alone_is_not_a_rule():
+    """A ۱ (one straight stem) taller than a third of the photo: still the digit, not a ruled line."""
+    stem = np.zeros((64, 64), np.uint8)
+    cv2.line(stem, (30, 4), (34, 60), 255, 2)  # a slightly slanted ۱, a thin pen
+    for size in (90, 110):  # 0.38 and 0.46 of the page's side: longer than a rule's minimum
+        stages = run_frontend(wob(photo(stem, size=size)))
+        assert not stages.page.removed.any(), size
+        assert stages.digit.count == 1 and stages.page.ink.sum() > 0
+        kept_rows = np.flatnonzero(stages.digit.kept.any(axis=1))
+        assert kept_rows[-1] - kept_rows[0] >= 0.9 * size * stages.page.scale, size  # the whole stem kept
+    ruled = run_frontend(wob(photo(stem, size=90, extra=[line_through(0.3), line_through(0.7)])))
+    assert ruled.page.removed.any() and ruled.digit.count == 1  # the rules across it still go
+
+
 def test_a_broken_stroke_stays_one_digit(digits):
     images, _ = digits
     raw = images[0].copy()

@@ -41,7 +41,7 @@ from ..errors import DataError
 from .preprocess import CANVAS, INK_THRESHOLD, PROGRESS_EVERY, preprocess
 from .rules import box_frames, drop_residues, find_rules, frames_a_digit, remove_rules, spans_image
 
-FRONTEND_VERSION = 1  # part of a folder dataset's cache key: a change re-reads photos, never clean images
+FRONTEND_VERSION = 2  # part of a folder dataset's cache key: a change re-reads photos, never clean images
 WORK_PIXELS = 250_000  # larger photos are shrunk to this many pixels first: a digit in a photo stays > 80 px
 CLEAN_BACKGROUND_MAX = 8.0  # mean of the non-ink pixels at most this => the background is already black
 MIN_CONTRAST = 48  # flattened ink level (0-255) below which nothing counts as ink, whatever Otsu says

@@ -23,6 +23,7 @@ SPAN = 0.9  # on a clean image, a rule crosses at least this fraction of it, ...
 EDGE_CLEARANCE = 3  # px of background between that ink and the image's edges (a tight crop has none)
 REST_FRACTION = 0.2  # on a clean image, rules need at least this share of the ink left beside them ...
 RULE_OVER_DIGIT = 1.5  # ... and to be this many times longer than that ink's extent
+LONE_RULE_FRACTION = 0.5  # a straight run alone in its direction is a rule only when at least this long
 RESIDUE_FRACTION = 0.08  # ink left touching a removed rule and smaller than this fraction of the largest: its stub
 
 
@@ -133,6 +134,7 @@ def find_rules(ink: np.ndarray, weak: np.ndarray | None = None) -> tuple[np.ndar
         if length > side:
             continue
         lines, width = _thin(_runs(mask, length, vertical, weak is not None), vertical, mask)
+        lines, width = _without_a_lone_stroke(lines, width, vertical, side)
         found[vertical] |= lines
         widths += width
     if not widths:
@@ -181,6 +183,24 @@ def _thin(runs: np.ndarray, vertical: bool, mask: np.ndarray) -> tuple[np.ndarra
     widths = np.bincount(labels[mask.astype(bool)], minlength=n)[1:] / lengths
     thin = lengths >= LINE_ASPECT * widths
     return np.concatenate([[False], thin])[labels].astype(np.uint8), list(widths[thin])
+
+
+def _without_a_lone_stroke(
+    lines: np.ndarray, widths: list[float], vertical: bool, side: int
+) -> tuple[np.ndarray, list[float]]:
+    """Drop a run that is alone in its direction and shorter than `LONE_RULE_FRACTION` of the side.
+
+    Rules come in families (ruled paper, grids, a comb field's base line and
+    ticks) or cross most of the page (a table border); the one straight run
+    that does neither is a pen stroke: the long stem of a ۱ or a ۹.
+    """
+    n, _, stats = _components(lines)
+    if n != 2:
+        return lines, widths
+    length = stats[0, cv2.CC_STAT_HEIGHT if vertical else cv2.CC_STAT_WIDTH]
+    if length >= LONE_RULE_FRACTION * side:
+        return lines, widths
+    return np.zeros_like(lines), []
 
 
 def _attached(runs: np.ndarray, rules: np.ndarray, thickness: float, mask: np.ndarray) -> np.ndarray:
