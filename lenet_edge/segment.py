@@ -43,24 +43,9 @@ import numpy as np
 from scipy import ndimage
 
 from .data.preprocess import preprocess
+from .shapes import IMPLAUSIBLE, ZERO_MIN_HEIGHT, shape_weights
 
 Score = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) uint8 preprocessed digits -> (N, 10) probabilities
-IMPLAUSIBLE = 0.1  # weight of a class a piece's shape rules out
-ZERO_MIN_HEIGHT = 0.2  # * H: Hoda's ۰, 0.5th percentile of height over the others' median
-LOW_SLACK = 0.15  # margin below DIGIT_ASPECT's narrowest: a slanted stroke's box is a little wider or narrower
-# width / height of each digit, 0.5th and 99.5th percentiles over Hoda's 60,000 training digits
-DIGIT_ASPECT = (
-    (0.67, 1.67),
-    (0.13, 0.70),
-    (0.36, 0.87),
-    (0.49, 1.14),
-    (0.40, 1.12),
-    (0.52, 1.50),
-    (0.41, 1.32),
-    (0.55, 1.41),
-    (0.56, 1.36),
-    (0.37, 1.08),
-)
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal step of a thin stroke stays one component
 
 
@@ -83,7 +68,7 @@ class SegmentConfig:
     wide_max_cuts: int = 8
     wide_cut_spacing: float = 0.15
     extent_jump: float = 0.25  # also cut where the ink's height changes by this * H between columns (0: never)
-    aspect_slack: float = 0.0  # margin above DIGIT_ASPECT's widest: wider than that is two digits touching
+    aspect_slack: float = 0.0  # stretches shapes.ASPECT_HIGH: wider than a class's widest is two digits touching
     sure_whole: float = 0.88  # a group read as one digit at least this surely is not tried with cuts
     max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
 
@@ -181,18 +166,23 @@ def segment(
         crop, box = _crop(gray, ink, labels, [(group, group.x0, group.x1)], height, config)
         whole[id(group)] = (crop, box, preprocess(crop), None)
     if score is not None and groups:
-        # first pass: every group as one digit; a group read surely enough is not cut (most digits)
+        # first pass: every group as one digit; a group read surely enough is not cut (most digits). Here the
+        # shape is only checked against the range of Hoda's digits, not graded: a surely read group of merely
+        # uncommon shape is more often one wide digit than two, and trying it with cuts doubles the time
         results = np.asarray(score(np.stack([whole[id(g)][2] for g in groups])), np.float64)
         for group, p in zip(groups, results, strict=True):
             whole[id(group)] = (*whole[id(group)][:3], p)
+        boxes_whole = [whole[id(g)][1] for g in groups]
+        middles_whole = [_middle(tall, (b[0] + b[2]) / 2) for b in boxes_whole]
+        surely = plausible(results, np.array(boxes_whole), height, middles_whole, config, graded=False).max(axis=1)
+        sure = {id(g): s >= config.sure_whole for g, s in zip(groups, surely.tolist(), strict=True)}
 
     # atoms: the groups, left to right, each cut at its candidate columns into column ranges
     atoms: list[tuple[_Group, int, int]] = []
     for group in groups:
         cuts: list[int] = []
         if score is not None and group.width > config.split_width * height:
-            box, p = whole[id(group)][1], whole[id(group)][3]
-            if plausible(p, box, height, _middle(tall, (box[0] + box[2]) / 2), config).max() < config.sure_whole:
+            if not sure[id(group)]:
                 cuts = _candidate_cuts(labels, group, height, config)
         elif score is None and group.width > config.max_width * height:
             cuts = _deepest_cuts(labels, group, height, config)
@@ -261,10 +251,18 @@ def _best_spans(
     """
     best = [1.0] + [-1.0] * n
     back = [0] * (n + 1)
-    for (i, j), p in sorted(probs.items(), key=lambda item: item[0][1]):
+    spans = sorted(probs, key=lambda span: span[1])
+    confidence = plausible(  # every span's weighted confidence, in one vectorised call
+        np.stack([probs[s] for s in spans]),
+        np.array([boxes[s] for s in spans]),
+        height,
+        [middles[s] for s in spans],
+        config,
+    ).max(axis=1)
+    for (i, j), conf in zip(spans, confidence.tolist(), strict=True):
         if best[i] < 0:
             continue
-        value = best[i] * float(plausible(p, boxes[(i, j)], height, middles[(i, j)], config).max())
+        value = best[i] * conf
         if value > best[j]:
             best[j], back[j] = value, i
     chosen, j = [], n
@@ -323,38 +321,35 @@ def _projection(labels: np.ndarray, group: _Group) -> np.ndarray:
 
 def plausible(
     probs: np.ndarray,
-    box: tuple[int, int, int, int],
+    box: tuple[int, int, int, int] | np.ndarray,
     height: float,
-    middle: float | None = None,
+    middle: float | None | list[float | None] = None,
     config: SegmentConfig = SegmentConfig(),
+    graded: bool = True,
 ) -> np.ndarray:
     """Class probabilities of a piece, down-weighted where its shape cannot be that digit.
 
     The model sees every piece scaled into the same 20 px box, so a sliver cut off a stroke can
     look like a confident ۰ (a blob) or ۱ (a bar), and two touching digits like one wide ۳. The
-    piece's own aspect ratio (`DIGIT_ASPECT`), its height relative to the line's H (۰ is small,
-    every other digit at least half the line's height) and, for ۰, its place (at mid-line, when
-    the line's `middle` there is known) rule those out.
+    piece's own aspect ratio and its height relative to the line's H (۰ is small, every other
+    digit at least half the line's height), graded by how rare that shape is among Hoda's digits
+    of each class (`shapes.shape_weights`), and, for ۰, its place (at mid-line, when the line's
+    `middle` there is known) rule those out. Also for N pieces at once: `probs` (N, 10), `box`
+    (N, 4) and `middle` a list of N. `graded` False: shapes are only ruled in or out (see
+    `shapes.shape_weights`).
     """
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    prior = np.ones(len(probs))
-    for digit, (lo, hi) in enumerate(DIGIT_ASPECT):
-        if not lo * (1 - LOW_SLACK) <= w / h <= hi * (1 + config.aspect_slack):
-            prior[digit] = IMPLAUSIBLE
-    if h < 0.5 * height:
-        prior[1:] = IMPLAUSIBLE
-    if h > 0.85 * height:
-        prior[0] = min(prior[0], 0.5)
-    if h < ZERO_MIN_HEIGHT * height:  # a fleck: even Hoda's smallest ۰ is taller
-        prior[0] = IMPLAUSIBLE
-    if (
-        middle is not None
-        and h < config.small_height * height
-        and abs((y0 + y1) / 2 - middle) > config.mid_band * height
-    ):
-        prior[0] = IMPLAUSIBLE  # a small blob above or below the middle: the end of a stroke, not a ۰
-    return probs * prior
+    single = np.ndim(probs) == 1
+    boxes = np.atleast_2d(np.asarray(box, np.float64))
+    middles = np.array([np.nan if m is None else m for m in ([middle] if single else middle)], np.float64)
+    heights = boxes[:, 3] - boxes[:, 1]
+    prior = shape_weights(boxes[:, 2] - boxes[:, 0], heights, height, config.aspect_slack, graded)
+    # a small blob above or below the middle: the end of a stroke, not a ۰
+    off = (heights < config.small_height * height) & (
+        np.abs((boxes[:, 1] + boxes[:, 3]) / 2 - middles) > config.mid_band * height
+    )
+    prior[off, 0] = IMPLAUSIBLE  # (a NaN middle compares False: unknown, so kept)
+    weighted = np.atleast_2d(probs) * prior
+    return weighted[0] if single else weighted
 
 
 def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: SegmentConfig) -> list[int]:

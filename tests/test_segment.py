@@ -122,9 +122,27 @@ def test_touching_pair_is_split_where_the_classifier_is_most_confident():
     assert left[:2] == (30, 15) and right[2:] == (73, 45)
     assert 50 <= left[2] <= right[0] <= 53  # cut in the 3-px bridge
     assert all(s.probs is not None and s.probs.argmax() == 5 for s in segments)
+    narrow = canvas()
+    loop(narrow, 30, width=14)
+    loop(narrow, 45, width=14)
+    narrow[28:31, 43:46] = 255  # 29 px wide: as wide as an ordinary ۵
     sure = []
-    segments = run(image, lambda images: sure.append(len(images)) or np.tile(np.eye(10)[5], (len(images), 1)))
-    assert [s.box for s in segments] == [(30, 15, 73, 45)] and sure == [1]  # read surely as one digit: not cut
+    segments = run(narrow, lambda images: sure.append(len(images)) or np.tile(np.eye(10)[5], (len(images), 1)))
+    assert [s.box for s in segments] == [(30, 15, 59, 45)] and sure == [1]  # read surely as one digit: not cut
+
+
+def test_touching_pair_read_as_one_too_wide_digit_is_cut():
+    # a classifier as sure of the pair as of each loop (as the real one is of a ۱ glued to a ۵), but not
+    # sure enough to skip the cuts: the pair is 43 px wide on a 30 px line, wider than 99% of Hoda's ۵,
+    # so its shape weight makes the cut into two ordinary ۵ win (a plain product would keep one digit)
+    image = canvas()
+    loop(image, 30)
+    loop(image, 53)
+    image[28:31, 50:53] = 255
+    segments = run(image, lambda images: np.tile(np.eye(10)[5] * 0.76 + 0.01, (len(images), 1)))
+    assert len(segments) == 2
+    left, right = (s.box for s in segments)
+    assert left[:2] == (30, 15) and right[2:] == (73, 45) and 50 <= left[2] <= right[0] <= 53
 
 
 def test_too_wide_group_is_cut_without_a_classifier():
@@ -177,6 +195,23 @@ def test_shape_priors():
     assert zero_like[0] < zero_like[1]
     small = plausible(probs, (0, 0, 10, 10), height=30)  # a third of the line: only a ۰
     assert small.argmax() == 0
+    ordinary, wide = plausible(probs, (0, 0, 27, 30), height=30), plausible(probs, (0, 0, 43, 30), height=30)
+    assert ordinary[5] == probs[5] and wide[5] < 0.5 * probs[5]  # a ۵ 1.43 times as wide as tall: rarer than 1 in 100
+    stub = plausible(probs, (0, 0, 5, 18), height=30)  # a bar 0.6 of the line: shorter than 99% of Hoda's ۱
+    assert stub[1] < 0.5 * probs[1] and plausible(probs, (0, 0, 5, 30), height=30)[1] == probs[1]
+
+
+def test_tail_weight_grades_by_rarity():
+    from lenet_edge.shapes import ASPECT_HIGH, IMPLAUSIBLE, tail_weight
+
+    five = ASPECT_HIGH[5:6]  # 95th, 97.5th, 99th, 99.5th percentiles of a ۵'s width / height
+    weights = [
+        float(tail_weight(v, five)[0, 0]) for v in (0.9, five[0, 1], five[0, 1:3].mean(), five[0, 2], five[0, 3], 2.0)
+    ]
+    assert weights[:2] == [1.0, 1.0]  # the central 95% of ۵ keep their probability
+    assert weights[1] > weights[2] > weights[3] > weights[4]  # rarer, weaker
+    assert weights[4] == weights[5] == IMPLAUSIBLE  # at the 99.5th percentile and beyond: ruled out
+    assert tail_weight(np.array([1.0, 2.0]), ASPECT_HIGH).shape == (2, 10)
 
 
 def test_synthetic_numbers_segment_into_their_digits():
