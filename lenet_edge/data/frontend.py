@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import DataError
 from .preprocess import CANVAS, INK_THRESHOLD, PROGRESS_EVERY, preprocess
-from .rules import box_frames, drop_residues, find_rules, frames_a_digit, remove_rules, spans_image
+from .rules import box_frames, drop_residues, find_rules, frames_a_digit, remove_rules
 
 FRONTEND_VERSION = 2  # part of a folder dataset's cache key: a change re-reads photos, never clean images
 WORK_PIXELS = 250_000  # larger photos are shrunk to this many pixels first: a digit in a photo stays > 80 px
@@ -101,7 +101,7 @@ def clean_page(image: np.ndarray) -> Page:
     image = _check(image)
     ink = image > INK_THRESHOLD
     if _background_is_black(image, ink) and not box_frames(ink)[0].any():
-        if not spans_image(ink) or not frames_a_digit(ink, np.logical_or(*find_rules(ink)[:2])):
+        if not frames_a_digit(ink):
             return Page(image, ink, np.zeros_like(ink), 1.0, True, INK_THRESHOLD)
     scale = min(1.0, math.sqrt(WORK_PIXELS / image.size))
     if scale < 1.0:

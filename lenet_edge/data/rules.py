@@ -64,32 +64,30 @@ def box_frames(mask: np.ndarray) -> tuple[np.ndarray, float]:
     return found.astype(bool), max(widths, default=0.0)
 
 
-def spans_image(ink: np.ndarray) -> bool:
-    """Does some ink component cross `SPAN` of the image? If none does, no rule can (a rule is in one).
-
-    The cheap test first: the rule search's openings cost ~100x more on a wide line of digits.
-    """
-    _, _, stats = _components(ink)
-    return bool(
-        (
-            (stats[:, cv2.CC_STAT_WIDTH] >= SPAN * ink.shape[1]) | (stats[:, cv2.CC_STAT_HEIGHT] >= SPAN * ink.shape[0])
-        ).any()
-    )
+def _spanning(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The components of `mask` (stats) and which of them cross `SPAN` of the image's width or height."""
+    _, _, stats = _components(mask)
+    h, w = mask.shape
+    return stats, (stats[:, cv2.CC_STAT_WIDTH] >= SPAN * w) | (stats[:, cv2.CC_STAT_HEIGHT] >= SPAN * h)
 
 
-def frames_a_digit(ink: np.ndarray, lines: np.ndarray) -> bool:
-    """On a clean image, are the straight runs rules around a digit, or the digit's own strokes?
+def frames_a_digit(ink: np.ndarray) -> bool:
+    """On a clean image, are there straight runs that are rules around a digit, not the digit's own strokes?
 
     A scanned ۱ is one long straight run, and a tight crop of a ۲ has a stem
     from edge to edge: runs count as rules only when they cross the whole
     image, and what remains without them is substantial ink clear of the
     image's edges and clearly shorter than they are (a digit in a box or
-    between lines on a scanned form).
+    between lines on a scanned form). When no ink component crosses the image,
+    no rule can (a rule lies inside one), and the rule search, ~100x dearer on
+    a wide line of digits, is skipped.
     """
+    if not _spanning(ink)[1].any():
+        return False
+    lines = np.logical_or(*find_rules(ink)[:2])
     if not lines.any():
         return False
-    _, _, stats = _components(lines)
-    spans = (stats[:, cv2.CC_STAT_WIDTH] >= SPAN * ink.shape[1]) | (stats[:, cv2.CC_STAT_HEIGHT] >= SPAN * ink.shape[0])
+    stats, spans = _spanning(lines)
     if not spans.any():
         return False
     rest = ink & ~cv2.dilate(lines.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
