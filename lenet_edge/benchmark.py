@@ -51,8 +51,9 @@ from .config import BenchConfig, RemoteConfig
 from .errors import DataError
 from .fileio import sha256_file
 from .harness import METHOD, SCHEMA_VERSION, compare_to_reference
-from .report import format_markdown, format_table, verdict, write_results
+from .report import format_markdown, format_table, write_results
 from .runtimes import open_model
+from .verdict import verdict
 
 __all__ = [
     "METHOD",

@@ -28,6 +28,7 @@ import numpy as np
 
 from .config import READ_MIN_CONFIDENCE
 from .data.folders import load_image
+from .data.frontend import clean_page, ink_image
 from .errors import DataError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
 from .manifest import PERSIAN_DIGITS
@@ -79,8 +80,6 @@ def read_array(
         (`[{digit, box, confidence}]`, left to right); or `error` saying why
         there is no number.
     """
-    from .data.frontend import clean_page, ink_image  # OpenCV loads with the first image
-
     page = clean_page(gray)  # the photo front end `predict` uses: lighting, rules and frames
     ink = page.ink
     share = float(ink.mean()) if ink.size else 0.0
@@ -92,12 +91,16 @@ def read_array(
     try:
         segments = segment(digits, ink, classify, config or SegmentConfig())
     except TooManyMarks as exc:
-        return {"error": f"not a number: {exc.count} separate marks (at most {MAX_DIGITS} digits are read)"}
+        return _too_many_marks(exc.count)
     if not segments:
         return {"error": "no digits: only specks of ink"}
     if len(segments) > MAX_DIGITS:
-        return {"error": f"not a number: {len(segments)} separate marks (at most {MAX_DIGITS} digits are read)"}
+        return _too_many_marks(len(segments))
     return _record(segments, min_confidence, page.scale, gray.shape)
+
+
+def _too_many_marks(count: int) -> dict:
+    return {"error": f"not a number: {count} separate marks (at most {MAX_DIGITS} digits are read)"}
 
 
 def _input_box(box: tuple[int, int, int, int], scale: float, shape: tuple[int, int]) -> list[int]:
