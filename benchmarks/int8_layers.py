@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import HERE
+from common import HERE, machine_line
 
 from lenet_edge.compat import Interpreter, keras, tf, versions
 from lenet_edge.data import load_run_splits
 from lenet_edge.data.preprocess import to_model_input
-from lenet_edge.machine import isa_line, loadavg, machine_info
+from lenet_edge.machine import loadavg, machine_info
 from lenet_edge.model import load_float
 
 
@@ -79,11 +79,10 @@ def main() -> None:
         "one thread, XNNPACK on, all prefixes interleaved in one process; the layer's own cost is the "
         "difference from the previous prefix.",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
-        f"ai-edge-litert {machine['versions'].get('ai_edge_litert')}, load average {load_start} -> {loadavg()}.",
+        machine_line({"machine": machine}, {"ai_edge_litert": machine["versions"].get("ai_edge_litert")}),
         "",
-        f"CPU instruction sets: {isa_line(machine)}. The figures hold for this CPU only: XNNPACK's int8 "
-        "kernels depend on its int8 dot-product instructions (on an AVX2-only CPU without VNNI, the int8 "
+        f"Load average {load_start} -> {machine['loadavg_1m_end']}. The figures hold for this CPU only: XNNPACK's "
+        "int8 kernels depend on its int8 dot-product instructions (on an AVX2-only CPU without VNNI, the int8 "
         "first convolution has measured several times its float time).",
         "",
         "| k | layer | output | float32 prefix µs | int8 prefix µs | float32 layer µs | int8 layer µs |",

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_HODA, HERE, hoda_runs, percent, portable, run
+from common import DEFAULT_HODA, HERE, hoda_runs, machine_line, percent, portable, run
 from PIL import Image
 
 INKS = {"black": (35, 35, 45), "blue": (30, 55, 165), "red": (185, 35, 40)}
@@ -247,21 +247,13 @@ def megapixel_ms(digits, seed: int, repeats: int = 60) -> dict:
 
 
 def machine() -> str:
-    import platform
-
+    """The shared machine line (CPU with family/model, instruction sets, cores) and the image libraries' versions."""
     import cv2
 
-    cpu = "?"
-    flags: set[str] = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name") and cpu == "?":
-            cpu = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags |= set(line.split()) & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}
-    return (
-        f"Machine: {cpu} ({', '.join(sorted(flags)) or 'no AVX2'}), {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, numpy {np.__version__}, OpenCV {cv2.__version__}"
-    )
+    from lenet_edge.machine import loadavg, machine_info
+
+    versions = {"numpy": np.__version__, "OpenCV": cv2.__version__}
+    return machine_line({"machine": machine_info(loadavg(), versions)}, versions)
 
 
 def render_md(results: dict, timing: dict, clean: float, n: int, split: str, model: Path, load: str) -> str:
