@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -223,6 +224,7 @@ def bench_run(
     on: tuple[str, ...] | list[str] = (),
     host: bool = True,
     remote: RemoteConfig | None = None,
+    target_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict, dict[str, Path]]:
     """The bench stage: a run's exported models (or `models`) on a split of its data (or `source`'s).
 
@@ -237,25 +239,29 @@ def bench_run(
         load_splits: `(manifest, source) -> (dataset, splits)`, as `data.load_run_splits`
             (the command line passes one with its cache and progress bar).
         progress: called with a short message at the start of each phase.
-        on: devices to measure on as well, `ssh://[user@]host[:port]` each, concurrently.
+        on: other targets to measure on, in the order given (see `targets`): devices
+            (`ssh://[user@]host[:port]`, concurrently with the host) and targets on this
+            machine (after the host, one at a time).
         host: measure on this machine too (the first target); False needs `on`.
-        remote: how to reach and run on the devices (default `RemoteConfig()`).
+        remote: how to reach and run on the ssh devices (default `RemoteConfig()`).
+        target_options: target kind -> its config (the defaults for a kind not given).
 
     Returns:
         The results dict, and file name -> path of what was written (empty without `write`).
-        A device that gave no result is a target with an `error`; `results["ok"]` is False then.
+        A target that gave no result is an entry with an `error`; `results["ok"]` is False then.
 
     Raises:
         ModelError: no run or no exported model (says what to run), a bad model path.
         DataError: no such split in the data.
-        ValueError: a malformed target URL, or nothing to measure.
+        ValueError: a malformed target spec, or nothing to measure.
     """
     from .manifest import exported_models, manifest_path, read_manifest
-    from .remote import Sessions, parse_target
+    from .remote import Sessions
+    from .targets import Job, parse_target, run_local
 
-    targets = [parse_target(url) for url in on]
+    targets = [parse_target(spec) for spec in on]
     if not host and not targets:
-        raise ValueError("host=False leaves nothing to measure: name a device in `on`")
+        raise ValueError("host=False leaves nothing to measure: name a target in `on`")
     config = config or BenchConfig()
     manifest = read_manifest(run_dir) if (not models or manifest_path(run_dir).exists()) else {}
     paths = {name: Path(p) for name, p in models.items()} if models else exported_models(run_dir, manifest)
@@ -267,8 +273,9 @@ def bench_run(
     data = splits[split]
     reference = "float32" if "float32" in paths else next(iter(paths))
     data_info = {"source": dataset.source, "split": split}
+    job = Job(paths, data.images, data.labels, config, reference, data_info, dict(target_options or {}), Path(run_dir))
     sessions = Sessions(
-        targets,
+        [t for t in targets if t.kind == "ssh"],
         paths,
         data.images,
         data.labels,
@@ -281,7 +288,6 @@ def bench_run(
     with sessions:  # the devices measure while the host does
         entries = []
         if host:
-            litert_outputs: dict[str, np.ndarray] = {}
             host_results = bench_models(
                 paths,
                 data.images,
@@ -290,7 +296,7 @@ def bench_run(
                 reference=reference,
                 data_info=data_info,
                 progress=progress,
-                outputs=litert_outputs,
+                outputs=job._litert,
             )
             if config.micro:
                 host_results["tflm"] = bench_micro(
@@ -298,15 +304,17 @@ def bench_run(
                     data.images,
                     data.labels,
                     config,
-                    litert_outputs,
+                    job._litert,
                     reference=reference,
                     data_info=data_info,
                     progress=progress,
                 )
-            entries.append({"target": "host", **host_results})
-        entries += sessions.results()
+            entries.append({"target": "host", "kind": "host", **host_results})
+        local_entries = iter(run_local([t for t in targets if t.kind != "ssh"], job, progress or (lambda m: None)))
+        remote_entries = iter(sessions.results())
+    entries += [next(remote_entries if t.kind == "ssh" else local_entries) for t in targets]  # in the order given
     for entry in entries:
         entry["verdict"] = verdict(entry)
-    first = {key: value for key, value in entries[0].items() if key not in ("target", "error", "verdict")}
+    first = {key: value for key, value in entries[0].items() if key not in ("target", "kind", "error", "verdict")}
     results = {**first, "ok": all(entry["ok"] for entry in entries), "targets": entries}
     return results, (write_results(results, Path(run_dir)) if write else {})

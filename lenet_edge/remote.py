@@ -42,6 +42,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -101,6 +102,8 @@ class SshTarget:
     host: str
     user: str | None = None
     port: int | None = None
+    kind: ClassVar[str] = "ssh"  # see `targets`
+    local: ClassVar[bool] = False  # another machine: it measures while the host does
 
     @property
     def where(self) -> str:
@@ -264,9 +267,9 @@ class Sessions:
         result = run_session(target, payload, self.config, self.cancel, self.say)
         if "error" in result:
             self.say(f"{target.url}: {result['error']}")
-            return {"target": target.url, **self.skeleton, "error": result["error"]}
+            return {"target": target.url, "kind": target.kind, **self.skeleton, "error": result["error"]}
         self.say(f"{target.url}: done")
-        return {"target": target.url, **self.checked(result)}
+        return {"target": target.url, "kind": target.kind, **self.checked(result)}
 
     def checked(self, result: dict) -> dict:
         """The device's results with the sample recorded, after checking it ran the files and data sent."""

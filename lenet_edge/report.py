@@ -19,7 +19,7 @@ from .machine import isa_line, runtime_label
 from .manifest import PERSIAN_DIGITS
 from .plots import figure, save_png
 from .runtimes.base import NUM_CLASSES
-from .verdict import dot_product, verdict
+from .verdict import LITERT_KINDS, dot_product, verdict
 
 
 def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -185,7 +185,13 @@ def format_table(results: dict) -> str:
     for entry in entries:
         if _headed(entries):
             out += ["", f"== {entry['target']}: {_machine_line(entry)}"]
-        out += [f"ERROR: {entry['error']}"] if entry.get("error") else [*_fixed_width(*_rows(entry)), _footer(entry)]
+        if entry.get("error"):
+            out += [f"ERROR: {entry['error']}"]
+        elif entry.get("kind") not in LITERT_KINDS:
+            kind = _kind(entry)
+            out += [*_fixed_width(*kind.table(entry)), *kind.notes(entry)]
+        else:
+            out += [*_fixed_width(*_rows(entry)), _footer(entry)]
         if "tflm" in entry:
             out += ["", *_fixed_width(*_micro_rows(entry["tflm"])), _micro_footer(entry["tflm"])]
     if len(entries) > 1:
@@ -212,9 +218,19 @@ def format_markdown(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _kind(entry: dict):
+    """The module of a target kind that reports itself (see `targets`)."""
+    from .targets import kind_module
+
+    return kind_module(entry["kind"])
+
+
 def _markdown_target(entry: dict, headed: bool = False) -> list[str]:
     if entry.get("error"):
         return [f"No result: {entry['error']}."]
+    if entry.get("kind") not in LITERT_KINDS:
+        kind = _kind(entry)
+        return [f"{kind.heading(entry)}.", "", *_markdown_table(*kind.table(entry)), "", *kind.notes(entry)]
     machine, data = entry["machine"], entry["data"]
     return [
         *_markdown_table(*_rows(entry)),
@@ -257,6 +273,8 @@ def _machine_line(entry: dict) -> str:
     machine = entry.get("machine")
     if not machine:
         return "no result"
+    if entry.get("kind") not in LITERT_KINDS:
+        return _kind(entry).heading(entry)
     return (
         f"{machine['cpu']}, {machine['cores']} cores, {machine.get('os') or machine.get('platform') or 'unknown OS'}, "
         f"Python {machine['python']}, {runtime_label(machine['versions'])}, "
@@ -270,13 +288,18 @@ SUMMARY_NOTE = (
 )
 
 
+SUMMARY_HEADER = ["target", "CPU", "model", "images", "top-1 %", "ref top-1 %", "Δpp", "p50 µs", "ref p50 µs", "p50 x"]
+
+
 def _summary(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Each model against the reference, one row per target and model."""
-    header = ["target", "CPU", "model", "images", "top-1 %", "ref top-1 %", "Δpp", "p50 µs", "ref p50 µs", "p50 x"]
     rows = []
     for entry in entries:
         if entry.get("error"):
             rows.append([entry["target"], f"ERROR: {entry['error']}"])
+            continue
+        if entry.get("kind") not in LITERT_KINDS:
+            rows += _kind(entry).summary(entry)
             continue
         dot = dot_product(entry["machine"])
         cpu = ", ".join([entry["machine"]["cpu_arch"], *(dot or ["no int8 dot product"])])
@@ -302,7 +325,7 @@ def _summary(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
                     f"{r['p50_latency']:.3f}",
                 ]
             )
-    return header, rows
+    return SUMMARY_HEADER, rows
 
 
 def _footer(results: dict) -> str:
@@ -331,7 +354,7 @@ def write_results(results: dict, out_dir: Path) -> dict[str, Path]:
         (f"{entry['target']}: {name}" if len(entries) > 1 else name): m
         for entry in entries
         for name, m in entry["models"].items()
-        if "error" not in m
+        if "latency_samples_ns" in m  # a timed model (not an error; not a kind that counts instructions instead)
     }
     if timed:
         written["latency.png"] = _plot_latency(timed, out_dir / "latency.png")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .machine import INT8_DOT, ISA_NAMES, isa_line, runtime_label
 
+LITERT_KINDS = (None, "host", "ssh")  # targets measured by `harness.measure` in LiteRT; others report themselves
 SAME_SPEED = 0.03  # a p50 ratio within 3% of 1 is called a tie: below what repeated runs here resolve
 
 
@@ -25,6 +26,10 @@ def verdict(entry: dict) -> str:
     """
     if entry.get("error"):
         return f"no result ({entry['error']})"
+    if entry.get("kind") not in LITERT_KINDS:
+        from .targets import kind_module
+
+        return kind_module(entry["kind"]).verdict(entry)
     models, ref_name = entry["models"], entry["reference"]
     others = [name for name in models if name != ref_name]
     name = "int8" if "int8" in others else (others[0] if others else None)

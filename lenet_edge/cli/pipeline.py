@@ -249,7 +249,7 @@ def parse_batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
 
 
 def parse_targets(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
-    from ..remote import parse_target
+    from ..targets import parse_target
 
     try:
         return tuple(parse_target(value).url for value in values)
@@ -324,16 +324,16 @@ def parse_model(value: str) -> tuple[str, Path]:
     "--on",
     "on",
     multiple=True,
-    metavar="ssh://[USER@]HOST[:PORT]",
+    metavar="TARGET",
     callback=parse_targets,
-    help="Also benchmark on this device over SSH (repeatable; devices run at once). "
-    "It needs Python 3.8+, numpy and ai-edge-litert or tflite-runtime.",
+    help="Also benchmark on this target (repeatable): ssh://[USER@]HOST[:PORT], a device over SSH (devices "
+    "run at once, while this machine measures; it needs Python 3.8+, numpy and ai-edge-litert or tflite-runtime).",
 )
 @click.option(
     "--host/--no-host",
     default=True,
     show_default=True,
-    help="Measure on this machine too, as the first target; --no-host measures only the --on devices.",
+    help="Measure on this machine too, as the first target; --no-host measures only the --on targets.",
 )
 @click.option(
     "--ssh-config",
@@ -401,7 +401,7 @@ def bench(
     from ..benchmark import bench_run, format_markdown, format_table
 
     if not host and not on:
-        raise click.UsageError("--no-host leaves nothing to measure: name a device with --on")
+        raise click.UsageError("--no-host leaves nothing to measure: name a target with --on")
     config = BenchConfig(
         threads=threads,
         runs=runs,
