@@ -1,14 +1,23 @@
-"""Where int8 gains and loses against float32, layer by layer, in LiteRT + XNNPACK.
+"""Where int8 gains and loses against float32, layer by layer, in LiteRT + XNNPACK, and what mixing them buys.
 
     python benchmarks/int8_layers.py [--dir benchmarks/runs/lenet5]
 
 For k = 1..8 it converts the first k layers of a trained run's float model
 (float32, and full-integer int8 calibrated on its training data) and times
 `invoke()` of all the prefixes interleaved, one thread, XNNPACK on. The
-difference between consecutive prefixes is what layer k costs. Writes
-benchmarks/INT8_LAYERS.md.
+difference between consecutive prefixes is what layer k costs in each
+precision. Beside them it times the mixed-precision candidates `export --mixed`
+chooses from (the first weighted layers float32, a QUANTIZE, the rest int8,
+built from the run's QAT model) and the run's float32 and int8 files, in the
+same interleaved loop. Writes benchmarks/INT8_LAYERS.md with:
 
-It converts 16 small models in one process: fine for a one-off script
+- the per-layer table, each layer's faster precision marked;
+- the best any mix could do: every layer in its faster precision plus the
+  cheapest precision switch (a candidate's measured time minus the sum of
+  its layers: the QUANTIZE and whatever the split costs), against float32;
+- each candidate as measured, and which `--mixed auto` keeps.
+
+It converts about 20 small models in one process: fine for a one-off script
 (TFLiteConverter leaks a little memory per call), not for a loop in a service.
 """
 
@@ -26,7 +35,10 @@ from lenet_edge.compat import Interpreter, keras, tf, versions
 from lenet_edge.data import load_run_splits
 from lenet_edge.data.preprocess import to_model_input
 from lenet_edge.machine import loadavg, machine_info
-from lenet_edge.model import load_float
+from lenet_edge.mixed import convert_mixed, mixed_model, weighted_layers
+from lenet_edge.model import load_float, load_qat
+
+ROUNDS, WARMUP = 4000, 500
 
 
 def convert(model, calibration: np.ndarray | None) -> bytes:
@@ -39,29 +51,122 @@ def convert(model, calibration: np.ndarray | None) -> bytes:
     return converter.convert()
 
 
-def time_invokes(models: dict[str, bytes], rounds: int = 4000, warmup: int = 500) -> dict[str, float]:
-    """Median invoke() time in µs of each model, the models interleaved round by round."""
+def time_invokes(models: dict[str, bytes], rounds: int = ROUNDS, warmup: int = WARMUP) -> dict[str, float]:
+    """Median invoke() time in µs of each model, the models interleaved round by round (order rotated)."""
     interpreters = {}
     for name, content in models.items():
         interpreters[name] = Interpreter(model_content=content, num_threads=1)
         interpreters[name].allocate_tensors()
-    samples = {name: [] for name in models}
+    names = list(interpreters)
+    samples = {name: [] for name in names}
     for r in range(warmup + rounds):
-        for name, interpreter in interpreters.items():
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
             t0 = time.perf_counter_ns()
-            interpreter.invoke()
+            interpreters[name].invoke()
             if r >= warmup:
                 samples[name].append(time.perf_counter_ns() - t0)
     return {name: float(np.median(s)) / 1e3 for name, s in samples.items()}
 
 
+def layer_costs(model, us: dict[str, float]) -> list[dict]:
+    """Per layer: its output shape and what it adds in float32 and in int8 (difference of consecutive prefixes)."""
+    rows, previous = [], (0.0, 0.0)
+    for k, layer in enumerate(model.layers, start=1):
+        f, q = us[f"{k} float32"], us[f"{k} int8"]
+        rows.append(
+            {
+                "k": k,
+                "layer": layer.name,
+                "type": type(layer).__name__,
+                "shape": "x".join(str(d) for d in layer.output_shape[1:]),
+                "float32_prefix": f,
+                "int8_prefix": q,
+                "float32": f - previous[0],
+                "int8": q - previous[1],
+            }
+        )
+        previous = (f, q)
+    return rows
+
+
+def split_prediction(rows: list[dict], last_float: str) -> float:
+    """A candidate's time from the per-layer figures: its float layers (up to `last_float`) plus the int8 rest."""
+    at = next(i for i, r in enumerate(rows) if r["layer"] == last_float)
+    return rows[at]["float32_prefix"] + rows[-1]["int8_prefix"] - rows[at]["int8_prefix"]
+
+
+def render(rows: list[dict], candidates: dict[str, float], us: dict[str, float], machine: dict, load: float) -> str:
+    float_total, int8_total = us["file float32"], us["file int8"]
+    switch = {name: t - split_prediction(rows, name.split("+")[-1]) for name, t in candidates.items()}
+    best_layers = sum(min(r["float32"], r["int8"]) for r in rows)
+    cheapest = min(switch.values())
+    best = best_layers + max(cheapest, 0.0)
+    chosen = min(candidates, key=candidates.get)
+    lines = [
+        "# int8 vs float32, layer by layer, and the mixed-precision candidates",
+        "",
+        "Regenerated by `python benchmarks/int8_layers.py`: `invoke()` of the first k layers, median µs, one "
+        f"thread, XNNPACK on, {ROUNDS} rounds after {WARMUP} warm-up, all models interleaved in one process; a "
+        "layer's own cost is the difference from the previous prefix.",
+        "",
+        machine_line({"machine": machine}, {"ai_edge_litert": machine["versions"].get("ai_edge_litert")}),
+        "",
+        f"Load average {load} -> {machine['loadavg_1m_end']}. The figures hold for this CPU only: XNNPACK's "
+        "int8 kernels depend on its int8 dot-product instructions (on an AVX2-only CPU without VNNI, the int8 "
+        "first convolution has measured several times its float time).",
+        "",
+        "| k | layer | output | float32 prefix µs | int8 prefix µs | float32 layer µs | int8 layer µs | faster |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        faster = "int8" if r["int8"] < r["float32"] else "float32"
+        lines.append(
+            f"| {r['k']} | {r['layer']} ({r['type']}) | {r['shape']} | {r['float32_prefix']:.1f} | "
+            f"{r['int8_prefix']:.1f} | {r['float32']:+.1f} | {r['int8']:+.1f} | {faster} |"
+        )
+    lines += [
+        "",
+        "## Mixed precision: what a split can reach here",
+        "",
+        "A candidate keeps the first weighted layers (and the pools between them) in float32, then one "
+        "QUANTIZE, then int8 (`export --mixed`; built from the run's QAT model, the int8 part with its "
+        "learned ranges). *Predicted* is the sum of its layers from the table above; *switch* is measured "
+        "minus predicted: the QUANTIZE op and whatever else the split costs. The run's own files are timed "
+        "in the same loop.",
+        "",
+        "| model | float32 layers | invoke p50 µs | x float32 | predicted µs | switch µs |",
+        "|---|---|---:|---:|---:|---:|",
+        f"| lenet5_float32.tflite | all | {float_total:.1f} | 1.00 | {rows[-1]['float32_prefix']:.1f} | |",
+        f"| lenet5_int8.tflite | none | {int8_total:.1f} | {int8_total / float_total:.2f} | "
+        f"{rows[-1]['int8_prefix']:.1f} | |",
+    ]
+    for name, t in candidates.items():
+        mark = " **(auto's choice)**" if name == chosen else ""
+        lines.append(
+            f"| mixed {name}{mark} | {name.replace('+', ', ')} | {t:.1f} | {t / float_total:.2f} | "
+            f"{split_prediction(rows, name.split('+')[-1]):.1f} | {switch[name]:+.1f} |"
+        )
+    lines += [
+        "",
+        f"Every layer in its faster precision: {best_layers:.1f} µs; with the cheapest switch measured "
+        f"({cheapest:+.1f} µs) {best:.1f} µs, **{best / float_total:.2f}x float32's {float_total:.1f} µs**: the "
+        "best ratio any float/int8 mix of this model can reach on this CPU (only float prefixes can be built from "
+        f"a QAT model). The fastest candidate measured, {chosen}, is {candidates[chosen] / float_total:.2f}x "
+        f"float32 and {candidates[chosen] / int8_total:.2f}x int8.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dir", type=Path, default=HERE / "runs" / "lenet5", help="a trained run")
+    parser.add_argument("--dir", type=Path, default=HERE / "runs" / "lenet5", help="a trained and exported run")
     parser.add_argument("--out", type=Path, default=HERE / "INT8_LAYERS.md")
     args = parser.parse_args()
     manifest = json.loads((args.dir / "manifest.json").read_text())
-    model = load_float(args.dir / manifest["artifacts"]["float_keras"]["path"])
+    artifacts, arch = manifest["artifacts"], manifest["config"]["arch"]
+    model = load_float(args.dir / artifacts["float_keras"]["path"])
+    qat = load_qat(args.dir / artifacts["qat_weights"]["path"], arch)
     _, splits = load_run_splits(manifest)
     calibration = to_model_input(splits["train"].images[:300])
     models = {}
@@ -69,36 +174,18 @@ def main() -> None:
         prefix = keras.Model(model.inputs, layer.output)
         models[f"{k} float32"] = convert(prefix, None)
         models[f"{k} int8"] = convert(prefix, calibration)
+    order = weighted_layers(arch)
+    names = ["+".join(order[:k]) for k in range(1, len(order))]
+    for name in names:
+        models[f"mixed {name}"] = convert_mixed(mixed_model(qat, arch, name.split("+")))
+    for name in ("float32", "int8"):
+        models[f"file {name}"] = (args.dir / artifacts[f"{name}_tflite"]["path"]).read_bytes()
     load_start = loadavg()
     us = time_invokes(models)
     machine = machine_info(load_start, versions())
-    lines = [
-        "# int8 vs float32, layer by layer",
-        "",
-        "Regenerated by `python benchmarks/int8_layers.py`: `invoke()` of the first k layers, median µs, "
-        "one thread, XNNPACK on, all prefixes interleaved in one process; the layer's own cost is the "
-        "difference from the previous prefix.",
-        "",
-        machine_line({"machine": machine}, {"ai_edge_litert": machine["versions"].get("ai_edge_litert")}),
-        "",
-        f"Load average {load_start} -> {machine['loadavg_1m_end']}. The figures hold for this CPU only: XNNPACK's "
-        "int8 kernels depend on its int8 dot-product instructions (on an AVX2-only CPU without VNNI, the int8 "
-        "first convolution has measured several times its float time).",
-        "",
-        "| k | layer | output | float32 prefix µs | int8 prefix µs | float32 layer µs | int8 layer µs |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    previous = (0.0, 0.0)
-    for k, layer in enumerate(model.layers, start=1):
-        f, q = us[f"{k} float32"], us[f"{k} int8"]
-        shape = "x".join(str(d) for d in layer.output_shape[1:])
-        lines.append(
-            f"| {k} | {layer.name} ({type(layer).__name__}) | {shape} | {f:.1f} | {q:.1f} | "
-            f"{f - previous[0]:+.1f} | {q - previous[1]:+.1f} |"
-        )
-        previous = (f, q)
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    text = render(layer_costs(model, us), {n: us[f"mixed {n}"] for n in names}, us, machine, load_start)
+    args.out.write_text(text, encoding="utf-8")
+    print(text)
 
 
 if __name__ == "__main__":

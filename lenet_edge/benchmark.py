@@ -87,6 +87,10 @@ MICRO_METHOD = {
 }
 
 
+# Run models that are made for CPUs with a float unit and XNNPACK, never for a microcontroller: TFLM leaves them out.
+CPU_ONLY = ("mixed",)
+
+
 def litert_loader(paths: dict[str, Path], config: BenchConfig) -> harness.Loader:
     """name -> a fresh LiteRT handle of that model, with the config's threads and XNNPACK setting."""
     return lambda name: open_model(paths[name], "litert", threads=config.threads, xnnpack=config.xnnpack)
@@ -300,7 +304,7 @@ def bench_run(
             )
             if config.micro:
                 host_results["tflm"] = bench_micro(
-                    paths,
+                    {name: path for name, path in paths.items() if name not in CPU_ONLY},
                     data.images,
                     data.labels,
                     config,

@@ -10,6 +10,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ARCHITECTURES = ("lenet5", "lenet5-classic")
+# The layers with weights, in graph order, of both architectures (as model.build_lenet5 names them; tested):
+# each can compute in float32 or int8 in a mixed-precision export.
+WEIGHTED_LAYERS = ("c1", "c3", "c5", "f6", "logits")
+AUTO = "auto"  # float_layers: time each float-prefix candidate on this CPU and keep the fastest
+
+
+def parse_float_layers(value: str) -> str | tuple[str, ...]:
+    """`--float-layers`: "auto", or comma-separated layer names that are the first k weighted layers (k >= 1).
+
+    Only a float *prefix* can be built from a QAT model: the TFLite converter keeps a layer float only before
+    the first quantized one (see `mixed`), and at least one layer must stay int8.
+
+    Raises:
+        ValueError: an unknown layer or layers that are not such a prefix, with the allowed forms.
+    """
+    if value.strip() == AUTO:
+        return AUTO
+    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [n for n in names if n not in WEIGHTED_LAYERS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown layer {', '.join(unknown) or repr(value)}: the weighted layers are {', '.join(WEIGHTED_LAYERS)}"
+        )
+    if names != WEIGHTED_LAYERS[: len(names)] or len(names) == len(WEIGHTED_LAYERS):
+        forms = " | ".join(",".join(WEIGHTED_LAYERS[:k]) for k in range(1, len(WEIGHTED_LAYERS)))
+        raise ValueError(
+            f"{value!r}: the float layers must be the first k weighted layers with one or more left int8 ({forms}); "
+            "the converter keeps a layer float only before the first quantized one"
+        )
+    return names
 
 
 @dataclass(frozen=True)
@@ -54,6 +84,11 @@ class ExportConfig:
     # kTensorArenaSize = the minimum measured here x (1 + margin), rounded up to 16 bytes: optimized kernels
     # (CMSIS-NN) ask for scratch buffers the reference kernels measured here do not.
     micro_arena_margin: float = 0.25
+    # lenet5_mixed.tflite (needs int8): the first layers float32, the rest int8, from the QAT model. float_layers:
+    # "auto" (each float-prefix candidate timed on this CPU, the fastest kept) or the first k weighted layers.
+    mixed: bool = False
+    float_layers: str | tuple[str, ...] = "auto"
+    mixed_rounds: int = 2000  # interleaved timing rounds per candidate for float_layers="auto"
     calibration_size: int = 500  # training images that calibrate int8 ranges (PTQ; QAT's come from training)
     calibration_seed: int = 0
     min_agreement: float = 0.998  # least share of validation where int8 and the Keras QAT model agree
@@ -67,6 +102,14 @@ class ExportConfig:
             raise ValueError("c_array=True needs int8=True: the C array holds the QAT int8 model")
         if self.micro and not self.int8:
             raise ValueError("micro=True needs int8=True: the TFLM folder holds the QAT int8 model")
+        if self.mixed and not self.int8:
+            raise ValueError("mixed=True needs int8=True: the mixed model is cut from the QAT model")
+        if self.float_layers != AUTO:
+            if not isinstance(self.float_layers, tuple):
+                raise ValueError(f"float_layers must be 'auto' or a tuple of layer names; got {self.float_layers!r}")
+            parse_float_layers(",".join(self.float_layers))  # raises for a set the converter cannot build
+        if not isinstance(self.mixed_rounds, int) or self.mixed_rounds < 10:
+            raise ValueError(f"mixed_rounds must be an integer >= 10; got {self.mixed_rounds!r}")
         if not 0.0 <= self.micro_arena_margin <= 10.0:
             raise ValueError(f"micro_arena_margin must be a fraction in [0, 10]; got {self.micro_arena_margin!r}")
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from .carray import C_NAME, c_array
 from .compat import tf, tfmot, versions
-from .config import ExportConfig
+from .config import AUTO, ExportConfig
 from .data.preprocess import to_model_input
 from .errors import ModelError
 from .fileio import sha256_bytes, staged_files, sweep_temporaries
@@ -55,6 +55,7 @@ from .runtimes.litert import ModelSource, inspect_tflite, io_quantization, label
 FLOAT32_FILE = "lenet5_float32.tflite"
 INT8_FILE = "lenet5_int8.tflite"
 INT8_PTQ_FILE = "lenet5_int8_ptq.tflite"
+MIXED_FILE = "lenet5_mixed.tflite"
 
 
 # --- conversion -------------------------------------------------------------------------------
@@ -316,6 +317,8 @@ def export_run(
         results["int8_tflite"] = _checked(
             INT8_FILE, data, qat_model, val, say, int8=True, min_agreement=config.min_agreement
         )
+    if config.mixed:
+        results["mixed_tflite"] = _mixed(qat_model, arch, config, results, val, say)
     if config.ptq:
         say(f"converting the float model to int8 by post-training quantization ({len(calibration)} images)")
         data = convert_ptq(float_model, calibration)
@@ -382,6 +385,7 @@ def export_run(
                 "quantization": result.get("quantization"),
                 "xnnpack_partitions": result["xnnpack_partitions"],
                 "parity": result["parity"],
+                **{k: result[k] for k in ("float_layers", "precision", "auto") if k in result},
             }
             for key, result in results.items()
         ],
@@ -395,6 +399,7 @@ EXPORT_FILES = {
     "float32_tflite": FLOAT32_FILE,
     "int8_tflite": INT8_FILE,
     "int8_ptq_tflite": INT8_PTQ_FILE,
+    "mixed_tflite": MIXED_FILE,
     "c_header": f"{C_NAME}.h",
     "c_source": f"{C_NAME}.cc",
     **{key: f"{MICRO_DIR}/{name}" for key, name in MICRO_FILES.items()},
@@ -402,6 +407,28 @@ EXPORT_FILES = {
 
 # Recorded with the artifact itself (`record_artifact` extras); the rest goes to the manifest's `export` section.
 _ARTIFACT_KEYS = ("quantization", "ops", "xnnpack_partitions")
+
+
+def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say) -> dict[str, Any]:
+    """lenet5_mixed.tflite: its float layers chosen (on this CPU, for "auto") or given, converted, verified."""
+    from . import mixed
+
+    if config.float_layers == AUTO:
+        baselines = {name: results[f"{name}_tflite"]["data"] for name in ("float32", "int8")}
+        layers, data, timing = mixed.fastest_split(
+            qat_model, arch, baselines, val.images, rounds=config.mixed_rounds, say=say
+        )
+    else:
+        layers, timing = config.float_layers, None
+        say(f"converting the QAT model with {', '.join(layers)} in float32 to {MIXED_FILE}")
+        data = mixed.convert_mixed(mixed.mixed_model(qat_model, arch, layers))
+    try:
+        check = mixed.verify_mixed(data)
+    except ModelError as exc:
+        raise ModelError(f"{MIXED_FILE}: {exc}") from None
+    result = _checked(MIXED_FILE, data, qat_model, val, say, min_agreement=config.min_agreement)
+    result.update(float_layers=list(layers), precision=check["precision"], auto=timing)
+    return result
 
 
 def _checked(file, data, keras_model, val, say, *, int8=False, min_agreement=None) -> dict[str, Any]:
@@ -449,6 +476,9 @@ def format_summary(summary: Mapping) -> str:
             f"kTensorArenaSize {micro['arena_bytes']:,}; flash {micro['flash_bytes']:,} bytes; "
             f"{micro['macs_total']:,} MACs per image; sample {sample['digit']} read as {sample['predicted']}"
         )
+    mixed = next((f for f in summary["files"] if f["key"] == "mixed_tflite"), None)
+    if mixed is not None:
+        lines.append(_mixed_line(mixed))
     int8 = next((f for f in summary["files"] if f["key"] == "int8_tflite"), None)
     if int8 is not None:
         p, q = int8["parity"], int8["quantization"]
@@ -462,3 +492,16 @@ def format_summary(summary: Mapping) -> str:
             "logits for the digits 0-9",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _mixed_line(entry: Mapping) -> str:
+    """How the mixed model computes, and (auto) what it was chosen among on this CPU."""
+    ops = entry["precision"]
+    at = next(i for i, r in enumerate(ops) if r["op"] == "QUANTIZE")
+    before, after = (" ".join(r["op"] for r in part) for part in (ops[:at], ops[at + 1 :]))
+    line = f"{entry['file']}: {', '.join(entry['float_layers'])} in float32 ({before}), QUANTIZE, int8 ({after})"
+    auto = entry.get("auto")
+    if auto:
+        p50 = ", ".join(f"{name} {us:.1f}" for name, us in auto["p50_us"].items())
+        line += f"; fastest on this CPU of the candidates timed (p50 µs: {p50})"
+    return line

@@ -114,11 +114,16 @@ def artifact_path(run_dir: str | Path, manifest: dict[str, Any], key: str, hint:
 
 
 # name -> artifact key of each TFLite model `export` may write, in the order reports list them
-RUN_MODELS = {"float32": "float32_tflite", "int8": "int8_tflite", "int8_ptq": "int8_ptq_tflite"}
+RUN_MODELS = {
+    "float32": "float32_tflite",
+    "int8": "int8_tflite",
+    "int8_ptq": "int8_ptq_tflite",
+    "mixed": "mixed_tflite",
+}
 
 
 def exported_models(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> dict[str, Path]:
-    """The run's exported TFLite models that exist: name ("float32", "int8", "int8_ptq") -> verified path.
+    """The run's exported TFLite models that exist: name ("float32", "int8", "int8_ptq", "mixed") -> verified path.
 
     Args:
         run_dir: the run directory.

@@ -191,7 +191,7 @@ def format_table(results: dict) -> str:
             kind = _kind(entry)
             out += [*_fixed_width(*kind.table(entry)), *kind.notes(entry)]
         else:
-            out += [*_fixed_width(*_rows(entry)), _footer(entry)]
+            out += [*_fixed_width(*_rows(entry)), _footer(entry), *_precision_lines(entry)]
         if "tflm" in entry:
             out += ["", *_fixed_width(*_micro_rows(entry["tflm"])), _micro_footer(entry["tflm"])]
     if len(entries) > 1:
@@ -216,6 +216,30 @@ def format_markdown(results: dict) -> str:
     out += ["## Verdict" if _headed(entries) else "Verdict:", ""]
     out += [f"- {e['target']}: {e.get('verdict') or verdict(e)}" for e in entries]
     return "\n".join(out) + "\n"
+
+
+def precision_summary(ops: list[str], kinds: list[str]) -> str:
+    """The ops grouped by the type they compute in, in graph order: 'float32 (CONV_2D, ...) -> QUANTIZE ... -> int8'."""
+    groups: list[tuple[str, list[str]]] = []
+    for op, kind in zip(ops, kinds, strict=True):
+        if "->" in kind:
+            groups.append((f"{op} {kind}", []))
+        elif groups and groups[-1][0] == kind:
+            groups[-1][1].append(op)
+        else:
+            groups.append((kind, [op]))
+    if len(groups) == 1:
+        return f"{groups[0][0]} (all {len(ops)} ops)"
+    return " -> ".join(f"{kind} ({', '.join(names)})" if names else kind for kind, names in groups)
+
+
+def _precision_lines(entry: dict) -> list[str]:
+    """Which ops of each model compute in which type, when a model mixes them (a mixed-precision export)."""
+    models = {n: m for n, m in entry["models"].items() if "error" not in m and m.get("precision")}
+    if all(len(set(m["precision"])) == 1 for m in models.values()):
+        return []
+    lines = ["", "Ops by the type they compute in (graph order):", ""]
+    return lines + [f"- {name}: {precision_summary(m['ops'], m['precision'])}" for name, m in models.items()]
 
 
 def _kind(entry: dict):
@@ -248,6 +272,7 @@ def _markdown_target(entry: dict, headed: bool = False) -> list[str]:
         "Latency is one image end to end (uint8 to the model's input type by one table lookup, set_tensor, "
         "invoke, get_tensor, argmax of the raw output); `p50 x` is the median over timing rounds of the "
         "per-round ratio to the reference, the models being interleaved round by round.",
+        *_precision_lines(entry),
         *_markdown_micro(entry, "###" if headed else "##"),
     ]
 

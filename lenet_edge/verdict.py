@@ -11,6 +11,7 @@ from .machine import INT8_DOT, ISA_NAMES, isa_line, runtime_label
 
 LITERT_KINDS = (None, "host", "ssh")  # targets measured by `harness.measure` in LiteRT; others report themselves
 SAME_SPEED = 0.03  # a p50 ratio within 3% of 1 is called a tie: below what repeated runs here resolve
+KEEPS_ACCURACY_PP = 0.1  # a model to ship may read at most this many points fewer digits than the reference
 
 
 def dot_product(machine: dict) -> list[str]:
@@ -53,8 +54,38 @@ def verdict(entry: dict) -> str:
         f"{ref['size_bytes'] / 1024:.1f} KB), top-1 {100 * m['accuracy']:.2f}% vs {100 * ref['accuracy']:.2f}% "
         f"({r['accuracy_delta_pp']:+.2f} pp) on {m['n']} images, p50 latency {r['p50_latency']:.2f}x "
         f"({m['latency_us']['p50']:.1f} vs {ref['latency_us']['p50']:.1f} µs): {faster}. "
-        f"{_why(entry, name, r['p50_latency'])} (CPU: {isa_line(entry['machine'])})."
+        f"{_why(entry, name, r['p50_latency'])} (CPU: {isa_line(entry['machine'])}). {recommendation(entry)}"
     )
+
+
+def recommendation(entry: dict) -> str:
+    """Which model to ship on this target: the fastest (p50, and batch throughput) of those within
+    `KEEPS_ACCURACY_PP` of the reference's top-1, with its size and speed against the reference."""
+    models, ref_name = entry["models"], entry["reference"]
+    ref = models[ref_name]
+
+    def ratio(name: str, key: str) -> float:
+        return 1.0 if name == ref_name else models[name]["ratios_to_reference"][key]
+
+    keep = [
+        name
+        for name, m in models.items()
+        if "error" not in m
+        and (name == ref_name or m.get("ratios_to_reference"))
+        and 100 * (ref["accuracy"] - m["accuracy"]) <= KEEPS_ACCURACY_PP
+    ]
+    best = min(keep, key=lambda name: ratio(name, "p50_latency"))
+    text = (
+        f"On this CPU ship {best}: the fastest of the models within {KEEPS_ACCURACY_PP} pp of {ref_name}'s top-1, "
+        f"{ratio(best, 'size'):.2f}x its size, {ratio(best, 'p50_latency'):.2f}x its p50"
+    )
+    batch = str(max(entry["config"].get("batch_sizes") or [1]))
+    rates = {name: (models[name].get("throughput_ips") or {}).get(batch) for name in keep}
+    rates = {name: value for name, value in rates.items() if value}
+    if batch != "1" and ref_name in rates:
+        fastest = max(rates, key=rates.get)
+        text += f"; at batch {batch}, {fastest} ({rates[fastest]:,.0f} img/s, {rates[fastest] / rates[ref_name]:.2f}x)"
+    return text + "."
 
 
 def _why(entry: dict, name: str, ratio: float) -> str:

@@ -8,6 +8,7 @@ import click
 
 from ..config import (
     ARCHITECTURES,
+    AUTO,
     DEFAULT_SPLIT,
     BenchConfig,
     ExportConfig,
@@ -173,6 +174,21 @@ def run_splits(manifest: dict, source: str | None = None):
     help="Also write micro/: a TensorFlow Lite Micro project folder for the int8 model; implies --int8.",
 )
 @click.option(
+    "--mixed",
+    is_flag=True,
+    help="Also write lenet5_mixed.tflite: the first layers in float32 (those int8 loses on this CPU), "
+    "a QUANTIZE, the rest int8, from the QAT model; implies --int8.",
+)
+@click.option(
+    "--float-layers",
+    default=AUTO if EXPORT.float_layers == AUTO else ",".join(EXPORT.float_layers),
+    show_default=True,
+    callback=lambda ctx, param, value: _float_layers(value),
+    metavar="auto|c1[,c3,...]",
+    help="The mixed model's float32 layers: 'auto' times each candidate here and keeps the fastest, or the "
+    "first k weighted layers (c1; c1,c3; ...). Implies --mixed when given.",
+)
+@click.option(
     "--arena-margin",
     type=click.FloatRange(0, 10),
     default=EXPORT.micro_arena_margin,
@@ -200,12 +216,26 @@ def run_splits(manifest: dict, source: str | None = None):
     show_default=True,
     help="Fail unless int8 and Keras QAT predictions agree on at least this fraction of validation.",
 )
-def export(run_dir, int8, ptq, c_array, micro, arena_margin, calibration_size, calibration_seed, min_agreement):
+def export(
+    run_dir,
+    int8,
+    ptq,
+    c_array,
+    micro,
+    mixed,
+    float_layers,
+    arena_margin,
+    calibration_size,
+    calibration_seed,
+    min_agreement,
+):
     """Convert a trained run to TFLite: float32 always, int8 and PTQ on request.
 
     Every int8 model is verified (int8 input/output, no float op, no
     QUANTIZE/DEQUANTIZE) and compared with the Keras QAT model on the
-    validation split; export fails loudly if a check fails. With --micro the
+    validation split; export fails loudly if a check fails. --mixed writes a
+    float-then-int8 model for CPUs where int8 loses on the first layers, its
+    split timed here by default (--float-layers auto). With --micro the
     int8 model also runs in TensorFlow Lite Micro (exact arena, the example's
     digit). Files an earlier export wrote and this one does not (a PTQ model,
     the C array, micro/) are removed.
@@ -215,15 +245,20 @@ def export(run_dir, int8, ptq, c_array, micro, arena_margin, calibration_size, c
       lenet-edge export --int8
       lenet-edge export --dir runs/hoda --int8 --ptq --c-array
       lenet-edge export --dir runs/hoda --micro
+      lenet-edge export --dir runs/hoda --mixed                 # float layers chosen on this CPU
+      lenet-edge export --dir runs/hoda --float-layers c1,c3    # given: c1 and c3 float32
     """
     from ..manifest import read_manifest
 
     manifest = read_manifest(run_dir)  # fail fast, before TensorFlow loads
+    mixed = mixed or float_layers != EXPORT.float_layers
     config = ExportConfig(
-        int8=int8 or c_array or micro,
+        int8=int8 or c_array or micro or mixed,
         ptq=ptq,
         c_array=c_array,
         micro=micro,
+        mixed=mixed,
+        float_layers=float_layers,
         micro_arena_margin=arena_margin,
         calibration_size=calibration_size,
         calibration_seed=calibration_seed,
@@ -236,6 +271,15 @@ def export(run_dir, int8, ptq, c_array, micro, arena_margin, calibration_size, c
     with native_stderr_captured():  # the converter's C++ INFO lines
         summary = export_run(run_dir, config, splits=splits, progress=status)
     echo(format_summary(summary))
+
+
+def _float_layers(value: str):
+    from ..config import parse_float_layers
+
+    try:
+        return parse_float_layers(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def parse_batch_sizes(ctx, param, value: str) -> tuple[int, ...]:

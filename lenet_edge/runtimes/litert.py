@@ -140,9 +140,22 @@ class LiteRTModel(ModelHandle):
         ops = op_details(self.interpreter)
         return {
             "ops": [op["op_name"] for op in ops if op["op_name"] != "DELEGATE"],
+            "precision": op_precisions(self.interpreter, ops),
             "xnnpack": delegation(ops) if self.xnnpack else no_delegation(ops),
             **graph_bytes(self.interpreter, ops),
         }
+
+
+def op_precisions(interpreter: Interpreter, ops: list[dict]) -> list[str]:
+    """Per original op, the type it computes in: its first input's dtype, or "float32->int8" where it converts."""
+    dtype = {int(t["index"]): np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    found = []
+    for op in ops:
+        if op["op_name"] == "DELEGATE":
+            continue
+        src, dst = dtype[int(op["inputs"][0])], dtype[int(op["outputs"][0])]
+        found.append(src if src == dst else f"{src}->{dst}")
+    return found
 
 
 def graph_bytes(interpreter: Interpreter, ops: list[dict]) -> dict:
