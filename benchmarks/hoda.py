@@ -7,7 +7,7 @@ runs it (one process per export also keeps TFLiteConverter's per-call memory
 leak out of the picture):
 
 1. `data info` twice on a fresh cache: cold decode + preprocess, then the cached load;
-2. `train` with default settings (lenet5: ReLU + max pooling), `export --int8 --ptq --c-array --micro`,
+2. `train` with default settings (lenet5: ReLU + max pooling), `export --int8 --ptq --c-array --micro --mixed`,
    `bench` on the test split (LiteRT, then the same models in TensorFlow Lite Micro);
 3. the same for `--arch lenet5-classic` (tanh + average pooling, the 1998 form),
    to show why the default is ReLU/max-pool: XNNPACK has no int8 average pooling;
@@ -40,7 +40,7 @@ def pipeline(arch: str, data: Path, runs_dir: Path, env: dict, bench_runs: int, 
     run_dir = runs_dir / arch
     times = {}
     times["train_s"] = run(["train", "--data", str(data), "--arch", arch, "--dir", str(run_dir), "--force"], env, log)
-    export = ["export", "--dir", str(run_dir), "--int8", "--ptq", "--micro"] + (
+    export = ["export", "--dir", str(run_dir), "--int8", "--ptq", "--micro", "--mixed"] + (
         ["--c-array"] if arch == "lenet5" else []
     )
     times["export_s"] = run(export, env, log)

@@ -106,7 +106,7 @@ def export(
         cache_dir: dataset cache, for the run's data (calibration and parity).
         log: where progress lines go.
         **options: the other `ExportConfig` fields (`ptq`, `c_array`, `micro`, `micro_arena_margin`,
-            `calibration_size`, `calibration_seed`, `min_agreement`).
+            `mixed`, `float_layers`, `mixed_rounds`, `calibration_size`, `calibration_seed`, `min_agreement`).
 
     Returns:
         The summary: per file its bytes, validation accuracy, quantization, parity.
