@@ -173,6 +173,24 @@ def run_splits(manifest: dict, source: str | None = None):
     help="Also write micro/: a TensorFlow Lite Micro project folder for the int8 model; implies --int8.",
 )
 @click.option(
+    "--mediapipe",
+    is_flag=True,
+    help="Also write lenet5_int8_mediapipe.tflite: the int8 model with uint8 RGB in and probabilities out, the "
+    "form MediaPipe's ImageClassifier takes; implies --int8.",
+)
+@click.option(
+    "--web",
+    is_flag=True,
+    help="Also write web/: a static page that runs the int8 model in the browser (LiteRT.js); implies --int8.",
+)
+@click.option("--author", default=EXPORT.author, show_default=True, help="The models' metadata: who made them.")
+@click.option(
+    "--license",
+    "license_",
+    default=EXPORT.license,
+    help="The models' metadata: their licence (default: from the training data, e.g. Hoda's research-only terms).",
+)
+@click.option(
     "--arena-margin",
     type=click.FloatRange(0, 10),
     default=EXPORT.micro_arena_margin,
@@ -200,30 +218,52 @@ def run_splits(manifest: dict, source: str | None = None):
     show_default=True,
     help="Fail unless int8 and Keras QAT predictions agree on at least this fraction of validation.",
 )
-def export(run_dir, int8, ptq, c_array, micro, arena_margin, calibration_size, calibration_seed, min_agreement):
+def export(
+    run_dir,
+    int8,
+    ptq,
+    c_array,
+    micro,
+    mediapipe,
+    web,
+    author,
+    license_,
+    arena_margin,
+    calibration_size,
+    calibration_seed,
+    min_agreement,
+):
     """Convert a trained run to TFLite: float32 always, int8 and PTQ on request.
 
     Every int8 model is verified (int8 input/output, no float op, no
     QUANTIZE/DEQUANTIZE) and compared with the Keras QAT model on the
-    validation split; export fails loudly if a check fails. With --micro the
+    validation split; export fails loudly if a check fails. Every model carries
+    TFLite metadata (labels 0-9 and ۰-۹, the input contract, author, version,
+    licence), checked to leave its outputs unchanged. With --micro the
     int8 model also runs in TensorFlow Lite Micro (exact arena, the example's
     digit). Files an earlier export wrote and this one does not (a PTQ model,
-    the C array, micro/) are removed.
+    the C array, micro/, web/) are removed.
 
     \b
     Examples:
       lenet-edge export --int8
       lenet-edge export --dir runs/hoda --int8 --ptq --c-array
       lenet-edge export --dir runs/hoda --micro
+      lenet-edge export --dir runs/hoda --web --mediapipe --author "Your Lab"
     """
     from ..manifest import read_manifest
 
     manifest = read_manifest(run_dir)  # fail fast, before TensorFlow loads
-    config = ExportConfig(
-        int8=int8 or c_array or micro,
+    config = _config(
+        ExportConfig,
+        int8=int8 or c_array or micro or mediapipe or web,
         ptq=ptq,
         c_array=c_array,
         micro=micro,
+        mediapipe=mediapipe,
+        web=web,
+        author=author,
+        license=license_,
         micro_arena_margin=arena_margin,
         calibration_size=calibration_size,
         calibration_seed=calibration_seed,
@@ -236,6 +276,14 @@ def export(run_dir, int8, ptq, c_array, micro, arena_margin, calibration_size, c
     with native_stderr_captured():  # the converter's C++ INFO lines
         summary = export_run(run_dir, config, splits=splits, progress=status)
     echo(format_summary(summary))
+
+
+def _config(cls, **fields):
+    """A config dataclass from options; a combination it refuses is a usage error (exit 2)."""
+    try:
+        return cls(**fields)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def parse_batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
