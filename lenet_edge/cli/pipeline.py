@@ -10,6 +10,7 @@ from ..config import (
     ARCHITECTURES,
     DEFAULT_SPLIT,
     BenchConfig,
+    BrowserConfig,
     ExportConfig,
     RemoteConfig,
     TrainConfig,
@@ -18,6 +19,7 @@ from ..errors import ModelError
 from ..quiet import native_stderr_captured
 from . import (
     BENCH,
+    BROWSER,
     DATA_HELP,
     DIR_OPTION,
     EXPORT,
@@ -375,7 +377,8 @@ def parse_model(value: str) -> tuple[str, Path]:
     metavar="TARGET",
     callback=parse_targets,
     help="Also benchmark on this target (repeatable): ssh://[USER@]HOST[:PORT], a device over SSH (devices "
-    "run at once, while this machine measures; it needs Python 3.8+, numpy and ai-edge-litert or tflite-runtime).",
+    "run at once, while this machine measures; it needs Python 3.8+, numpy and ai-edge-litert or tflite-runtime); "
+    "browser, LiteRT.js in headless Chromium on this machine (after the host).",
 )
 @click.option(
     "--host/--no-host",
@@ -409,6 +412,19 @@ def parse_model(value: str) -> tuple[str, Path]:
     show_default=True,
     help="Seconds one device may take in all (connect, send, measure, answer).",
 )
+@click.option(
+    "--chromium",
+    type=click.Path(dir_okay=False),
+    default=BROWSER.chromium,
+    help="The Chromium executable for --on browser (default: chromium, chromium-browser or google-chrome on PATH).",
+)
+@click.option(
+    "--browser-timeout",
+    type=click.FloatRange(min=1),
+    default=BROWSER.timeout,
+    show_default=True,
+    help="Seconds --on browser may take in all (start, load, accuracy, timing).",
+)
 def bench(
     run_dir,
     source,
@@ -424,6 +440,8 @@ def bench(
     fmt,
     on,
     host,
+    chromium,
+    browser_timeout,
     **remote,
 ):
     """Accuracy and latency of float32 vs int8 (and PTQ), interleaved in one process, here and on devices.
@@ -435,7 +453,8 @@ def bench(
     becomes an error entry; the others still run, and the command then
     exits 1. With --on, the same measurement runs on each device over SSH
     at the same time; a device that cannot be reached or lacks a runtime
-    becomes an error entry too.
+    becomes an error entry too. --on browser runs the same models in
+    LiteRT.js in headless Chromium here, after the host.
 
     \b
     Examples:
@@ -443,6 +462,7 @@ def bench(
       lenet-edge bench --dir runs/hoda --split test --runs 5000 --threads 2
       lenet-edge bench --model a=one.tflite --model b=two.tflite --data hoda --format json
       lenet-edge bench --dir runs/hoda --on ssh://pi@raspberrypi.local --on ssh://jetson --remote-sample 2000
+      lenet-edge bench --dir runs/hoda --on browser
     """
     import json
 
@@ -477,6 +497,7 @@ def bench(
             on=on,
             host=host,
             remote=remote_config,
+            target_options={"browser": BrowserConfig(chromium=chromium, timeout=browser_timeout)},
         )
     echo({"table": format_table, "md": format_markdown, "json": lambda r: json.dumps(r, indent=2)}[fmt](results))
     if fmt == "table":
