@@ -24,7 +24,7 @@ body with the edges MediaPipe takes:
    int8 softmax would add).
 
 `classify` runs a model through MediaPipe's Python ImageClassifier (the
-`mediapipe` package, optional: see README for why it installs with
+`mediapipe` package, optional: `MEDIAPIPE_HINT` says why it installs with
 `--no-deps`).
 """
 
@@ -41,8 +41,8 @@ from .runtimes.base import NUM_CLASSES
 MEDIAPIPE_FILE = "lenet5_int8_mediapipe.tflite"
 INPUT_SHAPE = (1, 28, 28, 3)
 MEDIAPIPE_HINT = (
-    'pip install --no-deps "mediapipe>=1.2.3,<2" && pip install -e ".[mediapipe]" '
-    "(--no-deps: its opencv-contrib-python requirement would overwrite opencv-python-headless's cv2)"
+    'pip install --no-deps "mediapipe>=1.2.3,<2" (--no-deps: its opencv-contrib-python requirement would '
+    "overwrite opencv-python-headless's cv2; the Tasks API needs nothing else lenet-edge lacks)"
 )
 
 

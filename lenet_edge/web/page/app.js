@@ -8,10 +8,9 @@
 // image last classified), model (name, version, input dtype)}.
 
 import {Classifier, loadRuntime} from "./lenet.js";
-import {CANVAS, fromRgba} from "./preprocess.js";
+import {CANVAS, fromBlob, fromRgba} from "./preprocess.js";
 import {ModelProblem} from "./tflite.js";
 
-const MAX_PIXELS = 40_000_000;  // as `lenet-edge read`: a larger image is refused before it is decoded further
 const STROKE = 20;  // px on the 280 px pad: a pen stroke about a tenth of the digit's height, as on paper
 
 const $ = (id) => document.getElementById(id);
@@ -52,7 +51,11 @@ function label(digit) {
 
 // Classify the pixels of a canvas (opaque RGBA) and show the top three.
 function classify(rgba, width, height) {
-  const input = fromRgba(rgba, width, height);
+  show(fromRgba(rgba, width, height));
+}
+
+// Show what the model reads and, if it has ink, the three likeliest digits.
+function show(input) {
   state.input = Array.from(input);
   drawSeen(input);
   if (!input.some((v) => v > 0)) {
@@ -141,25 +144,15 @@ async function openFile(file) {
     await useModel(new Uint8Array(await file.arrayBuffer()), file.name);
     return;
   }
-  let bitmap;
+  let image;
   try {
-    bitmap = await createImageBitmap(file, {colorSpaceConversion: "none", imageOrientation: "from-image"});
-  } catch {
-    showError(`${file.name}: not an image this browser can read (${file.type || "unknown type"}). Drop a PNG, JPEG, GIF, WebP or BMP of one digit, or a .tflite model.`);
+    image = await fromBlob(file, file.name);
+  } catch (e) {
+    showError(e.message + ".");
     return;
   }
-  if (bitmap.width * bitmap.height > MAX_PIXELS) {
-    showError(`${file.name}: ${bitmap.width}x${bitmap.height} is over ${MAX_PIXELS / 1e6} megapixels; crop it to the digit.`);
-    return;
-  }
-  // Its own pixels at full size, transparency composited onto white paper (as lenet-edge's load_image does).
-  const full = new OffscreenCanvas(bitmap.width, bitmap.height);
-  const context = full.getContext("2d", {willReadFrequently: true});
-  context.fillStyle = "#fff";
-  context.fillRect(0, 0, full.width, full.height);
-  context.drawImage(bitmap, 0, 0);
-  if (!classifier) return;
-  classify(context.getImageData(0, 0, full.width, full.height).data, full.width, full.height);
+  const {bitmap} = image;
+  if (classifier) show(image.input);
   // the pad shows the image, letterboxed
   clearPadKeepResult();
   const s = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);

@@ -7,8 +7,8 @@
 //      composited onto white by the page's canvas);
 //   2. white ink on black: inverted when the mean of the border pixels exceeds 128;
 //   3. crop to the bounding box of pixels > 64;
-//   4. resize keeping the aspect ratio, longer side 20 px, Lanczos: Pillow's two-pass resampler,
-//      its coefficients in 22-bit fixed point, horizontal pass first;
+//   4. resize keeping the aspect ratio, longer side 20 px, Lanczos: Pillow 13's two-pass resampler,
+//      its coefficients in 22-bit fixed point, its choice of which pass goes first;
 //   5. paste into 28x28 black so the centre of mass is at (13.5, 13.5), rounding as Python does
 //      (half to even).
 
@@ -88,42 +88,49 @@ function clip8(sum) {  // Pillow's clip8: the value in the top bits, saturated t
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
-// Pillow's Image.resize(LANCZOS) of a one-channel 8-bit image.
-export function resizeLanczos(src, width, height, newWidth, newHeight) {
-  if (newWidth === width && newHeight === height) return Uint8Array.from(src);  // Pillow returns a copy
-  const vertical = coefficients(height, newHeight);
-  let image = src, imageWidth = width, first = 0;
-  let rowsFrom = vertical.map((c) => c.xmin);
-  if (newWidth !== width) {
-    // horizontal pass over the rows the vertical pass will read
-    first = vertical[0].xmin;
-    const last = vertical[newHeight - 1].xmin + vertical[newHeight - 1].weights.length;
-    const horizontal = coefficients(width, newWidth);
-    const temp = new Uint8Array(newWidth * (last - first));
-    for (let y = 0; y < last - first; y++) {
-      const row = (y + first) * width;
-      for (let xx = 0; xx < newWidth; xx++) {
-        const {xmin, weights} = horizontal[xx];
-        let sum = 1 << (PRECISION_BITS - 1);
-        for (let x = 0; x < weights.length; x++) sum += src[row + xmin + x] * weights[x];
-        temp[y * newWidth + xx] = clip8(sum);
-      }
-    }
-    image = temp;
-    imageWidth = newWidth;
-    rowsFrom = vertical.map((c) => c.xmin - first);
-  }
-  if (newHeight === height) return image;
-  const out = new Uint8Array(imageWidth * newHeight);
-  for (let yy = 0; yy < newHeight; yy++) {
-    const {weights} = vertical[yy], ymin = rowsFrom[yy];
-    for (let xx = 0; xx < imageWidth; xx++) {
+// One pass of Pillow's 8-bit resampler along one axis of a width x height image (`first`: the first source
+// row or column the pass reads, when the image is a band of a larger one).
+function pass(src, width, height, coefficients, horizontal, first = 0) {
+  const outWidth = horizontal ? coefficients.length : width;
+  const outHeight = horizontal ? height : coefficients.length;
+  const out = new Uint8Array(outWidth * outHeight);
+  for (let y = 0; y < outHeight; y++) {
+    for (let x = 0; x < outWidth; x++) {
+      const {xmin, weights} = coefficients[horizontal ? x : y];
       let sum = 1 << (PRECISION_BITS - 1);
-      for (let y = 0; y < weights.length; y++) sum += image[(y + ymin) * imageWidth + xx] * weights[y];
-      out[yy * imageWidth + xx] = clip8(sum);
+      if (horizontal) {
+        const row = (y + first) * width + xmin;
+        for (let k = 0; k < weights.length; k++) sum += src[row + k] * weights[k];
+      } else {
+        const start = (xmin - first) * width + x;
+        for (let k = 0; k < weights.length; k++) sum += src[start + k * width] * weights[k];
+      }
+      out[y * outWidth + x] = clip8(sum);
     }
   }
   return out;
+}
+
+// Pillow's Image.resize(LANCZOS) of a one-channel 8-bit image (Pillow 13's ImagingResampleInner: the
+// vertical pass first when the height shrinks by more than twice what the width does, else the
+// horizontal pass first, over only the rows the vertical pass then reads).
+export function resizeLanczos(src, width, height, newWidth, newHeight) {
+  if (newWidth === width && newHeight === height) return Uint8Array.from(src);  // Pillow returns a copy
+  const horizontalFirst = !(height - newHeight > 0 && height - newHeight > (width - newWidth) * 2);
+  const vertical = newHeight !== height ? coefficients(height, newHeight) : null;
+  const horizontal = newWidth !== width ? coefficients(width, newWidth) : null;
+  if (horizontalFirst) {
+    let image = src, rows = height, first = 0;
+    if (horizontal) {
+      const band = coefficients(height, newHeight);  // the rows the vertical pass will read
+      first = band[0].xmin;
+      rows = band[newHeight - 1].xmin + band[newHeight - 1].weights.length - first;
+      image = pass(src, width, height, horizontal, true, first);
+    }
+    return vertical ? pass(image, newWidth, rows, vertical, false, horizontal ? first : 0) : image;
+  }
+  const image = pass(src, width, height, vertical, false);
+  return horizontal ? pass(image, width, newHeight, horizontal, true) : image;
 }
 
 // One white-on-black gray image of any size -> the 28x28 model frame (all black when there is no ink).
@@ -166,4 +173,29 @@ export function preprocess(gray, width, height) {
 // An opaque canvas's RGBA pixels -> the model frame: grayscale, polarity, preprocess.
 export function fromRgba(rgba, width, height) {
   return preprocess(toWhiteOnBlack(luma(rgba, width, height), width, height), width, height);
+}
+
+export const MAX_PIXELS = 40_000_000;  // as `lenet-edge read`: a larger image is refused
+
+// An image file (a Blob) -> {input: the model frame, width, height, bitmap}, decoded by the browser at
+// full size, EXIF orientation applied, no colour management, transparency composited onto white paper
+// (as lenet-edge's load_image does). Throws an Error saying what is wrong with the file.
+export async function fromBlob(blob, name = "the file") {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob, {colorSpaceConversion: "none", imageOrientation: "from-image"});
+  } catch {
+    throw new Error(`${name}: not an image this browser can read (${blob.type || "unknown type"}); drop a PNG, JPEG, GIF, WebP or BMP of one digit, or a .tflite model`);
+  }
+  if (bitmap.width * bitmap.height > MAX_PIXELS) {
+    bitmap.close();
+    throw new Error(`${name}: ${bitmap.width}x${bitmap.height} is over ${MAX_PIXELS / 1e6} megapixels; crop it to the digit`);
+  }
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const context = canvas.getContext("2d", {willReadFrequently: true});
+  context.fillStyle = "#fff";
+  context.fillRect(0, 0, canvas.width, canvas.height);
+  context.drawImage(bitmap, 0, 0);
+  const rgba = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  return {input: fromRgba(rgba, canvas.width, canvas.height), width: canvas.width, height: canvas.height, bitmap};
 }
