@@ -354,6 +354,11 @@ class Page:
             self.mouse("mouseMoved", *point)
         self.mouse("mouseReleased", *points[-1], buttons=0)
 
+    def viewport(self, width: int, height: int) -> None:
+        """Make the page's viewport exactly `width` x `height` CSS pixels (a screenshot's size)."""
+        params = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        self.send("Emulation.setDeviceMetricsOverride", params)
+
     def screenshot(self) -> bytes:
         """The viewport as PNG bytes."""
         return base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
