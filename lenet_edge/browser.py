@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -39,7 +40,7 @@ import numpy as np
 from .config import BrowserConfig
 from .errors import LenetEdgeError
 from .fileio import sha256_file
-from .harness import accuracy_stats, compare_to_reference, data_sha256, stats_us
+from .harness import SCHEMA_VERSION, accuracy_stats, compare_to_reference, data_sha256, stats_us
 from .machine import isa_line, loadavg, machine_info
 from .targets import TargetError
 
@@ -118,7 +119,8 @@ def measure(target: BrowserTarget, job, say) -> dict:
                 page.goto(server.url + "bench.html", timeout=max(1.0, deadline - time.monotonic()))
                 page.wait_for("window.benchReady === true", timeout=max(1.0, deadline - time.monotonic()))
                 say(f"accuracy on {len(job.images)} images, then {job.config.warmup} + {job.config.runs} rounds")
-                page_result = page.evaluate(f"runBench({_json(bench)})", timeout=max(1.0, deadline - time.monotonic()))
+                left = max(1.0, deadline - time.monotonic())
+                page_result = page.evaluate(f"runBench({json.dumps(bench)})", timeout=left)
     except BrowserError as exc:
         raise TargetError(f"headless Chromium: {exc}") from None
     except OSError as exc:
@@ -133,7 +135,7 @@ def measure(target: BrowserTarget, job, say) -> dict:
         "timer": page_result["timer"],
     }
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "ok": not any("error" in m for m in page_result["models"].values()),
         "reference": job.reference,
         "data": {**job.data_info, "n": len(job.images), "sha256": data_sha256(job.images, job.labels)},
@@ -148,12 +150,6 @@ def measure(target: BrowserTarget, job, say) -> dict:
         "method": METHOD,
         "models": _models(job, names, page_result["models"]),
     }
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def _models(job, names: list[str], page: dict) -> dict:

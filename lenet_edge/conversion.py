@@ -316,25 +316,25 @@ def export_run(
 
     card = _card_maker(run_dir, manifest, config, qat_weights or float_keras)
     say("converting the float model to float32 TFLite")
-    data = _described("float32_tflite", convert_float(float_model), card, val, say)
-    results["float32_tflite"] = _checked(FLOAT32_FILE, data, float_model, val, say)
+    results["float32_tflite"] = _checked(FLOAT32_FILE, convert_float(float_model), float_model, val, say, card=card)
     if config.int8:
         say("converting the QAT model to full-integer int8 TFLite")
-        data = _described("int8_tflite", convert_int8(qat_model, calibration), card, val, say)
+        data = convert_int8(qat_model, calibration)
         results["int8_tflite"] = _checked(
-            INT8_FILE, data, qat_model, val, say, int8=True, min_agreement=config.min_agreement
+            INT8_FILE, data, qat_model, val, say, int8=True, min_agreement=config.min_agreement, card=card
         )
     if config.ptq:
         say(f"converting the float model to int8 by post-training quantization ({len(calibration)} images)")
-        data = _described("int8_ptq_tflite", convert_ptq(float_model, calibration), card, val, say)
+        data = convert_ptq(float_model, calibration)
         # PTQ is the baseline QAT is measured against: its parity with the float model is reported, not enforced.
-        results["int8_ptq_tflite"] = _checked(INT8_PTQ_FILE, data, float_model, val, say, int8=True)
+        results["int8_ptq_tflite"] = _checked(INT8_PTQ_FILE, data, float_model, val, say, int8=True, card=card)
     mediapipe = None
     if config.mediapipe:
         say("converting the QAT model for MediaPipe's ImageClassifier (uint8 RGB in, probabilities out)")
         mediapipe = _mediapipe_variant(qat_model, results["int8_tflite"]["data"], card, val, say)
     files: dict[str, tuple[bytes, dict]] = {  # manifest key -> (bytes, extras recorded with the artifact)
-        key: (r["data"], {k: r[k] for k in _ARTIFACT_KEYS if k in r}) for key, r in results.items()
+        key: (r["data"], {k: r[k] for k in _ARTIFACT_KEYS if r.get(k) is not None or k == "xnnpack_partitions"})
+        for key, r in results.items()
     }
     if config.c_array:
         int8_result = results["int8_tflite"]
@@ -415,7 +415,7 @@ def export_run(
         "micro": None if micro is None else {**micro, "dir": MICRO_DIR},
         "mediapipe": None if mediapipe is None else {**mediapipe["check"], "file": MEDIAPIPE_FILE},
         "web": WEB_DIR if config.web else None,
-        "metadata": {key: r["metadata"] for key, r in results.items()},
+        "metadata": {key: r["metadata"] for key, r in results.items() if r["metadata"]},
     }
 
 
@@ -490,11 +490,13 @@ def _mediapipe_variant(qat_model, int8: bytes, card, val, say) -> dict:
     return {"data": data, "metadata": described["metadata"], "check": check}
 
 
-def _checked(file, described, keras_model, val, say, *, int8=False, min_agreement=None) -> dict[str, Any]:
-    """Verify (int8), compare with `keras_model` on the validation split, and read XNNPACK's partitioning.
-
-    `described`: `_described`'s result (the file's bytes, metadata included, and its metadata record).
-    """
+def _checked(file, data, keras_model, val, say, *, int8=False, min_agreement=None, card=None) -> dict[str, Any]:
+    """Embed the metadata (`card`: `_card_maker`'s), verify (int8), compare with `keras_model` on the
+    validation split, and read XNNPACK's partitioning. Without `card` the file gets no metadata."""
+    described = {"data": data, "metadata": None}
+    if card is not None:
+        key = next(key for key, name in EXPORT_FILES.items() if name == file)
+        described = _described(key, data, card, val, say)
     data = described["data"]
     result: dict[str, Any] = {"file": file, "data": data, "metadata": described["metadata"]}
     if int8:

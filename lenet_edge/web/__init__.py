@@ -168,15 +168,16 @@ class Server(http.server.ThreadingHTTPServer):
         return f"http://{host}:{port}/"
 
     def lookup(self, path: str) -> bytes | None:
-        if path in self.routes:
-            found = self.routes[path]
-            return found.read_bytes() if isinstance(found, Path) else bytes(found)
-        if self.root is None:
-            return None
-        target = (self.root / path).resolve()
-        if not target.is_relative_to(self.root) or not target.is_file():
-            return None
-        return target.read_bytes()
+        found = self.routes.get(path)
+        if found is None and self.root is not None:
+            target = (self.root / path).resolve()
+            found = target if target.is_relative_to(self.root) and target.is_file() else None
+        if isinstance(found, Path):
+            try:
+                return found.read_bytes()
+            except OSError:  # gone since it was listed: a 404, which the page reports
+                return None
+        return None if found is None else bytes(found)
 
 
 @contextlib.contextmanager
