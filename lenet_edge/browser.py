@@ -40,9 +40,11 @@ import numpy as np
 from .config import BrowserConfig
 from .errors import LenetEdgeError
 from .fileio import sha256_file
-from .harness import SCHEMA_VERSION, accuracy_stats, compare_to_reference, data_sha256, stats_us
+from .harness import SCHEMA_VERSION, accuracy_stats, compare_to_reference, data_sha256, output_agreement, stats_us
 from .machine import isa_line, loadavg, machine_info
+from .report import summary_row
 from .targets import TargetError
+from .verdict import SAME_SPEED
 
 SPEC = "browser"
 METHOD = {
@@ -178,7 +180,7 @@ def _models(job, names: list[str], page: dict) -> dict:
             "has_metadata": found["has_metadata"],
             "load_ms": round(found["load_ms"], 3),
             **accuracy_stats(preds[name], labels),
-            "litert": _agreement(raw, job.litert_outputs(name)),
+            "litert": output_agreement(raw, job.litert_outputs(name)),
             "latency_us": stats_us(latency_ns),
             "invoke_us": stats_us(invoke_ns),
             "latency_samples_ns": latency_ns.tolist(),
@@ -194,17 +196,6 @@ def _spec(tensor: dict) -> dict:
         "shape": tensor["shape"],
         "scale": tensor["scale"] if quantized else None,
         "zero_point": tensor["zeroPoint"] if quantized else None,
-    }
-
-
-def _agreement(browser: np.ndarray, litert: np.ndarray) -> dict:
-    diff = np.abs(browser.astype(np.float64) - litert.astype(np.float64))
-    same = browser.argmax(axis=-1) == litert.argmax(axis=-1)
-    return {
-        "agreement": float(same.mean()),
-        "disagreements": int((~same).sum()),
-        "identical_outputs": float((diff.max(axis=-1) == 0).mean()),
-        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
     }
 
 
@@ -290,29 +281,7 @@ def summary(entry: dict) -> list[list[str]]:
     cpu = f"{entry['machine']['cpu_arch']}, LiteRT.js WASM"
     models, reference = entry["models"], entry["reference"]
     ref = models.get(reference, {"error": "not measured"})
-    rows = []
-    for name, m in models.items():
-        if name == reference:
-            continue
-        if "error" in m or "error" in ref:
-            rows.append([entry["target"], cpu, name, f"ERROR: {(m if 'error' in m else ref)['error']}"])
-            continue
-        r = m["ratios_to_reference"]
-        rows.append(
-            [
-                entry["target"],
-                cpu,
-                name,
-                str(m["n"]),
-                f"{100 * m['accuracy']:.2f}",
-                f"{100 * ref['accuracy']:.2f}",
-                f"{r['accuracy_delta_pp']:+.2f}",
-                f"{m['latency_us']['p50']:.1f}",
-                f"{ref['latency_us']['p50']:.1f}",
-                f"{r['p50_latency']:.3f}",
-            ]
-        )
-    return rows
+    return [summary_row(entry["target"], cpu, name, m, ref) for name, m in models.items() if name != reference]
 
 
 def verdict(entry: dict) -> str:
@@ -327,7 +296,8 @@ def verdict(entry: dict) -> str:
     if "error" in m:
         return f"{name} did not run in the browser ({m['error']})"
     r = m["ratios_to_reference"]
-    faster = name if r["p50_latency"] < 0.97 else reference if r["p50_latency"] > 1.03 else "neither (within 3%)"
+    ratio = r["p50_latency"]
+    faster = "neither (within 3%)" if abs(ratio - 1) <= SAME_SPEED else name if ratio < 1 else reference
     return (
         f"in LiteRT.js {name} reads {100 * m['accuracy']:.2f}% vs {reference}'s {100 * ref['accuracy']:.2f}% "
         f"({r['accuracy_delta_pp']:+.2f} pp) and gives the host LiteRT's digit on "
