@@ -532,7 +532,10 @@ def with_metadata(model: bytes, key: str, card: ModelCard) -> tuple[bytes, dict]
     inputs, outputs = tensor_infos(model, key)
     buffer = metadata_buffer(card, inputs, outputs)
     written = embed(model, buffer, label_files())
+    from .fileio import sha256_bytes
+
     record = {
+        "converted_sha256": sha256_bytes(model),  # the converter's bytes this file wraps: conversion is deterministic
         "name": card.name,
         "version": card.version,
         "author": card.author,
