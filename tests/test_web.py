@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_run, make_patterns
+from conftest import copy_run, litertjs_installed, make_patterns, needs
 from PIL import Image
 
 from lenet_edge import web
@@ -254,6 +254,7 @@ def test_image_files_decode_to_the_same_input(page, site, tmp_path):
 
 
 def test_serve_web_serves_the_folder(variants_run, tmp_path):
+    needs("LiteRT.js", litertjs_installed(), "`npm ci --prefix lenet_edge/web` (.ci/run runs it)")
     process = subprocess.Popen(
         [sys.executable, "-m", "lenet_edge", "serve-web", str(variants_run), "--port", "0"],
         stdout=subprocess.PIPE,
