@@ -9,7 +9,7 @@
 // input; q = clamp(round(x / scale) + zero_point) for an integer one (with QAT's 1/255 and -128,
 // q = pixel - 128), through a 256-entry table.
 
-import {loadLiteRt} from "./litert.js";
+import {loadLiteRt, supportsFeature} from "./litert.js";
 import {classifierInfo} from "./tflite.js";
 
 const ELEMENT = {float32: 1, uint8: 3, int8: 9};  // litert::ElementType
@@ -21,7 +21,7 @@ let runtime = null;
 export async function loadRuntime(directory = "./") {
   if (!runtime) {
     const liteRt = await loadLiteRt(directory);
-    const relaxed = WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]));
+    const relaxed = await supportsFeature("relaxedSimd");  // LiteRT.js loads its relaxed-SIMD build when true
     runtime = {
       liteRt,
       wasm: liteRt.liteRtWasm,
