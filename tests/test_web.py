@@ -145,6 +145,13 @@ def test_bad_input_is_shown_in_the_page(page, site, variants_run):
     open_page(page, site, "?model=bare.tflite")
     assert page.evaluate("window.lenet.state") == "error"
     assert "no TFLite metadata" in shown_error(page)
+    assert "Nothing can be read until a model is loaded" in page.evaluate(
+        "document.getElementById('status').textContent"
+    )
+    open_page(page, site, "?model=missing.tflite")
+    assert page.evaluate("window.lenet.state") == "error" and "missing.tflite: cannot be fetched (404" in shown_error(
+        page
+    )
     open_page(page, site, "?model=rgb.tflite")
     assert "(1, 28, 28, 3)" in shown_error(page) and "(1, 28, 28, 1)" in shown_error(page)
     open_page(page, site)

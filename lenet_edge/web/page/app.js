@@ -24,6 +24,13 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
+// No model to run (none loaded, or none usable): the page says so instead of inviting a drawing.
+function noModel(line) {
+  state.state = "error";
+  $("model-line").textContent = line;
+  $("status").textContent = "Nothing can be read until a model is loaded: drop a .tflite model exported by lenet-edge.";
+}
+
 function clearPad() {
   ink.globalCompositeOperation = "source-over";
   ink.fillStyle = "#000";
@@ -195,10 +202,7 @@ async function useModel(bytes, name) {
   } catch (e) {
     const why = e instanceof ModelProblem ? e.message : `LiteRT.js cannot run it (${e.message})`;
     showError(`${name}: ${why}.${classifier ? " The previous model stays in use." : ""}`);
-    if (!classifier) {
-      state.state = "error";
-      $("model-line").textContent = "No usable model.";
-    }
+    if (!classifier) noModel("No usable model.");
     return;
   }
   if (classifier) classifier.delete();
@@ -229,7 +233,7 @@ async function start() {
     const runtime = await loadRuntime("./");
     $("runtime-line").textContent = `Runs offline in this page: LiteRT.js, ${runtime.variant}, ${runtime.threads} thread. Nothing is uploaded.`;
   } catch (e) {
-    state.state = "error";
+    noModel("The runtime did not load.");
     showError(`LiteRT.js did not load (${e.message}). Serve this folder over HTTP (lenet-edge serve-web RUN), not from file://.`);
     return;
   }
@@ -240,7 +244,7 @@ async function start() {
     response = null;
   }
   if (!response || !response.ok) {
-    state.state = "error";
+    noModel("No model loaded.");
     showError(`${url}: cannot be fetched (${response ? response.status + " " + response.statusText : "network error"}); drop a .tflite model on the page.`);
     return;
   }
