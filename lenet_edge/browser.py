@@ -297,7 +297,7 @@ def verdict(entry: dict) -> str:
         return f"{name} did not run in the browser ({m['error']})"
     r = m["ratios_to_reference"]
     ratio = r["p50_latency"]
-    faster = "neither (within 3%)" if abs(ratio - 1) <= SAME_SPEED else name if ratio < 1 else reference
+    faster = f"neither (within {SAME_SPEED:.0%})" if abs(ratio - 1) <= SAME_SPEED else name if ratio < 1 else reference
     return (
         f"in LiteRT.js {name} reads {100 * m['accuracy']:.2f}% vs {reference}'s {100 * ref['accuracy']:.2f}% "
         f"({r['accuracy_delta_pp']:+.2f} pp) and gives the host LiteRT's digit on "

@@ -423,6 +423,7 @@ PRECISIONS = {  # manifest key of a model -> how its description names its arith
     "int8_tflite": "full-integer int8 (quantization-aware training)",
     "int8_ptq_tflite": "full-integer int8 (post-training quantization)",
     "int8_mediapipe_tflite": "full-integer int8 (quantization-aware training), uint8 RGB in, float probabilities out",
+    "mixed_tflite": "mixed float32/int8 (the first layers float32, the rest int8 from quantization-aware training)",
 }
 HODA_LICENSE = (
     "Trained on the Hoda dataset (Khosravi & Kabir, 2007), which is free for research and non-commercial use "

@@ -113,6 +113,16 @@ def test_licence_follows_the_training_data():
     assert "'digits.npz'" in md.default_license({"kind": "npz", "source": "/x/digits.npz"})
 
 
+def test_model_cards_name_each_precision():
+    manifest = {"config": {"arch": "lenet5"}, "data": {"kind": "synthetic", "source": "synthetic:3000"}}
+    cards = {
+        key: md.model_card(manifest, key, author="a", license=None, weights_sha256="0" * 64) for key in md.PRECISIONS
+    }
+    assert cards["int8_tflite"].name == "LeNet-5 Persian digits (full-integer int8)"
+    assert cards["mixed_tflite"].name == "LeNet-5 Persian digits (mixed float32/int8)"  # export --mixed's model
+    assert len({card.description for card in cards.values()}) == len(cards)  # each says how it computes
+
+
 def test_export_options_set_author_and_licence(exported_run, tmp_path):
     from click.testing import CliRunner
 
