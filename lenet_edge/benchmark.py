@@ -203,16 +203,7 @@ def bench_micro(
 
 def _agreement(tflm: np.ndarray, litert: np.ndarray | None) -> dict | None:
     """How TFLM's raw outputs compare with LiteRT's on the same images; None when LiteRT has none."""
-    if litert is None:
-        return None
-    diff = np.abs(tflm.astype(np.float64) - litert.astype(np.float64))
-    same = tflm.argmax(axis=-1) == litert.argmax(axis=-1)
-    return {
-        "agreement": float(same.mean()),
-        "disagreements": int((~same).sum()),
-        "identical_outputs": float((diff.max(axis=-1) == 0).mean()),
-        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
-    }
+    return None if litert is None else harness.output_agreement(tflm, litert)
 
 
 def bench_run(

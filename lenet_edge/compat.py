@@ -18,7 +18,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"  # must precede the first `import tensor
 
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
-__all__ = ["Interpreter", "OpResolverType", "keras", "tf", "tfmot", "versions"]  # noqa: F822 (lazy, see __getattr__)
+__all__ = ["Interpreter", "OpResolverType", "keras", "tf", "tflite_schema", "tfmot", "versions"]  # noqa: F822 (lazy, see __getattr__)
 
 _TENSORFLOW = {"tf": "tensorflow", "keras": "tf_keras", "tfmot": "tensorflow_model_optimization"}
 
@@ -32,6 +32,11 @@ def __getattr__(name: str):
         module.get_logger().setLevel("ERROR")
     globals()[name] = module
     return module
+
+
+def tflite_schema():
+    """LiteRT's generated classes for the .tflite flatbuffer schema (reading and rewriting a model file)."""
+    return import_module("ai_edge_litert.schema_py_generated")
 
 
 def versions() -> dict[str, str]:

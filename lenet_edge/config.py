@@ -89,6 +89,10 @@ class ExportConfig:
     mixed: bool = False
     float_layers: str | tuple[str, ...] = "auto"
     mixed_rounds: int = 2000  # interleaved timing rounds per candidate for float_layers="auto"
+    mediapipe: bool = False  # lenet5_int8_mediapipe.tflite: the int8 body, uint8 RGB in (MediaPipe's form; needs int8)
+    web: bool = False  # web/: a static page running the int8 model in LiteRT.js (needs int8)
+    author: str = "lenet-edge"  # the models' metadata: who made them
+    license: str | None = None  # the models' metadata: their terms; None: from the training data (Hoda's licence)
     calibration_size: int = 500  # training images that calibrate int8 ranges (PTQ; QAT's come from training)
     calibration_seed: int = 0
     min_agreement: float = 0.998  # least share of validation where int8 and the Keras QAT model agree
@@ -110,6 +114,11 @@ class ExportConfig:
             parse_float_layers(",".join(self.float_layers))  # raises for a set the converter cannot build
         if not isinstance(self.mixed_rounds, int) or self.mixed_rounds < 10:
             raise ValueError(f"mixed_rounds must be an integer >= 10; got {self.mixed_rounds!r}")
+        for name in ("mediapipe", "web"):
+            if getattr(self, name) and not self.int8:
+                raise ValueError(f"{name}=True needs int8=True: it holds the QAT int8 model")
+        if not self.author.strip() or (self.license is not None and not self.license.strip()):
+            raise ValueError("author and license must be non-empty text (license None: from the training data)")
         if not 0.0 <= self.micro_arena_margin <= 10.0:
             raise ValueError(f"micro_arena_margin must be a fraction in [0, 10]; got {self.micro_arena_margin!r}")
 
@@ -148,6 +157,32 @@ class BenchConfig:
             raise ValueError(f"batch_sizes must be a non-empty tuple of integers >= 1; got {self.batch_sizes!r}")
         if not self.throughput_seconds > 0:
             raise ValueError(f"throughput_seconds must be > 0; got {self.throughput_seconds!r}")
+
+
+@dataclass(frozen=True)
+class BrowserConfig:
+    """How `bench --on browser` runs headless Chromium (recorded with its target)."""
+
+    chromium: str | None = None  # the browser executable; None: chromium (or chromium-browser, google-chrome) on PATH
+    timeout: float = 900.0  # seconds for the whole browser run: start, load, accuracy, timing
+
+    def __post_init__(self):
+        if self.chromium is not None and not str(self.chromium).strip():
+            raise ValueError("chromium must be a path or None")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds; got {self.timeout!r}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where `serve-web` serves a run's page."""
+
+    host: str = "127.0.0.1"  # loopback: only this machine; 0.0.0.0 lets a phone on the network open it
+    port: int = 8000
+
+    def __post_init__(self):
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535; got {self.port!r}")
 
 
 @dataclass(frozen=True)

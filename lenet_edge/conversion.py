@@ -49,8 +49,10 @@ from .manifest import (
     stage_manifest,
 )
 from .model import NUM_CLASSES, load_float, load_qat
-from .runtimes import SCORES_BATCH, TensorSpec, contract_problems, predict_tflite
+from .runtimes import SCORES_BATCH, TensorSpec, contract_problems, open_model, predict_tflite
 from .runtimes.litert import ModelSource, inspect_tflite, io_quantization, label, xnnpack_delegation
+from .tasks import MEDIAPIPE_FILE
+from .web import FOLDER_FILES, WEB_DIR
 
 FLOAT32_FILE = "lenet5_float32.tflite"
 INT8_FILE = "lenet5_int8.tflite"
@@ -290,6 +292,10 @@ def export_run(
         if split not in splits:
             raise ModelError(f"{manifest_path(run_dir)}: the run's data has no {split!r} split")
     train, val = splits["train"], splits["val"]
+    if config.web:
+        from .web import node_modules
+
+        node_modules()  # LiteRT.js installed (`npm ci`), checked before the slow steps
 
     say(f"loading the {arch} models")
     float_model = load_float(float_keras)
@@ -309,23 +315,29 @@ def export_run(
     # 2-4. Convert, verify, check numerics; everything in memory until it all passed.
     results: dict[str, dict[str, Any]] = {}  # manifest key -> the file's bytes and what we learned about it
 
+    card = _card_maker(run_dir, manifest, config, qat_weights or float_keras)
     say("converting the float model to float32 TFLite")
-    results["float32_tflite"] = _checked(FLOAT32_FILE, convert_float(float_model), float_model, val, say)
+    results["float32_tflite"] = _checked(FLOAT32_FILE, convert_float(float_model), float_model, val, say, card=card)
     if config.int8:
         say("converting the QAT model to full-integer int8 TFLite")
         data = convert_int8(qat_model, calibration)
         results["int8_tflite"] = _checked(
-            INT8_FILE, data, qat_model, val, say, int8=True, min_agreement=config.min_agreement
+            INT8_FILE, data, qat_model, val, say, int8=True, min_agreement=config.min_agreement, card=card
         )
     if config.mixed:
-        results["mixed_tflite"] = _mixed(qat_model, arch, config, results, val, say)
+        results["mixed_tflite"] = _mixed(qat_model, arch, config, results, val, say, card)
     if config.ptq:
         say(f"converting the float model to int8 by post-training quantization ({len(calibration)} images)")
         data = convert_ptq(float_model, calibration)
         # PTQ is the baseline QAT is measured against: its parity with the float model is reported, not enforced.
-        results["int8_ptq_tflite"] = _checked(INT8_PTQ_FILE, data, float_model, val, say, int8=True)
+        results["int8_ptq_tflite"] = _checked(INT8_PTQ_FILE, data, float_model, val, say, int8=True, card=card)
+    mediapipe = None
+    if config.mediapipe:
+        say("converting the QAT model for MediaPipe's ImageClassifier (uint8 RGB in, probabilities out)")
+        mediapipe = _mediapipe_variant(qat_model, results["int8_tflite"]["data"], card, val, say)
     files: dict[str, tuple[bytes, dict]] = {  # manifest key -> (bytes, extras recorded with the artifact)
-        key: (r["data"], {k: r[k] for k in _ARTIFACT_KEYS if k in r}) for key, r in results.items()
+        key: (r["data"], {k: r[k] for k in _ARTIFACT_KEYS if r.get(k) is not None or k == "xnnpack_partitions"})
+        for key, r in results.items()
     }
     if config.c_array:
         int8_result = results["int8_tflite"]
@@ -333,6 +345,18 @@ def export_run(
         extras = {"array": C_NAME, "model": "int8_tflite"}
         files["c_header"] = (header.encode(), extras)
         files["c_source"] = (source.encode(), extras)
+    if mediapipe is not None:
+        files["int8_mediapipe_tflite"] = (
+            mediapipe["data"],
+            {"metadata": mediapipe["metadata"], "model": "int8_tflite"},
+        )
+    if config.web:
+        from .web import web_files
+
+        say(f"writing the web page into {WEB_DIR}/ (LiteRT.js)")
+        for name, source in web_files(results["int8_tflite"]["data"]).items():
+            content = source if isinstance(source, bytes) else source.read_bytes()
+            files[f"{WEB_DIR}/{name}"] = (content, {"model": "int8_tflite"} if name.endswith(".tflite") else {})
     micro = None
     if config.micro:
         say("running the int8 model in TensorFlow Lite Micro for the micro/ folder")
@@ -349,8 +373,9 @@ def export_run(
     artifacts = manifest.setdefault("artifacts", {})
     for key in EXPORT_FILES:
         artifacts.pop(key, None)  # export owns these entries: only what it writes now stays
-    if micro is not None:
-        (run_dir / MICRO_DIR).mkdir(exist_ok=True)  # its files are staged in run_dir and renamed into it
+    for folder, wanted in ((MICRO_DIR, micro is not None), (WEB_DIR, config.web)):
+        if wanted:
+            (run_dir / folder).mkdir(exist_ok=True)  # its files are staged in run_dir and renamed into it
     with staged_files(run_dir) as stage:
         for key, (data, extras) in files.items():
             staged = stage(EXPORT_FILES[key])
@@ -362,6 +387,7 @@ def export_run(
             "calibration": calibration_record,
             "parity_split": "val",
             **({"micro": micro} if micro is not None else {}),
+            **({"mediapipe": mediapipe["check"]} if mediapipe is not None else {}),
             "models": {
                 key: {k: v for k, v in r.items() if k not in ("file", "data", *_ARTIFACT_KEYS)}
                 for key, r in results.items()
@@ -391,6 +417,9 @@ def export_run(
         ],
         "c_files": [EXPORT_FILES[key] for key in ("c_header", "c_source") if key in files],
         "micro": None if micro is None else {**micro, "dir": MICRO_DIR},
+        "mediapipe": None if mediapipe is None else {**mediapipe["check"], "file": MEDIAPIPE_FILE},
+        "web": WEB_DIR if config.web else None,
+        "metadata": {key: r["metadata"] for key, r in results.items() if r["metadata"]},
     }
 
 
@@ -403,13 +432,15 @@ EXPORT_FILES = {
     "c_header": f"{C_NAME}.h",
     "c_source": f"{C_NAME}.cc",
     **{key: f"{MICRO_DIR}/{name}" for key, name in MICRO_FILES.items()},
+    "int8_mediapipe_tflite": MEDIAPIPE_FILE,
+    **{f"{WEB_DIR}/{name}": f"{WEB_DIR}/{name}" for name in FOLDER_FILES},
 }
 
 # Recorded with the artifact itself (`record_artifact` extras); the rest goes to the manifest's `export` section.
-_ARTIFACT_KEYS = ("quantization", "ops", "xnnpack_partitions")
+_ARTIFACT_KEYS = ("quantization", "ops", "xnnpack_partitions", "metadata")
 
 
-def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say) -> dict[str, Any]:
+def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say, card) -> dict[str, Any]:
     """lenet5_mixed.tflite: its float layers chosen (on this CPU, for "auto") or given, converted, verified."""
     from . import mixed
 
@@ -426,14 +457,75 @@ def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say) 
         check = mixed.verify_mixed(data)
     except ModelError as exc:
         raise ModelError(f"{MIXED_FILE}: {exc}") from None
-    result = _checked(MIXED_FILE, data, qat_model, val, say, min_agreement=config.min_agreement)
+    result = _checked(MIXED_FILE, data, qat_model, val, say, min_agreement=config.min_agreement, card=card)
     result.update(float_layers=list(layers), precision=check["precision"], auto=timing)
     return result
 
 
-def _checked(file, data, keras_model, val, say, *, int8=False, min_agreement=None) -> dict[str, Any]:
-    """Verify (int8), compare with `keras_model` on the validation split, and read XNNPACK's partitioning."""
-    result: dict[str, Any] = {"file": file, "data": data}
+def _card_maker(run_dir: Path, manifest: dict, config: ExportConfig, weights: Path):
+    """key -> the ModelCard of that model of the run (metadata's model-level words)."""
+    from .fileio import sha256_file
+    from .metadata import model_card
+
+    weights_sha256 = sha256_file(weights)
+    return lambda key: model_card(
+        manifest, key, author=config.author, license=config.license, weights_sha256=weights_sha256
+    )
+
+
+def _described(key: str, bare: bytes, card, val, say, outputs=None) -> dict:
+    """The converted model with its TFLite metadata, after checking it gives the same raw outputs as without.
+
+    `outputs(model, images)`: the model's raw outputs (default: LiteRT's reference kernels through `open_model`).
+    """
+    from .metadata import with_metadata
+
+    data, record = with_metadata(bare, key, card(key))
+    say(f"checking {EXPORT_FILES[key]}'s metadata leaves its {len(val.labels)} validation outputs unchanged")
+    run = outputs or (lambda model, images: open_model(model, xnnpack=False).raw_all(images))
+    before, after = (run(m, val.images) for m in (bare, data))
+    if not np.array_equal(before, after):
+        raise ModelError(f"{EXPORT_FILES[key]}: adding the metadata changed the model's outputs; nothing was written")
+    return {"data": data, "metadata": {**record, "identical_outputs_checked_on": int(len(val.labels))}}
+
+
+def _mediapipe_variant(qat_model, int8: bytes, card, val, say) -> dict:
+    """lenet5_int8_mediapipe.tflite, checked: the int8 graph unchanged inside, its probabilities the int8 model's."""
+    from .inference import softmax
+    from .tasks import check_body, convert_mediapipe, variant_outputs
+
+    variant = convert_mediapipe(qat_model)
+    described = _described("int8_mediapipe_tflite", variant, card, val, say, outputs=variant_outputs)
+    data = described["data"]
+    body = check_body(data, int8)
+    probabilities = variant_outputs(data, val.images)
+    int8_raw = open_model(int8, xnnpack=False).raw_all(val.images)
+    expected = softmax(open_model(int8, xnnpack=False).logits(int8_raw))
+    same = probabilities.argmax(1) == int8_raw.argmax(1)
+    difference = float(np.abs(probabilities - expected).max()) if len(expected) else 0.0
+    if not same.all() or difference > 1e-5:
+        raise ModelError(
+            f"{MEDIAPIPE_FILE}: its top-1 differs from lenet5_int8.tflite's on {int((~same).sum())} of "
+            f"{len(same)} validation images (largest probability difference {difference:.3g}); nothing was written"
+        )
+    check = {
+        **body,
+        "validation_images": int(len(same)),
+        "top1_agreement_with_int8": float(same.mean()),
+        "max_probability_difference": difference,
+    }
+    return {"data": data, "metadata": described["metadata"], "check": check}
+
+
+def _checked(file, data, keras_model, val, say, *, int8=False, min_agreement=None, card=None) -> dict[str, Any]:
+    """Embed the metadata (`card`: `_card_maker`'s), verify (int8), compare with `keras_model` on the
+    validation split, and read XNNPACK's partitioning. Without `card` the file gets no metadata."""
+    described = {"data": data, "metadata": None}
+    if card is not None:
+        key = next(key for key, name in EXPORT_FILES.items() if name == file)
+        described = _described(key, data, card, val, say)
+    data = described["data"]
+    result: dict[str, Any] = {"file": file, "data": data, "metadata": described["metadata"]}
     if int8:
         say(f"verifying {file} is integer-only")
         try:
@@ -479,6 +571,24 @@ def format_summary(summary: Mapping) -> str:
     mixed = next((f for f in summary["files"] if f["key"] == "mixed_tflite"), None)
     if mixed is not None:
         lines.append(_mixed_line(mixed))
+    metadata = next(iter(summary.get("metadata", {}).values()), None)
+    if metadata:
+        lines.append(
+            f"TFLite metadata in every model: {metadata['name'].split(' (')[0]}, version {metadata['version']}, "
+            f"author {metadata['author']}; labels 0-9 and ۰-۹ ({', '.join(metadata['associated_files'])})"
+        )
+    if summary.get("mediapipe"):
+        m = summary["mediapipe"]
+        lines.append(
+            f"MediaPipe ImageClassifier model: {m['file']} (uint8 RGB in, probabilities out; the int8 graph "
+            f"unchanged inside, {m['tensors_compared']} tensors compared; same top-1 as int8 on "
+            f"{100 * m['top1_agreement_with_int8']:.2f}% of {m['validation_images']} validation images)"
+        )
+    if summary.get("web"):
+        lines.append(
+            f"Web page in {summary['web']}/ (LiteRT.js, the int8 model): "
+            f"`lenet-edge serve-web {summary['run_dir']}` and open the address it prints"
+        )
     int8 = next((f for f in summary["files"] if f["key"] == "int8_tflite"), None)
     if int8 is not None:
         p, q = int8["parity"], int8["quantization"]

@@ -246,6 +246,22 @@ def raw_outputs(
     return outputs
 
 
+def output_agreement(outputs: np.ndarray, reference: np.ndarray) -> dict:
+    """How one runtime's `(N, 10)` raw outputs compare with another's on the same images.
+
+    `agreement` (share of equal argmax), `disagreements`, `identical_outputs` (share of images whose
+    10 raw outputs are all equal) and `max_abs_diff` (in the raw outputs' units: int8 steps).
+    """
+    diff = np.abs(outputs.astype(np.float64) - reference.astype(np.float64))
+    same = outputs.argmax(axis=-1) == reference.argmax(axis=-1)
+    return {
+        "agreement": float(same.mean()),
+        "disagreements": int((~same).sum()),
+        "identical_outputs": float((diff.max(axis=-1) == 0).mean()),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+    }
+
+
 def data_sha256(images: np.ndarray, labels: np.ndarray) -> str:
     """A content hash of evaluated data: the images' and labels' bytes with their shapes."""
     digest = hashlib.sha256(f"{images.shape} {labels.shape}".encode())

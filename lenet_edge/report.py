@@ -329,28 +329,31 @@ def _summary(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
         dot = dot_product(entry["machine"])
         cpu = ", ".join([entry["machine"]["cpu_arch"], *(dot or ["no int8 dot product"])])
         ref = entry["models"][entry["reference"]]
-        for name, m in entry["models"].items():
-            if name == entry["reference"]:
-                continue
-            if "error" in m or "error" in ref:
-                rows.append([entry["target"], cpu, name, f"ERROR: {(m if 'error' in m else ref)['error']}"])
-                continue
-            r = m["ratios_to_reference"]
-            rows.append(
-                [
-                    entry["target"],
-                    cpu,
-                    name,
-                    str(m["n"]),
-                    f"{100 * m['accuracy']:.2f}",
-                    f"{100 * ref['accuracy']:.2f}",
-                    f"{r['accuracy_delta_pp']:+.2f}",
-                    f"{m['latency_us']['p50']:.1f}",
-                    f"{ref['latency_us']['p50']:.1f}",
-                    f"{r['p50_latency']:.3f}",
-                ]
-            )
+        rows += [
+            summary_row(entry["target"], cpu, name, m, ref)
+            for name, m in entry["models"].items()
+            if name != entry["reference"]
+        ]
     return SUMMARY_HEADER, rows
+
+
+def summary_row(target: str, cpu: str, name: str, m: dict, ref: dict) -> list[str]:
+    """One model against the reference on one target: a row of `SUMMARY_HEADER` (or an error row)."""
+    if "error" in m or "error" in ref:
+        return [target, cpu, name, f"ERROR: {(m if 'error' in m else ref)['error']}"]
+    r = m["ratios_to_reference"]
+    return [
+        target,
+        cpu,
+        name,
+        str(m["n"]),
+        f"{100 * m['accuracy']:.2f}",
+        f"{100 * ref['accuracy']:.2f}",
+        f"{r['accuracy_delta_pp']:+.2f}",
+        f"{m['latency_us']['p50']:.1f}",
+        f"{ref['latency_us']['p50']:.1f}",
+        f"{r['p50_latency']:.3f}",
+    ]
 
 
 def _footer(results: dict) -> str:

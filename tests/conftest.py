@@ -113,3 +113,48 @@ def assert_one_line_error(call, path: Path, expected: str, *, regex: bool = Fals
     assert str(path) in message, message
     assert re.search(expected, message) if regex else expected in message, message
     return message
+
+
+def needs(what: str, found: bool, how: str) -> None:
+    """Skip (saying `how` to get `what`) when it is missing; on CI (CI=true), fail instead."""
+    if found:
+        return
+    message = f"{what} not found: {how}"
+    pytest.fail(f"CI: {message}") if os.environ.get("CI") == "true" else pytest.skip(message)
+
+
+def litertjs_installed() -> bool:
+    from lenet_edge.errors import ModelError
+    from lenet_edge.web import node_modules
+
+    try:
+        node_modules()
+    except ModelError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def variants_run(tmp_path_factory, exported_run: Path) -> Path:
+    """`exported_run` exported again with --mediapipe and, when LiteRT.js is installed (`npm ci`), --web."""
+    from lenet_edge.conversion import export_run
+
+    run = copy_run(exported_run, tmp_path_factory.mktemp("variants") / "run")
+    export_run(run, int8=True, mediapipe=True, web=litertjs_installed(), min_agreement=0.0)
+    return run
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium for the session's browser tests (skips without it, fails on CI)."""
+    from lenet_edge.chromium import BrowserError, Chromium, find_chromium
+
+    try:
+        find_chromium()
+        found = True
+    except BrowserError:
+        found = False
+    needs("Chromium", found, "`apt-get install chromium` (.ci/run installs it)")
+    needs("LiteRT.js", litertjs_installed(), "`npm ci --prefix lenet_edge/web` (.ci/run runs it)")
+    with Chromium() as browser:
+        yield browser

@@ -186,10 +186,18 @@ def test_int8_is_under_a_third_of_float32(exported):
 
 
 def test_conversion_is_deterministic(run_dir, exported, splits):
-    """A fresh conversion of the reloaded QAT weights gives the exported bytes exactly (one conversion)."""
+    """A fresh conversion of the reloaded QAT weights gives the exported bytes exactly (one conversion):
+    the converter's output is the one recorded, and with the run's metadata it is the file, byte for byte."""
+    from lenet_edge.config import ExportConfig
+    from lenet_edge.fileio import sha256_bytes
+    from lenet_edge.metadata import with_metadata
+
     qat_model = load_qat(run_dir / "lenet5_qat.weights.h5", ARCH)
     again = conversion.convert_int8(qat_model, splits["train"].images[:50])  # QAT: the sample changes nothing
-    assert again == file_bytes(run_dir, "int8_tflite")
+    manifest = read_manifest(run_dir)
+    assert sha256_bytes(again) == manifest["artifacts"]["int8_tflite"]["metadata"]["converted_sha256"]
+    card = conversion._card_maker(run_dir, manifest, ExportConfig(), run_dir / "lenet5_qat.weights.h5")
+    assert with_metadata(again, "int8_tflite", card("int8_tflite"))[0] == file_bytes(run_dir, "int8_tflite")
 
 
 def test_verify_rejects_float_model(run_dir, exported):
@@ -289,9 +297,10 @@ def test_failed_parity_leaves_the_run_untouched(tmp_path, trained, splits, run_d
     monkeypatch.setattr(conversion, "convert_int8", lambda model, representative: int8_bytes)
     real_parity = conversion.parity
 
-    def bad_parity(model, *args):
+    def bad_parity(model, *args):  # the int8 model, its metadata added, is the one with an int8 input
         result = real_parity(model, *args)
-        return {**result, "agreement": 0.9, "disagreements": 20} if model is int8_bytes else result
+        int8 = tflite.inspect_tflite(model)["inputs"][0]["dtype"] == "int8"
+        return {**result, "agreement": 0.9, "disagreements": 20} if int8 else result
 
     monkeypatch.setattr(conversion, "parity", bad_parity)
     with pytest.raises(ModelError, match=r"lenet5_int8.tflite: agrees with the Keras model on 0.9000 of 200"):

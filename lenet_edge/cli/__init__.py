@@ -6,8 +6,8 @@ on stderr and exit code 1; usage errors are click's, exit code 2; Ctrl-C is
 one line and exit code 130. A traceback means a bug.
 
 This module holds the group and what the commands share; the commands live
-in `datasets` (data info/preview/download), `pipeline` (train, export, bench)
-and `images` (predict, read), imported at the end so that they register.
+in `datasets` (data info/preview/download), `pipeline` (train, export, bench),
+`images` (predict, read) and `web` (serve-web), imported at the end so that they register.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..config import BenchConfig, ExportConfig, RemoteConfig, TrainConfig
+from ..config import BenchConfig, BrowserConfig, ExportConfig, RemoteConfig, ServeConfig, TrainConfig
 from ..errors import DataError, LenetEdgeError
 from ..quiet import native_stderr_captured
 
@@ -28,6 +28,8 @@ RECIPE = TrainConfig()  # every option default is its config's own
 EXPORT = ExportConfig()
 BENCH = BenchConfig()
 REMOTE = RemoteConfig()
+BROWSER = BrowserConfig()
+SERVE = ServeConfig()
 
 
 class Group(click.Group):
@@ -166,4 +168,4 @@ def main(quiet):
     quiet_tensorflow()
 
 
-from . import datasets, images, pipeline  # noqa: E402, F401  (each registers its commands on `main`)
+from . import datasets, images, pipeline, web  # noqa: E402, F401  (each registers its commands on `main`)

@@ -11,6 +11,7 @@ from ..config import (
     AUTO,
     DEFAULT_SPLIT,
     BenchConfig,
+    BrowserConfig,
     ExportConfig,
     RemoteConfig,
     TrainConfig,
@@ -19,6 +20,7 @@ from ..errors import ModelError
 from ..quiet import native_stderr_captured
 from . import (
     BENCH,
+    BROWSER,
     DATA_HELP,
     DIR_OPTION,
     EXPORT,
@@ -189,6 +191,24 @@ def run_splits(manifest: dict, source: str | None = None):
     "first k weighted layers (c1; c1,c3; ...). Implies --mixed when given.",
 )
 @click.option(
+    "--mediapipe",
+    is_flag=True,
+    help="Also write lenet5_int8_mediapipe.tflite: the int8 model with uint8 RGB in and probabilities out, the "
+    "form MediaPipe's ImageClassifier takes; implies --int8.",
+)
+@click.option(
+    "--web",
+    is_flag=True,
+    help="Also write web/: a static page that runs the int8 model in the browser (LiteRT.js); implies --int8.",
+)
+@click.option("--author", default=EXPORT.author, show_default=True, help="The models' metadata: who made them.")
+@click.option(
+    "--license",
+    "license_",
+    default=EXPORT.license,
+    help="The models' metadata: their licence (default: from the training data, e.g. Hoda's research-only terms).",
+)
+@click.option(
     "--arena-margin",
     type=click.FloatRange(0, 10),
     default=EXPORT.micro_arena_margin,
@@ -224,6 +244,10 @@ def export(
     micro,
     mixed,
     float_layers,
+    mediapipe,
+    web,
+    author,
+    license_,
     arena_margin,
     calibration_size,
     calibration_seed,
@@ -235,10 +259,12 @@ def export(
     QUANTIZE/DEQUANTIZE) and compared with the Keras QAT model on the
     validation split; export fails loudly if a check fails. --mixed writes a
     float-then-int8 model for CPUs where int8 loses on the first layers, its
-    split timed here by default (--float-layers auto). With --micro the
+    split timed here by default (--float-layers auto). Every model carries
+    TFLite metadata (labels 0-9 and ۰-۹, the input contract, author, version,
+    licence), checked to leave its outputs unchanged. With --micro the
     int8 model also runs in TensorFlow Lite Micro (exact arena, the example's
     digit). Files an earlier export wrote and this one does not (a PTQ model,
-    the C array, micro/) are removed.
+    the C array, micro/, web/) are removed.
 
     \b
     Examples:
@@ -247,18 +273,24 @@ def export(
       lenet-edge export --dir runs/hoda --micro
       lenet-edge export --dir runs/hoda --mixed                 # float layers chosen on this CPU
       lenet-edge export --dir runs/hoda --float-layers c1,c3    # given: c1 and c3 float32
+      lenet-edge export --dir runs/hoda --web --mediapipe --author "Your Lab"
     """
     from ..manifest import read_manifest
 
     manifest = read_manifest(run_dir)  # fail fast, before TensorFlow loads
     mixed = mixed or float_layers != EXPORT.float_layers
-    config = ExportConfig(
-        int8=int8 or c_array or micro or mixed,
+    config = _config(
+        ExportConfig,
+        int8=int8 or c_array or micro or mixed or mediapipe or web,
         ptq=ptq,
         c_array=c_array,
         micro=micro,
         mixed=mixed,
         float_layers=float_layers,
+        mediapipe=mediapipe,
+        web=web,
+        author=author,
+        license=license_,
         micro_arena_margin=arena_margin,
         calibration_size=calibration_size,
         calibration_seed=calibration_seed,
@@ -280,6 +312,14 @@ def _float_layers(value: str):
         return parse_float_layers(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _config(cls, **fields):
+    """A config dataclass from options; a combination it refuses is a usage error (exit 2)."""
+    try:
+        return cls(**fields)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def parse_batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
@@ -371,7 +411,8 @@ def parse_model(value: str) -> tuple[str, Path]:
     metavar="TARGET",
     callback=parse_targets,
     help="Also benchmark on this target (repeatable): ssh://[USER@]HOST[:PORT], a device over SSH (devices "
-    "run at once, while this machine measures; it needs Python 3.8+, numpy and ai-edge-litert or tflite-runtime).",
+    "run at once, while this machine measures; it needs Python 3.8+, numpy and ai-edge-litert or tflite-runtime); "
+    "browser, LiteRT.js in headless Chromium on this machine (after the host).",
 )
 @click.option(
     "--host/--no-host",
@@ -405,6 +446,19 @@ def parse_model(value: str) -> tuple[str, Path]:
     show_default=True,
     help="Seconds one device may take in all (connect, send, measure, answer).",
 )
+@click.option(
+    "--chromium",
+    type=click.Path(dir_okay=False),
+    default=BROWSER.chromium,
+    help="The Chromium executable for --on browser (default: chromium, chromium-browser or google-chrome on PATH).",
+)
+@click.option(
+    "--browser-timeout",
+    type=click.FloatRange(min=1),
+    default=BROWSER.timeout,
+    show_default=True,
+    help="Seconds --on browser may take in all (start, load, accuracy, timing).",
+)
 def bench(
     run_dir,
     source,
@@ -420,6 +474,8 @@ def bench(
     fmt,
     on,
     host,
+    chromium,
+    browser_timeout,
     **remote,
 ):
     """Accuracy and latency of float32 vs int8 (and PTQ), interleaved in one process, here and on devices.
@@ -431,7 +487,8 @@ def bench(
     becomes an error entry; the others still run, and the command then
     exits 1. With --on, the same measurement runs on each device over SSH
     at the same time; a device that cannot be reached or lacks a runtime
-    becomes an error entry too.
+    becomes an error entry too. --on browser runs the same models in
+    LiteRT.js in headless Chromium here, after the host.
 
     \b
     Examples:
@@ -439,6 +496,7 @@ def bench(
       lenet-edge bench --dir runs/hoda --split test --runs 5000 --threads 2
       lenet-edge bench --model a=one.tflite --model b=two.tflite --data hoda --format json
       lenet-edge bench --dir runs/hoda --on ssh://pi@raspberrypi.local --on ssh://jetson --remote-sample 2000
+      lenet-edge bench --dir runs/hoda --on browser
     """
     import json
 
@@ -473,6 +531,7 @@ def bench(
             on=on,
             host=host,
             remote=remote_config,
+            target_options={"browser": BrowserConfig(chromium=chromium, timeout=browser_timeout)},
         )
     echo({"table": format_table, "md": format_markdown, "json": lambda r: json.dumps(r, indent=2)}[fmt](results))
     if fmt == "table":
