@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +31,37 @@ def run(args: list[str], env: dict, log: Path) -> float:
     if process.returncode != 0:
         sys.exit(f"failed ({process.returncode}): lenet-edge {' '.join(args)}")
     return seconds
+
+
+class LoadSampler:
+    """The 1-minute load average every 20 s while a command runs: `summary()` gives its mean and maximum."""
+
+    def __init__(self, every_s: float = 20.0):
+        self.every_s, self.samples, self.stop = every_s, [os.getloadavg()[0]], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(self.every_s):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict:
+        return {"mean": round(statistics.mean(self.samples), 2), "max": round(max(self.samples), 2)}
+
+
+def run_loaded(args: list[str], env: dict, log: Path) -> tuple[float, dict]:
+    """`run`, and the load average while it ran (mean and max): wall times mean little without it."""
+    with LoadSampler() as load:
+        seconds = run(args, env, log)
+    return seconds, load.summary()
 
 
 def hoda_runs(data: Path, log_name: str) -> tuple[Path, Path]:

@@ -17,6 +17,8 @@ TensorFlow loads at the first call that needs it:
     print({name: m["accuracy"] for name, m in results["models"].items()})
     print(le.predict(["my_digit.png"], run_dir=run_dir))
 
+`le.train(recipe="best", data=...)` starts from the `best` recipe instead (a distilled
+teacher and elastic augmentation; keywords still override it).
 `le.read(images, run_dir=...)` reads whole numbers (one per image) with the same model.
 `train`, `export`, `bench` and `predict` are also the stages' modules
 (`from lenet_edge.conversion import export_run`); calling one runs its stage.
@@ -65,6 +67,7 @@ def train(
     config: TrainConfig | None = None,
     run_dir: str | Path = "export",
     *,
+    recipe: str = "fast",
     force: bool = False,
     cache_dir: Path | None = None,
     log: Callable[[str], None] = print,
@@ -73,8 +76,10 @@ def train(
     """Train LeNet-5 in float, then fine-tune it with QAT; write the run into `run_dir`.
 
     Args:
-        config: the recipe; or leave it out and pass its fields as keywords
+        config: the settings; or leave it out and pass its fields as keywords
             (`data="synthetic", epochs=12, ...`), which also override a given config.
+        recipe: without `config`, the named recipe the keywords start from: "fast" or
+            "best" (elastic augmentation and a distilled teacher).
         run_dir: where the models and manifest.json go.
         force: replace a run already in `run_dir`.
         cache_dir: dataset cache (None: no cache; "hoda" needs the one it was downloaded into).
@@ -83,10 +88,10 @@ def train(
     Returns:
         The run: `.run_dir`, `.manifest`, `.metrics`.
     """
-    from .config import TrainConfig
+    from .config import recipe_config
     from .training import train as train_run
 
-    config = dataclasses.replace(config, **settings) if config is not None else TrainConfig(**settings)
+    config = dataclasses.replace(config, **settings) if config is not None else recipe_config(recipe, **settings)
     return train_run(config, run_dir, force=force, cache_dir=cache_dir, log=log)
 
 

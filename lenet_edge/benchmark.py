@@ -32,7 +32,8 @@ unless `host=False`), so a host-only reader sees what it always saw.
 
 With `BenchConfig.micro` the host also runs every model in TensorFlow Lite
 Micro (`results["tflm"]`, see `bench_micro`): exact tensor arena, flash, MACs
-per layer, agreement with LiteRT output by output. That section has its own
+per layer, agreement with LiteRT output by output. A run's distillation
+teacher is the exception: a reference row in LiteRT, never a device's model. That section has its own
 `ok`: a model TFLM has no kernel for is a finding, not a failed bench.
 """
 
@@ -85,10 +86,6 @@ MICRO_METHOD = {
     "agreement = share of identical argmax, identical_outputs = share of images whose 10 raw outputs are "
     "bit-identical, max_abs_diff = largest raw output difference (int8: quantization steps)",
 }
-
-
-# Run models that are made for CPUs with a float unit and XNNPACK, never for a microcontroller: TFLM leaves them out.
-CPU_ONLY = ("mixed",)
 
 
 def litert_loader(paths: dict[str, Path], config: BenchConfig) -> harness.Loader:
@@ -250,7 +247,7 @@ def bench_run(
         DataError: no such split in the data.
         ValueError: a malformed target spec, or nothing to measure.
     """
-    from .manifest import exported_models, manifest_path, read_manifest
+    from .manifest import CPU_ONLY, REFERENCE_ONLY, exported_models, manifest_path, read_manifest
     from .remote import Sessions
     from .targets import Job, parse_target, run_local
 
@@ -293,14 +290,17 @@ def bench_run(
                 progress=progress,
                 outputs=job._litert,
             )
-            if config.micro:
+            # A run's teacher (a reference) and mixed model (CPUs only) stay out of TFLM; models given by path all run.
+            host_only = REFERENCE_ONLY + CPU_ONLY
+            micro_paths = paths if models else {name: p for name, p in paths.items() if name not in host_only}
+            if config.micro and micro_paths:
                 host_results["tflm"] = bench_micro(
-                    {name: path for name, path in paths.items() if name not in CPU_ONLY},
+                    micro_paths,
                     data.images,
                     data.labels,
                     config,
                     job._litert,
-                    reference=reference,
+                    reference=reference if reference in micro_paths else next(iter(micro_paths)),
                     data_info=data_info,
                     progress=progress,
                 )

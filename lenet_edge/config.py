@@ -7,9 +7,10 @@ the resolved config in its output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 ARCHITECTURES = ("lenet5", "lenet5-classic")
+TEACHER_ARCHITECTURES = ("wide", "deep")  # model.build_teacher
 # The layers with weights, in graph order, of both architectures (as model.build_lenet5 names them; tested):
 # each can compute in float32 or int8 in a mixed-precision export.
 WEIGHTED_LAYERS = ("c1", "c3", "c5", "f6", "logits")
@@ -44,8 +45,12 @@ def parse_float_layers(value: str) -> str | tuple[str, ...]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides the trained weights (recorded in the manifest)."""
+    """Everything that decides the trained weights (recorded in the manifest).
 
+    The defaults are the `fast` recipe; `recipe_config("best")` starts from `RECIPES["best"]`.
+    """
+
+    recipe: str = "fast"  # the named recipe these values started from (see RECIPES); explicit options override it
     data: str = "synthetic"
     arch: str = "lenet5"
     epochs: int = 16  # float pretraining epochs; the best on validation is kept
@@ -55,22 +60,78 @@ class TrainConfig:
     qat_lr: float = 1e-4  # QAT starts from a trained model: small steps keep it there
     seed: int = 0
     val_fraction: float = 0.1
-    augment: bool = True  # small rotation, scale, shift and stroke-width change
     label_smoothing: float = 0.1  # targets 1 - e + e/10 for the true digit, e/10 for the others
+    # Augmentation (augment.py), drawn afresh for every batch.
+    augment: bool = True
+    rotation: float = 10.0  # degrees, uniform in ±rotation
+    scale: float = 0.1  # uniform in 1 ± scale
+    shift: float = 2.0  # px, each axis uniform in ±shift
+    shear: float = 0.1  # shear factor, uniform in ±shear
+    stroke: float = 0.25  # share of images whose stroke is made 1 px thicker (3/5 of them) or thinner (2/5)
+    elastic_alpha: float = 0.0  # elastic distortion strength (Simard et al. 2003's alpha); 0: none
+    elastic_sigma: float = 4.0  # smoothness of the elastic field: Gaussian std in px (Simard: 4)
+    # Distillation (distill.py): a larger CNN trained first; the LeNet-5 then learns its soft targets.
+    teacher: bool = False
+    teacher_arch: str = "wide"  # model.build_teacher
+    teacher_from: str | None = None  # a run directory whose teacher to reuse (same data and split), not train one
+    teacher_epochs: int = 12  # the teacher's epochs (cosine schedule, the best on validation kept)
+    teacher_lr: float = 2e-3  # the teacher's peak Adam rate
+    temperature: float = 4.0  # softens both models' logits in the distillation term (Hinton et al. 2015)
+    distill_alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to the (smoothed) true labels
 
     def __post_init__(self):
         checks = [
+            (self.recipe in RECIPE_NAMES, f"recipe must be one of {', '.join(RECIPE_NAMES)}"),
             (self.arch in ARCHITECTURES, f"arch must be one of {', '.join(ARCHITECTURES)}"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.qat_epochs >= 0, "qat_epochs must be 0 or more"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.lr > 0 and self.qat_lr > 0, "learning rates must be positive"),
+            (self.lr > 0 and self.qat_lr > 0 and self.teacher_lr > 0, "learning rates must be positive"),
             (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 <= self.rotation <= 45, "rotation must be in [0, 45] degrees"),
+            (0 <= self.scale < 0.5, "scale must be in [0, 0.5)"),
+            (0 <= self.shift <= 8, "shift must be in [0, 8] px"),
+            (0 <= self.shear <= 0.5, "shear must be in [0, 0.5]"),
+            (0 <= self.stroke <= 1, "stroke must be a share in [0, 1]"),
+            (0 <= self.elastic_alpha <= 100, "elastic_alpha must be in [0, 100]"),
+            (0.5 <= self.elastic_sigma <= 10, "elastic_sigma must be in [0.5, 10] px"),
+            (
+                self.teacher_arch in TEACHER_ARCHITECTURES,
+                f"teacher_arch must be one of {', '.join(TEACHER_ARCHITECTURES)}",
+            ),
+            (self.teacher_from is None or self.teacher, "teacher_from needs teacher=True"),
+            (self.teacher_epochs >= 1, "teacher_epochs must be at least 1"),
+            (self.temperature > 0, "temperature must be positive"),
+            (0 <= self.distill_alpha <= 1, "distill_alpha must be in [0, 1]"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+RECIPE_NAMES = ("fast", "best")
+# Chosen on validation splits carved from Hoda's train set only (benchmarks/search.py, benchmarks/SEARCH.md).
+RECIPES = {
+    "fast": TrainConfig(),
+    # benchmarks/SEARCH.md's decisions: elastic alpha 20 (sigma 4), a "deep" teacher for 15 epochs, distilled at
+    # T 4 and alpha 0.7 (the defaults won); 32 and 48 student epochs did no better than 16, so 16 stays.
+    "best": TrainConfig(recipe="best", elastic_alpha=20.0, teacher=True, teacher_arch="deep", teacher_epochs=15),
+}
+
+
+def recipe_config(name: str = "fast", **overrides) -> TrainConfig:
+    """The named recipe's `TrainConfig`, with `overrides` (explicit options) replacing its values.
+
+    Raises:
+        ValueError: an unknown recipe, an unknown field, or a value out of range.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}; got {name!r}")
+    unknown = sorted(set(overrides) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"not TrainConfig fields: {', '.join(unknown)}")
+    return replace(RECIPES[name], **overrides)
 
 
 @dataclass(frozen=True)
@@ -79,6 +140,7 @@ class ExportConfig:
 
     int8: bool = False  # lenet5_int8.tflite from the QAT model
     ptq: bool = False  # lenet5_int8_ptq.tflite: post-training int8 of the float model, QAT's baseline
+    teacher: bool = True  # teacher_float32.tflite when the run has a distillation teacher (bench's reference row)
     c_array: bool = False  # lenet5_int8.h/.cc for TensorFlow Lite Micro (needs int8)
     micro: bool = False  # micro/: a TensorFlow Lite Micro project folder for the int8 model (needs int8)
     # kTensorArenaSize = the minimum measured here x (1 + margin), rounded up to 16 bytes: optimized kernels

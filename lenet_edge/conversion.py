@@ -58,6 +58,7 @@ FLOAT32_FILE = "lenet5_float32.tflite"
 INT8_FILE = "lenet5_int8.tflite"
 INT8_PTQ_FILE = "lenet5_int8_ptq.tflite"
 MIXED_FILE = "lenet5_mixed.tflite"
+TEACHER_FILE = "teacher_float32.tflite"
 
 
 # --- conversion -------------------------------------------------------------------------------
@@ -247,6 +248,8 @@ def export_run(
 
     Always writes `lenet5_float32.tflite`. With `int8`, `lenet5_int8.tflite`
     from the QAT model; with `ptq`, `lenet5_int8_ptq.tflite` from the float model;
+    with `teacher` (the default) and a run that has one, `teacher_float32.tflite`,
+    the distillation teacher, which `bench` lists as a reference row;
     with `c_array` (needs `int8`), `lenet5_int8.h` / `lenet5_int8.cc`; with `micro`
     (needs `int8`), the TensorFlow Lite Micro folder `micro/` (see `firmware`).
 
@@ -284,6 +287,8 @@ def export_run(
     train_hint = f"run `lenet-edge train --dir {run_dir}` first"
     float_keras = artifact_path(run_dir, manifest, "float_keras", train_hint)
     qat_weights = artifact_path(run_dir, manifest, "qat_weights", _NO_QAT_HINT) if config.int8 else None
+    has_teacher = config.teacher and "teacher_keras" in manifest.get("artifacts", {})
+    teacher_keras = artifact_path(run_dir, manifest, "teacher_keras") if has_teacher else None
     if splits is None:
         from .data import load_run_splits  # the data layer pulls in PIL and the dataset readers; only needed here
 
@@ -335,6 +340,10 @@ def export_run(
     if config.mediapipe:
         say("converting the QAT model for MediaPipe's ImageClassifier (uint8 RGB in, probabilities out)")
         mediapipe = _mediapipe_variant(qat_model, results["int8_tflite"]["data"], card, val, say)
+    if teacher_keras is not None:
+        say("converting the distillation teacher to float32 TFLite (a reference for bench)")
+        teacher = load_float(teacher_keras)
+        results["teacher_tflite"] = _checked(TEACHER_FILE, convert_float(teacher), teacher, val, say)
     files: dict[str, tuple[bytes, dict]] = {  # manifest key -> (bytes, extras recorded with the artifact)
         key: (r["data"], {k: r[k] for k in _ARTIFACT_KEYS if r.get(k) is not None or k == "xnnpack_partitions"})
         for key, r in results.items()
@@ -429,6 +438,7 @@ EXPORT_FILES = {
     "int8_tflite": INT8_FILE,
     "int8_ptq_tflite": INT8_PTQ_FILE,
     "mixed_tflite": MIXED_FILE,
+    "teacher_tflite": TEACHER_FILE,
     "c_header": f"{C_NAME}.h",
     "c_source": f"{C_NAME}.cc",
     **{key: f"{MICRO_DIR}/{name}" for key, name in MICRO_FILES.items()},

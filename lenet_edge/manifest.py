@@ -119,11 +119,15 @@ RUN_MODELS = {
     "int8": "int8_tflite",
     "int8_ptq": "int8_ptq_tflite",
     "mixed": "mixed_tflite",
+    "teacher": "teacher_tflite",  # the distillation teacher, float32: a reference row, not a model for a device
 }
+REFERENCE_ONLY = ("teacher",)  # run models that bench measures on the host's LiteRT only (not in TFLM)
+CPU_ONLY = ("mixed",)  # run models made for CPUs with a float unit and XNNPACK, never a microcontroller: not in TFLM
 
 
 def exported_models(run_dir: str | Path, manifest: dict[str, Any] | None = None) -> dict[str, Path]:
-    """The run's exported TFLite models that exist: name ("float32", "int8", "int8_ptq", "mixed") -> verified path.
+    """The run's exported TFLite models that exist: name ("float32", "int8", "int8_ptq", "mixed", "teacher") ->
+    verified path.
 
     Args:
         run_dir: the run directory.

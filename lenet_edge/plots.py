@@ -37,18 +37,20 @@ def save_png(fig, target: str | Path) -> Path:
 
 
 def training_curves(history: dict[str, list[dict]], target: str | Path) -> Path:
-    """Loss and accuracy per epoch, float pretraining then QAT, train and validation.
+    """Loss and accuracy per epoch: the teacher (if any), float pretraining, then QAT; train and validation.
 
     Args:
-        history: {"float": [rows], "qat": [rows]} as `train` records them; each row
+        history: {"teacher": [rows], "float": [rows], "qat": [rows]} as `train` records them; each row
             has epoch, loss, accuracy, val_loss, val_accuracy.
         target: PNG path.
     """
     fig = figure()
     loss_ax, acc_ax = fig.subplots(1, 2)
     offset = 0
-    for stage, colour in (("float", "tab:blue"), ("qat", "tab:orange")):
+    for stage, colour in (("teacher", "tab:green"), ("float", "tab:blue"), ("qat", "tab:orange")):
         rows = history.get(stage, [])
+        if not rows:
+            continue
         epochs = [offset + row["epoch"] for row in rows]
         for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
             ax.plot(epochs, [row[key] for row in rows], "--", color=colour, label=f"{stage} train")
@@ -58,7 +60,7 @@ def training_curves(history: dict[str, list[dict]], target: str | Path) -> Path:
     loss_ax.set_title("loss (log scale)")
     acc_ax.set_title("top-1 accuracy")
     for ax in (loss_ax, acc_ax):
-        ax.set_xlabel("epoch (QAT continues after float)")
+        ax.set_xlabel("epoch (each stage continues after the one before)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,11 +1,18 @@
 """Stage 2: train a LeNet-5 in float, then fine-tune it with quantization-aware training.
 
 `train(config, run_dir)` loads the data, carves a stratified validation split
-from train, trains the float model with light augmentation and a cosine
-learning-rate schedule (keeping the epoch that is best on validation), wraps
-it with tfmot's `quantize_model` and fine-tunes that at a lower rate (again
-keeping the best validation epoch). The test split is only evaluated at the
-end, for the report; it never chooses anything.
+from train and trains the digit model (`train_digit_model`):
+
+1. with `config.teacher`, a larger CNN (`model.build_teacher`) first, or the
+   teacher of an earlier run on the same split (`teacher_from`);
+2. the float LeNet-5 on augmented batches (`augment`) with a cosine
+   learning-rate schedule, on the true labels or, with a teacher, on its soft
+   targets as well (`distill`), keeping the epoch that is best on validation;
+3. tfmot's `quantize_model` around it, fine-tuned at a lower rate with the
+   same targets (again keeping the best validation epoch).
+
+Then the manifest is built and every artifact is written. The test split is
+only evaluated at the end, for the report; it never chooses anything.
 
 Artifacts land in the run directory through temporary names and renames, the
 manifest last, so an interrupted run leaves the previous one intact.
@@ -23,24 +30,28 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .augment import augment
 from .compat import keras, tf, versions
 from .config import TrainConfig
+from .distill import Distiller
 from .errors import ModelError
-from .fileio import staged_files, sweep_temporaries
+from .fileio import sha256_file, staged_files, sweep_temporaries
 from .manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     PERSIAN_DIGITS,
+    artifact_path,
     read_manifest,
     record_artifact,
     remove_stale_artifacts,
     write_manifest,
 )
-from .model import NUM_CLASSES, build_lenet5, quantize_aware, to_model_input
+from .model import NUM_CLASSES, build_lenet5, build_teacher, load_float, quantize_aware, to_model_input
 from .plots import training_curves
 
 FLOAT_MODEL = "lenet5_float.keras"
 QAT_WEIGHTS = "lenet5_qat.weights.h5"
+TEACHER_MODEL = "teacher_float.keras"
 HISTORY_PLOT = "history.png"
 
 
@@ -54,6 +65,18 @@ class TrainResult:
         return self.manifest["metrics"]
 
 
+@dataclass
+class DigitModel:
+    """What `train_digit_model` hands on: the trained models and how each got there."""
+
+    models: dict  # stage -> Keras model: "teacher" (if any), "float", "qat" (unless qat_epochs is 0)
+    history: dict[str, list[dict]]  # stage -> one row per epoch
+    best_epoch: dict[str, int]
+    seconds: dict[str, float]  # stage -> wall time
+    cpu_seconds: dict[str, float]  # stage -> this process's CPU time, all threads (steadier on a shared machine)
+    teacher: dict | None = None  # the manifest's record of the teacher: arch, parameters, where it came from
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path = "export",
@@ -63,7 +86,7 @@ def train(
     log: Callable[[str], None] = print,
     advance: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
-    """Train float then QAT, and write the models and `manifest.json` into `run_dir`.
+    """Train the digit model (teacher, float, QAT) and write the models and `manifest.json` into `run_dir`.
 
     Args:
         config: the training recipe.
@@ -74,7 +97,8 @@ def train(
         advance: optional callable(images_done, images_total) while the data is preprocessed.
 
     Raises:
-        ModelError: `run_dir` already holds a run and `force` is not set.
+        ModelError: `run_dir` already holds a run and `force` is not set, or `teacher_from`
+            names a run without a usable teacher.
         DataError: the data cannot be read.
     """
     run_dir = Path(run_dir)
@@ -90,94 +114,63 @@ def train(
     )
     if "train" not in splits:
         raise ModelError(f"{dataset.location or dataset.source}: has no training split to train on")
+    data_record = {
+        **dataset.describe(),
+        "val_fraction": config.val_fraction,
+        "split_seed": config.seed,
+        "split_sizes": {name: len(s) for name, s in splits.items()},
+    }
+    reused = reused_teacher(config, data_record) if config.teacher_from else None  # before any slow step
     loaded = time.perf_counter()
-    sizes = {name: len(s) for name, s in splits.items()}
-    log(f"data: {dataset.source} ({', '.join(f'{k} {v:,}' for k, v in sizes.items())})")
+    log(f"data: {dataset.source} ({', '.join(f'{k} {v:,}' for k, v in data_record['split_sizes'].items())})")
 
-    _seed_everything(config.seed)
-    model = build_lenet5(config.arch)
-    log(f"model: {config.arch}, {model.count_params():,} parameters")
-    train_ds = _train_pipeline(splits["train"], config)
+    digits = train_digit_model(config, splits, log, teacher=reused)
+    # (Later stages that train on the digit model's outputs hook in here, before the manifest.)
+
     val_x, val_labels = to_model_input(splits["val"].images), splits["val"].labels
-    val_xy = (val_x, one_hot(val_labels))
-    steps = math.ceil(len(splits["train"]) / config.batch_size)
-
-    schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=config.epochs * steps, alpha=0.01)
-    float_history, float_best = _fit(
-        model,
-        train_ds,
-        val_xy,
-        steps,
-        config.epochs,
-        keras.optimizers.Adam(schedule),
-        "float",
-        log,
-        config.label_smoothing,
-    )
-    float_done = time.perf_counter()
-
-    models, qat_history, qat_best = {"float": model}, [], 0
-    if config.qat_epochs:  # 0 epochs: no QAT model (its quantizer ranges would be uncalibrated)
-        models["qat"] = quantize_aware(model)
-        qat_history, qat_best = _fit(
-            models["qat"],
-            train_ds,
-            val_xy,
-            steps,
-            config.qat_epochs,
-            keras.optimizers.Adam(config.qat_lr),
-            "qat",
-            log,
-            config.label_smoothing,
-        )
-    qat_done = time.perf_counter()
-
-    best_epochs = {"float": float_best, "qat": qat_best}
     metrics = {
-        stage: {"val_accuracy": _accuracy(m, val_x, val_labels), "best_epoch": best_epochs[stage]}
-        for stage, m in models.items()
+        stage: {**_scores(m, val_x, val_labels, "val"), "best_epoch": digits.best_epoch[stage]}
+        for stage, m in digits.models.items()
     }
     if "test" in splits:  # reported, never used to choose anything
         test_x = to_model_input(splits["test"].images)
-        for stage, m in models.items():
-            metrics[stage]["test_accuracy"] = _accuracy(m, test_x, splits["test"].labels)
+        for stage, m in digits.models.items():
+            metrics[stage]["test_accuracy"] = _scores(m, test_x, splits["test"].labels, "test")["test_accuracy"]
 
     old_manifest = _previous_manifest(run_dir)
+    student = digits.models["float"]
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tool": {"name": "lenet-edge", "version": __version__},
         "config": asdict(config),
-        "data": {
-            **dataset.describe(),
-            "val_fraction": config.val_fraction,
-            "split_seed": config.seed,
-            "split_sizes": sizes,
-        },
+        "data": data_record,
         "preprocessing": PREPROCESSING,
         "labels": {"digits": list(range(10)), "persian": list(PERSIAN_DIGITS)},
         "model": {
             "arch": config.arch,
-            "parameters": int(model.count_params()),
+            "parameters": int(student.count_params()),
             "input": "float32 (B, 28, 28, 1) = uint8 / 255",
             "output": "logits (B, 10)",
         },
+        **({"teacher": digits.teacher} if digits.teacher else {}),
         "versions": versions(),
         "metrics": metrics,
-        "history": {"float": float_history, "qat": qat_history},
-        "wall_time_s": {
-            "data": round(loaded - started, 2),
-            "float": round(float_done - loaded, 2),
-            "qat": round(qat_done - float_done, 2),
-        },
+        "history": digits.history,
+        "wall_time_s": {"data": round(loaded - started, 2), **{k: round(v, 2) for k, v in digits.seconds.items()}},
+        "cpu_time_s": {k: round(v, 2) for k, v in digits.cpu_seconds.items()},
     }
     with staged_files(run_dir) as stage:  # all files appear together, or none
-        model.save(stage(FLOAT_MODEL))
-        if "qat" in models:
-            models["qat"].save_weights(stage(QAT_WEIGHTS, suffix=".weights.h5"))
+        if "teacher" in digits.models:
+            digits.models["teacher"].save(stage(TEACHER_MODEL))
+        student.save(stage(FLOAT_MODEL))
+        if "qat" in digits.models:
+            digits.models["qat"].save_weights(stage(QAT_WEIGHTS, suffix=".weights.h5"))
         training_curves(manifest["history"], stage(HISTORY_PLOT))
+    if "teacher" in digits.models:
+        record_artifact(manifest, "teacher_keras", run_dir / TEACHER_MODEL)
     record_artifact(manifest, "float_keras", run_dir / FLOAT_MODEL)
-    if "qat" in models:
+    if "qat" in digits.models:
         record_artifact(manifest, "qat_weights", run_dir / QAT_WEIGHTS)
     record_artifact(manifest, "history_png", run_dir / HISTORY_PLOT)
     manifest["wall_time_s"]["total"] = round(time.perf_counter() - started, 2)
@@ -187,6 +180,84 @@ def train(
     summary += [f"{stage} test {m['test_accuracy']:.2%}" for stage, m in metrics.items() if "test_accuracy" in m]
     log(f"done: {', '.join(summary)}, {manifest['wall_time_s']['total']:.0f} s -> {run_dir}")
     return TrainResult(run_dir, manifest)
+
+
+def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], None], *, teacher=None) -> DigitModel:
+    """Teacher (if the recipe has one), then the float LeNet-5, then its QAT fine-tuning.
+
+    Args:
+        config: the recipe.
+        splits: "train" and "val" `Split`s (the test split is not looked at).
+        log: where progress lines go.
+        teacher: `(model, record)` of a teacher to reuse (`reused_teacher`) instead of training one.
+    """
+    _seed_everything(config.seed)
+    student = build_lenet5(config.arch)  # first, so that its initial weights are those of a run without a teacher
+    log(f"model: {config.arch}, {student.count_params():,} parameters")
+    train_ds = _train_pipeline(splits["train"], config)
+    val_x, val_labels = to_model_input(splits["val"].images), splits["val"].labels
+    val_xy = (val_x, one_hot(val_labels))
+    steps = math.ceil(len(splits["train"]) / config.batch_size)
+    models, history, best, seconds, cpu = {}, {}, {}, {}, {}
+
+    def fit(stage, model, epochs, optimizer, teacher=None):
+        begun, begun_cpu = time.perf_counter(), time.process_time()
+        history[stage], best[stage] = _fit(
+            model, train_ds, val_xy, steps, epochs, optimizer, stage, log, config, teacher=teacher
+        )
+        models[stage], seconds[stage] = model, time.perf_counter() - begun
+        cpu[stage] = time.process_time() - begun_cpu
+
+    record = None
+    if teacher is not None:
+        models["teacher"], record = teacher
+        history["teacher"], best["teacher"], seconds["teacher"], cpu["teacher"] = [], 0, 0.0, 0.0
+        log(f"teacher: {record['arch']} from {record['from']}, {record['parameters']:,} parameters")
+    elif config.teacher:
+        model = build_teacher(config.teacher_arch)
+        log(f"teacher: {config.teacher_arch}, {model.count_params():,} parameters")
+        fit("teacher", model, config.teacher_epochs, _cosine_adam(config.teacher_lr, config.teacher_epochs * steps))
+        record = {"arch": config.teacher_arch, "parameters": int(model.count_params()), "from": None}
+    teacher_model = models.get("teacher")
+
+    fit("float", student, config.epochs, _cosine_adam(config.lr, config.epochs * steps), teacher_model)
+    if config.qat_epochs:  # 0 epochs: no QAT model (its quantizer ranges would be uncalibrated)
+        fit("qat", quantize_aware(student), config.qat_epochs, keras.optimizers.Adam(config.qat_lr), teacher_model)
+    else:
+        history["qat"] = []
+    return DigitModel(models, history, best, seconds, cpu, record)
+
+
+def reused_teacher(config: TrainConfig, data: dict) -> tuple:
+    """`(model, manifest record)` of the teacher in run `config.teacher_from`, checked to fit this run.
+
+    The teacher must have been trained on the same data with the same validation
+    carve-out: one trained on another split may have learnt this run's
+    validation images, and the epochs chosen on them would be chosen on seen data.
+
+    Raises:
+        ModelError: no such run, no teacher in it, a changed file, or another split.
+    """
+    source = Path(config.teacher_from)
+    other = read_manifest(source)
+    path = artifact_path(source, other, "teacher_keras", "train it with --teacher")
+    theirs = other.get("data", {})
+    mine = {k: data.get(k) for k in ("files", "val_fraction", "split_seed")}
+    if {k: theirs.get(k) for k in mine} != mine or theirs.get("source") != data.get("source"):
+        raise ModelError(
+            f"{source}: its teacher was trained on another split (data {theirs.get('source')}, val_fraction "
+            f"{theirs.get('val_fraction')}, seed {theirs.get('split_seed')}; this run: {data.get('source')}, "
+            f"{data.get('val_fraction')}, {data.get('split_seed')}), so it may have seen this run's validation images"
+        )
+    model = load_float(path)
+    teacher = other.get("teacher", {})
+    record = {
+        "arch": teacher.get("arch", model.name),
+        "parameters": int(model.count_params()),
+        "from": str(source),
+        "from_sha256": sha256_file(path),
+    }
+    return model, record
 
 
 def _seed_everything(seed: int) -> None:
@@ -209,7 +280,7 @@ def _train_pipeline(split, config: TrainConfig):
         images, labels = batch
         x = tf.cast(images, tf.float32) / 255.0
         if config.augment:
-            x = augment(x, tf.stack([tf.constant(config.seed, tf.int64), step]))
+            x = augment(x, tf.stack([tf.constant(config.seed, tf.int64), step]), config)
         return x, tf.one_hot(labels, NUM_CLASSES)
 
     return ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
@@ -220,57 +291,27 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
 
 
-def augment(images, seed):
-    """Light, label-preserving distortion of a (B, 28, 28, 1) float batch.
+def _cosine_adam(lr: float, steps: int):
+    """Adam with its rate cosine-decayed from `lr` to 1% of it over `steps`."""
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.01))
 
-    Rotation within ±10°, scale 0.9-1.1, shift within ±2 px (about the
-    slack the centre-of-mass placement leaves), slight shear, and with some
-    probability a one-pixel thicker or thinner stroke, since pens differ.
+
+def _fit(model, train_ds, val_xy, steps, epochs, optimizer, stage, log, config, teacher=None):
+    """Fit for `epochs` (on `teacher`'s soft targets too, if given) and restore the best validation epoch.
+
+    Returns:
+        (history rows, best epoch).
     """
-    batch = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
-
-    def uniform(i, shape, low, high):
-        return tf.random.stateless_uniform(shape, seeds[i], low, high)
-
-    angle = uniform(0, [batch], -math.radians(10), math.radians(10))
-    scale = uniform(1, [batch], 0.9, 1.1)
-    shift = uniform(2, [batch, 2], -2.0, 2.0)
-    shear = uniform(3, [batch], -0.1, 0.1)
-    # The transform maps each output pixel to the input pixel it samples:
-    # p_in = M (p_out - c - t) + c, with M = (rotation * scale * shear)^-1.
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    m00, m01 = cos, sin + shear * cos
-    m10, m11 = -sin, cos - shear * sin
-    c = 13.5
-    tx, ty = c + shift[:, 0], c + shift[:, 1]
-    zeros = tf.zeros_like(cos)
-    transforms = tf.stack([m00, m01, c - m00 * tx - m01 * ty, m10, m11, c - m10 * tx - m11 * ty, zeros, zeros], axis=1)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images,
-        transforms=transforms,
-        output_shape=tf.shape(images)[1:3],
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT",
-        fill_value=0.0,
-    )
-    stroke = uniform(4, [batch, 1, 1, 1], 0.0, 1.0)
-    thicker = tf.nn.max_pool2d(out, 2, 1, "SAME")
-    thinner = -tf.nn.max_pool2d(-out, 2, 1, "SAME")
-    return tf.where(stroke < 0.15, thicker, tf.where(stroke < 0.25, thinner, out))
-
-
-def _fit(model, train_ds, val_xy, steps, epochs, optimizer, stage, log, label_smoothing=0.0):
-    """Fit for `epochs`, restore the weights of the best validation epoch; return (history, best_epoch)."""
     if epochs == 0:
         return [], 0
-    model.compile(
+    trained = model if teacher is None else Distiller(model, teacher, config.temperature, config.distill_alpha)
+    trained.compile(
         optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    best = BestEpoch(stage, epochs, log)
-    model.fit(
+    best = BestEpoch(stage, epochs, log, model)
+    trained.fit(
         train_ds,
         steps_per_epoch=steps,
         epochs=epochs,
@@ -283,9 +324,14 @@ def _fit(model, train_ds, val_xy, steps, epochs, optimizer, stage, log, label_sm
     return best.history, best.best_epoch
 
 
-def _accuracy(model, x, y) -> float:
+def _scores(model, x, y, split: str) -> dict:
+    """`{split}_accuracy` and `{split}_loss` (mean cross-entropy of the true digit, unsmoothed) of `model`."""
     logits = model.predict(x, batch_size=1024, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=1) == y))
+    log_p = logits - np.logaddexp.reduce(logits.astype(np.float64), axis=1, keepdims=True)
+    return {
+        f"{split}_accuracy": float(np.mean(np.argmax(logits, axis=1) == y)),
+        f"{split}_loss": round(float(-np.mean(log_p[np.arange(len(y)), y])), 6),
+    }
 
 
 def _previous_manifest(run_dir: Path) -> dict | None:
@@ -299,9 +345,9 @@ def _previous_manifest(run_dir: Path) -> dict | None:
 class BestEpoch(keras.callbacks.Callback):
     """Log one line per epoch and keep the weights of the best validation epoch."""
 
-    def __init__(self, stage: str, epochs: int, log: Callable[[str], None]):
+    def __init__(self, stage: str, epochs: int, log: Callable[[str], None], keep: keras.Model):
         super().__init__()
-        self.stage, self.epochs, self.log = stage, epochs, log
+        self.stage, self.epochs, self.log, self.keep = stage, epochs, log, keep  # keep: whose weights to snapshot
         self.history, self.best_epoch, self.best_acc, self.weights = [], 0, -1.0, None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -315,8 +361,8 @@ class BestEpoch(keras.callbacks.Callback):
         # Ties go to the later epoch: its learning rate was lower, so its weights are the more settled.
         if row["val_accuracy"] >= self.best_acc:
             self.best_acc, self.best_epoch = row["val_accuracy"], epoch + 1
-            self.weights = self.model.get_weights()
+            self.weights = self.keep.get_weights()
         self.log(
-            f"{self.stage:5} epoch {epoch + 1:>2}/{self.epochs}  loss {row['loss']:.4f}  "
+            f"{self.stage:7} epoch {epoch + 1:>2}/{self.epochs}  loss {row['loss']:.4f}  "
             f"acc {row['accuracy']:.2%}  val {row['val_accuracy']:.2%}  {seconds:.1f} s"
         )

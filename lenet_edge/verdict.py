@@ -8,6 +8,7 @@ kernels in benchmarks/INT8_LAYERS.md.
 from __future__ import annotations
 
 from .machine import INT8_DOT, ISA_NAMES, isa_line, runtime_label
+from .manifest import REFERENCE_ONLY
 
 LITERT_KINDS = (None, "host", "ssh")  # targets measured by `harness.measure` in LiteRT; others report themselves
 SAME_SPEED = 0.03  # a p50 ratio within 3% of 1 is called a tie: below what repeated runs here resolve
@@ -71,6 +72,7 @@ def recommendation(entry: dict) -> str:
         name
         for name, m in models.items()
         if "error" not in m
+        and name not in REFERENCE_ONLY  # a distillation teacher is a reference row, not a model to ship
         and (name == ref_name or m.get("ratios_to_reference"))
         and 100 * (ref["accuracy"] - m["accuracy"]) <= KEEPS_ACCURACY_PP
     ]

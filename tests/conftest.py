@@ -77,6 +77,21 @@ def exported_run(tmp_path_factory, tiny_npz: Path) -> Path:
     return run_dir
 
 
+# The `best` recipe's path on the tiny data: a teacher, elastic distortion, distillation, QAT.
+TINY_DISTILLED = dict(epochs=1, qat_epochs=1, teacher_epochs=1, batch_size=32, val_fraction=0.2, seed=5)
+
+
+@pytest.fixture(scope="session")
+def distilled_run(tmp_path_factory, tiny_npz: Path) -> Path:
+    """A tiny run of the `best` recipe's stages (teacher, elastic, distillation, QAT), trained once per test run."""
+    from lenet_edge.config import recipe_config
+    from lenet_edge.training import train
+
+    run_dir = tmp_path_factory.mktemp("tiny-distilled-run")
+    train(recipe_config("best", **TINY_DISTILLED, data=str(tiny_npz)), run_dir, log=lambda _: None)
+    return run_dir
+
+
 def default_sigint() -> None:
     """`preexec_fn` for a child that tests send Ctrl-C: Python installs its SIGINT handler only when
     SIGINT is not ignored at start, and a test runner started in the background passes SIG_IGN down."""

@@ -141,7 +141,7 @@ def test_sigint_during_training_keeps_the_previous_run(exported_run, tiny_npz, t
     before = snapshot(tmp_path, ("run",))
 
     with train_over(run_dir, tiny_npz, tmp_path / "cache") as command:
-        command.wait_for(r"^float epoch +1/50 ")
+        command.wait_for(r"^float +epoch +1/50 ")
         command.process.send_signal(signal.SIGINT)
         code = command.finish()
 
@@ -158,7 +158,7 @@ def test_sigkill_during_training_keeps_the_previous_run_and_the_next_start_sweep
     before = snapshot(tmp_path, ("run",))
 
     with train_over(run_dir, tiny_npz, tmp_path / "cache") as command:
-        command.wait_for(r"^float epoch +1/50 ")
+        command.wait_for(r"^float +epoch +1/50 ")
         command.process.kill()
         assert command.finish() == -signal.SIGKILL
     assert snapshot(tmp_path, ("run",)) == before

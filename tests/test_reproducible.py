@@ -5,14 +5,17 @@ in this process, see conftest.exported_run) and the same recipe
 through the command line in a fresh process (`lenet-edge train` then
 `lenet-edge export --int8`, both in that one process). A second process is the stronger check: nothing
 can be shared through Python or TensorFlow state, and the memory the TFLite
-converter leaks on each call is not this process's.
+converter leaks on each call is not this process's. The `best` recipe's
+extra stages (a teacher, elastic distortion, distillation) are checked by
+training its tiny run twice in this process.
 
 What is pinned, and how:
 
 - the split, initialisation, shuffling: `TrainConfig.seed` through
   `keras.utils.set_random_seed` (Python, NumPy, TensorFlow) and the seeded,
   stratified `train_val_split`;
-- augmentation: stateless random ops keyed by (seed, batch counter);
+- augmentation: stateless random ops keyed by (seed, batch counter), the
+  elastic field folded in from the same key;
 - kernels: `tf.config.experimental.enable_op_determinism()` (which also makes
   tf.data's parallel map deterministic);
 - conversion: the TFLite converter is byte-deterministic for the same
@@ -27,7 +30,7 @@ What is not, found by diffing two runs, and why it does not matter:
   (to the second), and whose `model.weights.h5` member carries the zip entry's
   modification time. The other members (`config.json`, the weights) are
   byte-identical; the test unpacks the zip and checks that.
-- the manifest's `created` timestamp, `wall_time_s`, each history row's
+- the manifest's `created` timestamp, `wall_time_s`, `cpu_time_s`, each history row's
   `seconds`, and the sha256/size recorded for `lenet5_float.keras` (which
   follow from the date above). Everything else in the manifest is equal.
 
@@ -45,11 +48,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import TINY_RUN
+from conftest import TINY_DISTILLED, TINY_RUN
 
 IDENTICAL = ("lenet5_int8.tflite", "lenet5_float32.tflite", "lenet5_qat.weights.h5")
-TIMES = ("created", "wall_time_s")  # manifest keys that record when and how long, not what
+TIMES = ("created", "wall_time_s", "cpu_time_s")  # manifest keys that record when and how long, not what
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +124,20 @@ def test_manifests_differ_only_in_times_and_the_keras_file_hash(first, second):
     a, b = pinned(first), pinned(second)
     assert a["artifacts"]["int8_tflite"]["sha256"] == b["artifacts"]["int8_tflite"]["sha256"]
     assert a == b
+
+
+def test_the_best_recipes_path_is_reproducible_too(distilled_run, tiny_npz, tmp_path):
+    """Teacher, elastic distortion, distillation and QAT: the same seed trains the same weights again (in-process)."""
+    from lenet_edge.config import recipe_config
+    from lenet_edge.model import load_float
+    from lenet_edge.training import train
+
+    again = train(recipe_config("best", **TINY_DISTILLED, data=str(tiny_npz)), tmp_path, log=lambda _: None)
+    assert (tmp_path / "lenet5_qat.weights.h5").read_bytes() == (distilled_run / "lenet5_qat.weights.h5").read_bytes()
+    for name in ("teacher_float.keras", "lenet5_float.keras"):
+        first, second = load_float(distilled_run / name).get_weights(), load_float(tmp_path / name).get_weights()
+        assert all(np.array_equal(u, v) for u, v in zip(first, second, strict=True)), name
+    history = json.loads((distilled_run / "manifest.json").read_text())["history"]
+    assert {k: [{**r, "seconds": 0} for r in v] for k, v in again.manifest["history"].items()} == {
+        k: [{**r, "seconds": 0} for r in v] for k, v in history.items()
+    }

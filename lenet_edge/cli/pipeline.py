@@ -10,11 +10,14 @@ from ..config import (
     ARCHITECTURES,
     AUTO,
     DEFAULT_SPLIT,
+    RECIPE_NAMES,
+    RECIPES,
+    TEACHER_ARCHITECTURES,
     BenchConfig,
     BrowserConfig,
     ExportConfig,
     RemoteConfig,
-    TrainConfig,
+    recipe_config,
 )
 from ..errors import ModelError
 from ..quiet import native_stderr_captured
@@ -37,7 +40,27 @@ from . import (
 # --- train / export / bench -------------------------------------------------------------------
 
 
+def best_differs(field: str, text: str) -> str:
+    """Help text that also names the `best` recipe's value when it is not the `fast` one's."""
+    best = getattr(RECIPES["best"], field)
+    if best == getattr(RECIPE, field):
+        return text
+    return f"{text} [best: {('on' if best else 'off') if isinstance(best, bool) else best}]"
+
+
+# option name -> TrainConfig field, where the two differ
+TRAIN_FIELDS = {"source": "data", "elastic": "elastic_alpha"}
+
+
 @main.command()
+@click.option(
+    "--recipe",
+    type=click.Choice(RECIPE_NAMES),
+    default=RECIPE.recipe,
+    show_default=True,
+    help="Starting settings: fast (a few minutes on Hoda) or best (elastic augmentation and a distilled teacher; "
+    "several times longer). Options given explicitly override the recipe's values.",
+)
 @click.option("--data", "source", default=RECIPE.data, show_default=True, help=DATA_HELP)
 @DIR_OPTION
 @click.option(
@@ -52,35 +75,35 @@ from . import (
     type=click.IntRange(min=1),
     default=RECIPE.epochs,
     show_default=True,
-    help="Float pretraining epochs.",
+    help=best_differs("epochs", "Float pretraining epochs."),
 )
 @click.option(
     "--qat-epochs",
     type=click.IntRange(min=0),
     default=RECIPE.qat_epochs,
     show_default=True,
-    help="Quantization-aware fine-tuning epochs (0: no QAT model).",
+    help=best_differs("qat_epochs", "Quantization-aware fine-tuning epochs (0: no QAT model)."),
 )
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=RECIPE.batch_size,
     show_default=True,
-    help="Training batch size.",
+    help=best_differs("batch_size", "Training batch size."),
 )
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
     default=RECIPE.lr,
     show_default=True,
-    help="Peak float learning rate (cosine decay).",
+    help=best_differs("lr", "Peak float learning rate (cosine decay)."),
 )
 @click.option(
     "--qat-lr",
     type=click.FloatRange(min=0, min_open=True),
     default=RECIPE.qat_lr,
     show_default=True,
-    help="QAT learning rate.",
+    help=best_differs("qat_lr", "QAT learning rate."),
 )
 @click.option(
     "--seed",
@@ -100,57 +123,101 @@ from . import (
     "--augment/--no-augment",
     default=RECIPE.augment,
     show_default=True,
-    help="Light rotation/scale/shift/stroke augmentation.",
+    help="Augment every batch: rotation, scale, shift, shear, stroke width (and --elastic).",
+)
+@click.option(
+    "--elastic",
+    type=click.FloatRange(0, 100),
+    default=RECIPE.elastic_alpha,
+    show_default=True,
+    help=best_differs("elastic_alpha", "Elastic distortion strength (Simard et al.'s alpha; 0: none)."),
+)
+@click.option(
+    "--elastic-sigma",
+    type=click.FloatRange(0.5, 10),
+    default=RECIPE.elastic_sigma,
+    show_default=True,
+    help=best_differs("elastic_sigma", "Smoothness of the elastic field, px."),
 )
 @click.option(
     "--label-smoothing",
     type=click.FloatRange(0, 1, max_open=True),
     default=RECIPE.label_smoothing,
     show_default=True,
-    help="Soften the one-hot targets: less overconfidence, steadier epochs.",
+    help=best_differs("label_smoothing", "Soften the one-hot targets: less overconfidence, steadier epochs."),
+)
+@click.option(
+    "--teacher/--no-teacher",
+    default=RECIPE.teacher,
+    show_default=True,
+    help=best_differs("teacher", "Train a larger CNN first and distil the LeNet-5 from its soft targets."),
+)
+@click.option(
+    "--teacher-arch",
+    type=click.Choice(TEACHER_ARCHITECTURES),
+    default=RECIPE.teacher_arch,
+    show_default=True,
+    help=best_differs("teacher_arch", "The teacher: wide (a 5x wider LeNet, 0.88 M parameters) or deep (0.43 M)."),
+)
+@click.option(
+    "--teacher-from",
+    type=click.Path(file_okay=False, exists=True),
+    default=RECIPE.teacher_from,
+    help="Reuse the teacher of this earlier run (same data and split) instead of training one; implies --teacher.",
+)
+@click.option(
+    "--teacher-epochs",
+    type=click.IntRange(min=1),
+    default=RECIPE.teacher_epochs,
+    show_default=True,
+    help=best_differs("teacher_epochs", "The teacher's training epochs."),
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=RECIPE.temperature,
+    show_default=True,
+    help=best_differs("temperature", "Distillation temperature: softens both models' scores."),
+)
+@click.option(
+    "--distill-alpha",
+    type=click.FloatRange(0, 1),
+    default=RECIPE.distill_alpha,
+    show_default=True,
+    help=best_differs("distill_alpha", "Weight of the teacher's soft targets; the rest goes to the true labels."),
 )
 @click.option("--force", is_flag=True, help="Replace an existing run in --dir (only once the new one is complete).")
-def train(
-    source,
-    run_dir,
-    arch,
-    epochs,
-    qat_epochs,
-    batch_size,
-    lr,
-    qat_lr,
-    seed,
-    val_fraction,
-    augment,
-    label_smoothing,
-    force,
-):
+@click.pass_context
+def train(ctx, recipe, run_dir, force, **options):
     """Train LeNet-5 in float, then fine-tune it with quantization-aware training.
 
-    Writes the float model, the QAT weights and manifest.json into --dir.
+    Writes the float model, the QAT weights (and with a teacher, the teacher)
+    and manifest.json into --dir; the manifest records the resolved settings.
 
     \b
     Examples:
       lenet-edge train                                   # built-in synthetic data
       lenet-edge train --data ../shared/data/hoda --dir runs/hoda
+      lenet-edge train --recipe best --data ../shared/data/hoda --dir runs/best
+      lenet-edge train --recipe best --epochs 20 --teacher-from runs/best --dir runs/best20
       lenet-edge train --arch lenet5-classic --epochs 5 --force
     """
+    from click.core import ParameterSource
+
+    given = {
+        TRAIN_FIELDS.get(name, name): value
+        for name, value in options.items()
+        if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+    }
+    if given.get("teacher_from"):
+        given.setdefault("teacher", True)
+    try:
+        config = recipe_config(recipe, **given)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     import_tensorflow()
     from ..training import train as run_training
 
-    config = TrainConfig(
-        data=source,
-        arch=arch,
-        epochs=epochs,
-        qat_epochs=qat_epochs,
-        batch_size=batch_size,
-        lr=lr,
-        qat_lr=qat_lr,
-        seed=seed,
-        val_fraction=val_fraction,
-        augment=augment,
-        label_smoothing=label_smoothing,
-    )
     with ProgressBars("preprocessing") as bar:
         run_training(config, run_dir, force=force, cache_dir=cache_dir(), log=echo, advance=bar)
 
@@ -167,6 +234,13 @@ def run_splits(manifest: dict, source: str | None = None):
 @DIR_OPTION
 @click.option("--int8", is_flag=True, help="Also write lenet5_int8.tflite: full-integer int8 from the QAT model.")
 @click.option("--ptq", is_flag=True, help="Also write lenet5_int8_ptq.tflite: post-training int8 of the float model.")
+@click.option(
+    "--teacher/--no-teacher",
+    "teacher",
+    default=EXPORT.teacher,
+    show_default=True,
+    help="Also write teacher_float32.tflite when the run has a distillation teacher (bench's reference row).",
+)
 @click.option(
     "--c-array", is_flag=True, help="Also write the int8 model as a C array (lenet5_int8.h/.cc); implies --int8."
 )
@@ -240,6 +314,7 @@ def export(
     run_dir,
     int8,
     ptq,
+    teacher,
     c_array,
     micro,
     mixed,
@@ -283,6 +358,7 @@ def export(
         ExportConfig,
         int8=int8 or c_array or micro or mixed or mediapipe or web,
         ptq=ptq,
+        teacher=teacher,
         c_array=c_array,
         micro=micro,
         mixed=mixed,
