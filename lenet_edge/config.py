@@ -110,6 +110,19 @@ class TrainConfig:
                 raise ValueError(message)
 
 
+@dataclass(frozen=True)
+class VerifierConfig:
+    """The piece verifier's recipe (`verifier.train_verifier`), the same for every run that trains one."""
+
+    lines: int = 2500  # lines of training digits composed into pieces (fewer on a small split: 1 per 8 digits)
+    epochs: int = 6  # float epochs; the best on validation pieces is kept
+    qat_epochs: int = 2
+    batch_size: int = 256
+    lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
+    qat_lr: float = 1e-4
+    label_smoothing: float = 0.05  # keeps log P(one) finite for the dynamic programme's sums
+
+
 RECIPE_NAMES = ("fast", "best")
 # Chosen on validation splits carved from Hoda's train set only (benchmarks/search.py, benchmarks/SEARCH.md).
 RECIPES = {

@@ -130,11 +130,11 @@ def _is_quantize_aware(model) -> bool:
 # --- inspection and verification ----------------------------------------------------------------
 
 
-def verify_int8(model: ModelSource) -> dict[str, Any]:
+def verify_int8(model: ModelSource, classes: int = NUM_CLASSES) -> dict[str, Any]:
     """Check that a model is full-integer int8, as a microcontroller or XNNPACK's int8 path needs it.
 
     Checks: one input and one output, both int8 with a per-tensor scale > 0; input
-    shape (1, 28, 28, 1) and output (1, 10); no DEQUANTIZE and no QUANTIZE from or
+    shape (1, 28, 28, 1) and output (1, `classes`: 10, or the verifier's 2); no DEQUANTIZE and no QUANTIZE from or
     to float; every tensor an op reads or writes is int8, except constant int32
     ones (biases, reshape shapes). A QUANTIZE from int8 to int8 is an integer
     requantization (the QAT `lenet5-classic` model has one after each conv's
@@ -147,7 +147,7 @@ def verify_int8(model: ModelSource) -> dict[str, Any]:
         ModelError: one line naming the model and up to three problems found.
     """
     info = inspect_tflite(model)
-    problems = _int8_problems(info)
+    problems = _int8_problems(info, classes)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ModelError(f"{label(model)} is not a full-integer int8 model: " + "; ".join(problems[:3]) + more)
@@ -160,12 +160,12 @@ def verify_int8(model: ModelSource) -> dict[str, Any]:
     }
 
 
-def _int8_problems(info: Mapping) -> list[str]:
+def _int8_problems(info: Mapping, classes: int = NUM_CLASSES) -> list[str]:
     specs = {
         side: [TensorSpec(e["name"], e["dtype"], tuple(e["shape"]), e["scale"], e["zero_point"]) for e in info[side]]
         for side in ("inputs", "outputs")
     }
-    problems = contract_problems(specs["inputs"], specs["outputs"])  # the contract every stage checks
+    problems = contract_problems(specs["inputs"], specs["outputs"], classes)  # the contract every stage checks
     for side, entries in (("input", specs["inputs"]), ("output", specs["outputs"])):
         problems += [f"{side} {e.name!r} is {e.dtype}, not int8" for e in entries[:1] if e.dtype != "int8"]
 
@@ -196,13 +196,15 @@ def _int8_problems(info: Mapping) -> list[str]:
 
 
 def predict_keras(model, images: np.ndarray, batch_size: int = SCORES_BATCH) -> np.ndarray:
-    """Float `(N, 10)` outputs of a Keras model (float or QAT) on uint8 `(N, 28, 28)` images."""
+    """Float `(N, classes)` outputs of a Keras model (float or QAT) on uint8 `(N, 28, 28)` images."""
     x = to_model_input(images)
     outputs = [model(x[i : i + batch_size], training=False).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
+    return np.concatenate(outputs) if outputs else np.zeros((0, int(model.output_shape[-1])), np.float32)
 
 
-def parity(model_bytes: ModelSource, keras_model, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def parity(
+    model_bytes: ModelSource, keras_model, images: np.ndarray, labels: np.ndarray, classes: int = NUM_CLASSES
+) -> dict[str, Any]:
     """Compare a TFLite model with the Keras model it came from on the same images.
 
     Returns:
@@ -215,7 +217,7 @@ def parity(model_bytes: ModelSource, keras_model, images: np.ndarray, labels: np
         raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
     if len(labels) == 0:
         raise ValueError("parity needs at least one image")
-    tflite_scores = predict_tflite(model_bytes, images)
+    tflite_scores = predict_tflite(model_bytes, images, classes=classes)
     keras_scores = predict_keras(keras_model, images)
     pred_tflite, pred_keras = tflite_scores.argmax(1), keras_scores.argmax(1)
     return {

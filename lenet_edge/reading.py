@@ -33,7 +33,10 @@ from .errors import DataError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
 from .manifest import PERSIAN_DIGITS
 from .quiet import native_stderr_captured
+from .runtimes.base import NUM_CLASSES
 from .segment import Segment, SegmentConfig, TooManyMarks, segment
+from .verifier import CLASSES as VERIFIER_CLASSES
+from .verifier import scores as one_digit
 
 MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone photo), checked before decoding
 MAX_DIGITS = 40  # more segments than this is not one number
@@ -49,21 +52,26 @@ class Classifier:
     The one place `read` touches a runtime: a model handle (`runtimes.open_model`,
     LiteRT with XNNPACK, fastest on a batch) whose batch is padded up to a power
     of two, so that XNNPACK rarely has to plan the graph again for a new size.
+    `classes` 2 opens the piece verifier (`verifier`), whose output is
+    reduced to P(exactly one digit).
     """
 
-    def __init__(self, model: bytes | str | os.PathLike):
+    def __init__(self, model: bytes | str | os.PathLike, classes: int = NUM_CLASSES):
         from .runtimes import open_model
 
+        self.classes = classes
         with native_stderr_captured():  # XNNPACK's "Created delegate" INFO line
-            self.model = open_model(bytes(model) if isinstance(model, bytes | bytearray) else Path(model))
+            source = bytes(model) if isinstance(model, bytes | bytearray) else Path(model)
+            self.model = open_model(source, classes=classes)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) uint8 preprocessed digits -> (N, 10) float64 probabilities."""
+        """(N, 28, 28) uint8 preprocessed digits -> (N, 10) float64 probabilities (verifier: (N,) P(one))."""
         n = len(images)
         padded = np.zeros((max(MIN_BATCH, 1 << (n - 1).bit_length()), *images.shape[1:]), np.uint8)
         padded[:n] = images
         self.model.set_batch(len(padded))
-        return softmax(self.model.logits(self.model.run(padded))[:n])
+        logits = self.model.logits(self.model.run(padded))[:n]
+        return softmax(logits) if self.classes == NUM_CLASSES else one_digit(logits)
 
 
 def read_array(
@@ -72,8 +80,12 @@ def read_array(
     *,
     min_confidence: float = MIN_CONFIDENCE,
     config: SegmentConfig | None = None,
+    verify: Classifier | None = None,
 ) -> dict:
     """Read the number in one white-on-black uint8 image.
+
+    `verify` is the piece verifier (a `Classifier` of 2 classes): with it, touching digits are cut where
+    every piece is most surely one digit; without it, by the digit model's confidences alone.
 
     Returns:
         `text`, `persian`, `confidence` (the lowest of the digits'), `digits`
@@ -89,7 +101,7 @@ def read_array(
         return {"error": f"no number: ink covers {100 * share:.0f}% of the image (no paper around the writing)"}
     digits = page.flattened if page.clean else ink_image(page, ink)  # a clean scan is read as it is
     try:
-        segments = segment(digits, ink, classify, config or SegmentConfig())
+        segments = segment(digits, ink, classify, config or SegmentConfig(), verify)
     except TooManyMarks as exc:
         return _too_many_marks(exc.count)
     if not segments:
