@@ -78,6 +78,8 @@ class TrainConfig:
     teacher_lr: float = 2e-3  # the teacher's peak Adam rate
     temperature: float = 4.0  # softens both models' logits in the distillation term (Hinton et al. 2015)
     distill_alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to the (smoothed) true labels
+    # The piece verifier `read` cuts touching digits with (verifier.py), trained after the lenet5 digit model.
+    verifier: bool = True
 
     def __post_init__(self):
         checks = [

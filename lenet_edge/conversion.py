@@ -59,6 +59,8 @@ INT8_FILE = "lenet5_int8.tflite"
 INT8_PTQ_FILE = "lenet5_int8_ptq.tflite"
 MIXED_FILE = "lenet5_mixed.tflite"
 TEACHER_FILE = "teacher_float32.tflite"
+VERIFIER_FILE = "verifier_int8.tflite"
+VERIFIER_TFLM_PIECES = 200  # validation pieces the int8 verifier is also run on in TensorFlow Lite Micro
 
 
 # --- conversion -------------------------------------------------------------------------------
@@ -291,6 +293,8 @@ def export_run(
     qat_weights = artifact_path(run_dir, manifest, "qat_weights", _NO_QAT_HINT) if config.int8 else None
     has_teacher = config.teacher and "teacher_keras" in manifest.get("artifacts", {})
     teacher_keras = artifact_path(run_dir, manifest, "teacher_keras") if has_teacher else None
+    has_verifier = config.int8 and "verifier_qat_weights" in manifest.get("artifacts", {})
+    verifier_weights = artifact_path(run_dir, manifest, "verifier_qat_weights") if has_verifier else None
     if splits is None:
         from .data import load_run_splits  # the data layer pulls in PIL and the dataset readers; only needed here
 
@@ -342,6 +346,8 @@ def export_run(
     if config.mediapipe:
         say("converting the QAT model for MediaPipe's ImageClassifier (uint8 RGB in, probabilities out)")
         mediapipe = _mediapipe_variant(qat_model, results["int8_tflite"]["data"], card, val, say)
+    if verifier_weights is not None:
+        results["verifier_int8_tflite"] = _verifier(verifier_weights, manifest, splits, config, say)
     if teacher_keras is not None:
         say("converting the distillation teacher to float32 TFLite (a reference for bench)")
         teacher = load_float(teacher_keras)
@@ -441,6 +447,7 @@ EXPORT_FILES = {
     "int8_ptq_tflite": INT8_PTQ_FILE,
     "mixed_tflite": MIXED_FILE,
     "teacher_tflite": TEACHER_FILE,
+    "verifier_int8_tflite": VERIFIER_FILE,
     "c_header": f"{C_NAME}.h",
     "c_source": f"{C_NAME}.cc",
     **{key: f"{MICRO_DIR}/{name}" for key, name in MICRO_FILES.items()},
@@ -472,6 +479,64 @@ def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say, 
     result = _checked(MIXED_FILE, data, qat_model, val, say, min_agreement=config.min_agreement, card=card)
     result.update(float_layers=list(layers), precision=check["precision"], auto=timing)
     return result
+
+
+def _verifier(weights: Path, manifest: dict, splits: Mapping, config: ExportConfig, say) -> dict[str, Any]:
+    """verifier_int8.tflite: the QAT piece verifier in full int8, verified like the digit model.
+
+    Its validation pieces are composed again from the validation split exactly as `train` made them
+    (same lines, same seed); the int8 model must agree with the QAT Keras model on `min_agreement` of
+    them, and give TensorFlow Lite Micro's interpreter the same int8 outputs as LiteRT's reference
+    kernels on the first `VERIFIER_TFLM_PIECES` (so `read` could run on a microcontroller).
+    """
+    from .runtimes.micro import MicroModel
+    from .verifier import CLASSES, load_verifier_qat, training_pieces
+
+    record = manifest.get("verifier", {})
+    lines = record.get("data", {}).get("lines", {})
+    seed = manifest.get("config", {}).get("seed", 0)
+    say("composing the verifier's validation pieces again")
+    pieces, labels = training_pieces(splits["val"].images, splits["val"].labels, int(lines.get("val", 4)), seed + 1)
+    model = load_verifier_qat(weights)
+    say(f"converting the QAT piece verifier to full-integer int8 TFLite ({VERIFIER_FILE})")
+    data = _convert_full_integer(model, pieces[: config.calibration_size], io_type=tf.int8)
+    say(f"verifying {VERIFIER_FILE} is integer-only")
+    try:
+        verification = verify_int8(data, classes=CLASSES)
+    except ModelError as exc:
+        raise ModelError(f"{VERIFIER_FILE}: {exc}") from None
+    say(f"comparing {VERIFIER_FILE} with the Keras verifier on {len(labels)} validation pieces")
+    agreement = parity(data, model, pieces, labels, classes=CLASSES)
+    if agreement["agreement"] < config.min_agreement:
+        raise ModelError(
+            f"{VERIFIER_FILE}: agrees with the Keras verifier on {agreement['agreement']:.4f} of {agreement['n']} "
+            f"validation pieces, below the required {config.min_agreement}"
+        )
+    say(f"running {VERIFIER_FILE} in TensorFlow Lite Micro on {VERIFIER_TFLM_PIECES} pieces")
+    sample = pieces[:VERIFIER_TFLM_PIECES]
+    try:
+        micro = MicroModel(data, classes=CLASSES).raw_all(sample)
+    except ModelError as exc:
+        raise ModelError(f"{VERIFIER_FILE}: {exc}") from None
+    reference = open_model(data, xnnpack=False, classes=CLASSES).raw_all(sample)
+    if not np.array_equal(micro, reference):
+        raise ModelError(
+            f"{VERIFIER_FILE}: TensorFlow Lite Micro's int8 outputs differ from LiteRT's reference kernels' on "
+            f"{int((micro != reference).any(axis=1).sum())} of {len(sample)} pieces"
+        )
+    delegation = xnnpack_delegation(data)
+    return {
+        "file": VERIFIER_FILE,
+        "data": data,
+        "metadata": None,
+        "quantization": verification["quantization"],
+        "requantize_ops": verification["requantize_ops"],
+        "ops": verification["ops"],
+        "parity": agreement,
+        "tflm": {"pieces": int(len(sample)), "identical_to_litert_reference": True},
+        "xnnpack_partitions": delegation["partitions"] or None,
+        "xnnpack": delegation,
+    }
 
 
 def _card_maker(run_dir: Path, manifest: dict, config: ExportConfig, weights: Path):

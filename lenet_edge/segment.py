@@ -216,9 +216,7 @@ def segment(
                 ones.update(zip(todo, np.asarray(verify(batch), np.float64).tolist(), strict=True))
         boxes_of = {span: box for span, (_, box) in crops.items()}
         middles = {span: _middle(tall, (box[0] + box[2]) / 2) for span, box in boxes_of.items()}
-        chosen = _best_spans(
-            len(atoms), probs, boxes_of, middles, height, config, ones if verify is not None else None
-        )
+        chosen = _best_spans(len(atoms), probs, boxes_of, middles, height, config, ones if verify is not None else None)
     segments = [
         Segment(crops[span][1], crops[span][0], images[span], probs.get(span), ones.get(span)) for span in chosen
     ]

@@ -250,7 +250,6 @@ def train_verifier(config: VerifierConfig, splits: dict, seed: int, log: Callabl
     """
     from .compat import keras
     from .model import quantize_aware
-    from .training import BestEpoch
 
     begun = time.perf_counter()
     train, val = splits["train"], splits["val"]
@@ -278,8 +277,14 @@ def train_verifier(config: VerifierConfig, splits: dict, seed: int, log: Callabl
     steps = math.ceil(len(x) / config.batch_size)
     history, best, seconds, models = {}, {}, {}, {}
     stages = (
-        ("float", model, config.epochs, keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=config.epochs * steps, alpha=0.01))),
+        (
+            "float",
+            model,
+            config.epochs,
+            keras.optimizers.Adam(
+                keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=config.epochs * steps, alpha=0.01)
+            ),
+        ),
     )
     for stage, m, epochs, optimizer in stages:
         history[stage], best[stage], seconds[stage] = _fit(m, x, targets, val_xy, epochs, optimizer, config, log)
@@ -305,8 +310,15 @@ def _fit(model, x, targets, val_xy, epochs, optimizer, config: VerifierConfig, l
     )
     best = BestEpoch(f"v-{stage}", epochs, log, model)
     model.fit(
-        x, targets, batch_size=config.batch_size, epochs=epochs, validation_data=val_xy,
-        validation_batch_size=1024, callbacks=[best], verbose=0, shuffle=True,
+        x,
+        targets,
+        batch_size=config.batch_size,
+        epochs=epochs,
+        validation_data=val_xy,
+        validation_batch_size=1024,
+        callbacks=[best],
+        verbose=0,
+        shuffle=True,
     )
     model.set_weights(best.weights)
     return best.history, best.best_epoch, time.perf_counter() - begun

@@ -59,9 +59,7 @@ class TensorSpec:
         }
 
 
-def contract_problems(
-    inputs: list[TensorSpec], outputs: list[TensorSpec], classes: int = NUM_CLASSES
-) -> list[str]:
+def contract_problems(inputs: list[TensorSpec], outputs: list[TensorSpec], classes: int = NUM_CLASSES) -> list[str]:
     """What keeps a model from being a lenet-edge classifier of `classes` outputs; empty when it is one.
 
     `classes` is 10 for the digit model; the piece verifier (`verifier`) has 2 (not one digit, one digit).
@@ -79,9 +77,7 @@ def contract_problems(
     return problems
 
 
-def check_contract(
-    label: str, inputs: list[TensorSpec], outputs: list[TensorSpec], classes: int = NUM_CLASSES
-) -> None:
+def check_contract(label: str, inputs: list[TensorSpec], outputs: list[TensorSpec], classes: int = NUM_CLASSES) -> None:
     """Raise ModelError, naming `label`, unless the model takes one 28x28 image and returns `classes` scores."""
     problems = contract_problems(inputs, outputs, classes)
     if problems:
