@@ -93,8 +93,8 @@ def lcs(a: str, b: str) -> int:
     return row[-1]
 
 
-def evaluate(images: list[np.ndarray], labels: np.ndarray, classify, per_cell: int, seed: int) -> dict:
-    """Read `per_cell` numbers per (layout, length); return the per-number outcomes."""
+def evaluate(images: list[np.ndarray], labels: np.ndarray, classify, per_cell: int, seed: int, verify=None) -> dict:
+    """Read `per_cell` numbers per (layout, length); return the per-number outcomes (the same numbers per seed)."""
     rng = np.random.default_rng(seed)
     rows = []
     for layout in LAYOUTS:
@@ -104,10 +104,68 @@ def evaluate(images: list[np.ndarray], labels: np.ndarray, classify, per_cell: i
                 truth = "".join(str(labels[i]) for i in idx)
                 line, scale = compose([images[i] for i in idx], layout, rng)
                 image = render(line, scale, bool(rng.integers(0, 2)), rng)
-                result = read_array(to_white_on_black(image), classify)
+                result = read_array(to_white_on_black(image), classify, verify=verify)
                 text = result.get("text", "")
                 rows.append((layout, length, truth, text, "error" in result))
     return rows
+
+
+def alignment(truth: str, read: str) -> list[tuple[str, str]]:
+    """A least-edit alignment of two digit strings: (true, read) pairs, "" for a digit missing or extra."""
+    n, m = len(truth), len(read)
+    cost = np.zeros((n + 1, m + 1), np.int64)
+    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i, j] = min(cost[i - 1, j] + 1, cost[i, j - 1] + 1, cost[i - 1, j - 1] + (truth[i - 1] != read[j - 1]))
+    pairs, i, j = [], n, m
+    while i or j:
+        if i and j and cost[i, j] == cost[i - 1, j - 1] + (truth[i - 1] != read[j - 1]):
+            pairs.append((truth[i - 1], read[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and cost[i, j] == cost[i - 1, j] + 1:
+            pairs.append((truth[i - 1], ""))
+            i -= 1
+        else:
+            pairs.append(("", read[j - 1]))
+            j -= 1
+    return pairs[::-1]
+
+
+def confusion(rows, layout: str) -> dict:
+    """The errors of the numbers read wrongly (not refused): digits missing (merged into a neighbour or
+    dropped), extra (a digit split in two, or a speck), and read as another digit."""
+    missing, extra, swapped = {}, {}, {}
+    for lay, _, truth, text, refused in rows:
+        if lay != layout or refused or truth == text:
+            continue
+        for t, r in alignment(truth, text):
+            if t and not r:
+                missing[t] = missing.get(t, 0) + 1
+            elif r and not t:
+                extra[r] = extra.get(r, 0) + 1
+            elif t != r:
+                swapped[(t, r)] = swapped.get((t, r), 0) + 1
+    return {"missing": missing, "extra": extra, "swapped": swapped}
+
+
+def confusion_lines(rows) -> list[str]:
+    persian = "۰۱۲۳۴۵۶۷۸۹"
+    lines = [
+        "| layout | digit | missing (merged or dropped) | extra (split, or a speck read) | read as another digit |",
+        "|---|---|---:|---:|---:|",
+    ]
+    tops = []
+    for layout in LAYOUTS:
+        c = confusion(rows, layout)
+        for d in "0123456789":
+            wrong = sum(v for (t, _), v in c["swapped"].items() if t == d)
+            lines.append(
+                f"| {layout} | {persian[int(d)]} ({d}) | {c['missing'].get(d, 0)} | {c['extra'].get(d, 0)} | {wrong} |"
+            )
+        common = sorted(c["swapped"].items(), key=lambda kv: -kv[1])[:6]
+        tops.append(f"- {layout}: " + (", ".join(f"{t} read as {r}: {v}" for (t, r), v in common) or "none"))
+    return [*lines, "", "Most frequent digit-for-digit errors (true digit read as another):", "", *tops]
 
 
 def summarise(rows, key) -> list[tuple]:
@@ -125,7 +183,7 @@ def summarise(rows, key) -> list[tuple]:
     return out
 
 
-def time_one(images, labels, classify, seed: int) -> dict:
+def time_one(images, labels, classify, seed: int, verify=None) -> dict:
     """p50/p90 ms to read one 11-digit number (tight and spaced, scale 1.0 and 2.5), interleaved."""
     rng = np.random.default_rng(seed)
     cases = {}
@@ -141,15 +199,15 @@ def time_one(images, labels, classify, seed: int) -> dict:
             pieces[name] += len(images)
             return classify(images)
 
-        read_array(image, counting)
+        read_array(image, counting, verify=verify)
     samples = {name: [] for name in cases}
     for image in cases.values():  # warm-up
         for _ in range(20):
-            read_array(image, classify)
+            read_array(image, classify, verify=verify)
     for _ in range(TIMING_RUNS):
         for name, image in cases.items():
             start = time.perf_counter_ns()
-            read_array(image, classify)
+            read_array(image, classify, verify=verify)
             samples[name].append(time.perf_counter_ns() - start)
     return {
         name: (np.percentile(s, 50) / 1e6, np.percentile(s, 90) / 1e6, cases[name].shape, pieces[name], min(s) / 1e6)

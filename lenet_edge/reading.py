@@ -31,13 +31,14 @@ from .data.folders import load_image
 from .data.frontend import clean_page, ink_image
 from .errors import DataError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
-from .manifest import PERSIAN_DIGITS
+from .manifest import PERSIAN_DIGITS, artifact_path, manifest_path, read_manifest
 from .quiet import native_stderr_captured
 from .runtimes.base import NUM_CLASSES
 from .segment import Segment, SegmentConfig, TooManyMarks, segment
 from .verifier import CLASSES as VERIFIER_CLASSES
 from .verifier import scores as one_digit
 
+VERIFIER_KEY = "verifier_int8_tflite"  # the manifest entry of the piece verifier `export --int8` writes
 MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone photo), checked before decoding
 MAX_DIGITS = 40  # more segments than this is not one number
 MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, so no number
@@ -72,6 +73,30 @@ class Classifier:
         self.model.set_batch(len(padded))
         logits = self.model.logits(self.model.run(padded))[:n]
         return softmax(logits) if self.classes == NUM_CLASSES else one_digit(logits)
+
+
+def resolve_verifier(model: str | os.PathLike, log: Callable[[str], None] | None = None) -> Path | None:
+    """The piece verifier exported beside the digit model `model` (its run's `verifier_int8.tflite`), or None.
+
+    Found through the manifest in `model`'s directory and sha256-checked against it; a model without a
+    manifest beside it, or a run without a verifier (trained before it existed, or for another
+    architecture), has none: `read` then cuts by the digit model alone (said through `log`).
+
+    Raises:
+        ModelError: the manifest names a verifier whose file is missing or fails its sha256.
+    """
+    folder = Path(model).parent
+    if not manifest_path(folder).is_file():
+        return None
+    manifest = read_manifest(folder)
+    if VERIFIER_KEY not in manifest.get("artifacts", {}):
+        if log:
+            log(
+                f"{folder}: no piece verifier (train and export the run again with this lenet-edge to add one); "
+                "touching digits are cut by the digit model alone"
+            )
+        return None
+    return artifact_path(folder, manifest, VERIFIER_KEY)
 
 
 def read_array(
@@ -160,6 +185,7 @@ def read(
     min_confidence: float = MIN_CONFIDENCE,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    verifier: bool = True,
 ) -> list[dict]:
     """Read the handwritten number in each image file.
 
@@ -169,6 +195,7 @@ def read(
         model_path: a .tflite digit model, as for `predict`; default the run's int8 model.
         run_dir: the run directory, when `model_path` is None.
         min_confidence: a segment classified below this (0-1) makes the image "not digits".
+        verifier: cut touching digits with the run's piece verifier (`resolve_verifier`), when it has one.
         progress: called as `progress(done, total)` after each image.
         log: told about choices made (e.g. falling back to the float32 model).
 
@@ -187,6 +214,8 @@ def read(
     model = resolve_model(model_path, run_dir, log=log)
     files = image_files(paths)
     classify = Classifier(model.read_bytes())  # read once: every image runs the file that was checked
+    verifier_path = resolve_verifier(model, log) if verifier else None
+    verify = None if verifier_path is None else Classifier(verifier_path.read_bytes(), classes=VERIFIER_CLASSES)
     results = []
     for path in files:
         try:
@@ -194,7 +223,7 @@ def read(
         except DataError as exc:
             entry = {"error": _without_path(str(exc), path)}
         else:
-            entry = read_array(gray, classify, min_confidence=min_confidence)
+            entry = read_array(gray, classify, min_confidence=min_confidence, verify=verify)
         results.append({"path": str(path), **entry})
         if progress:
             progress(len(results), len(files))

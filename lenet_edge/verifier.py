@@ -188,7 +188,7 @@ def _speck(rng: np.random.Generator) -> np.ndarray:
 
 
 def training_pieces(
-    images: np.ndarray, labels: np.ndarray, lines: int, seed: int, segment_config: SegmentConfig = SegmentConfig()
+    images: np.ndarray, labels: np.ndarray, lines: int, seed: int, segment_config: SegmentConfig | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labelled pieces for the verifier from one split's preprocessed digits.
 
@@ -207,7 +207,7 @@ def training_pieces(
     for i in range(lines):
         idx = rng.integers(0, len(images), size=int(rng.integers(4, 12)))
         gray, owner, ink_per_digit = compose_line(images[idx], labels[idx], rng, tight=i % 2 == 0)
-        for box, crop, piece in candidate_pieces(gray, gray > INK_THRESHOLD, segment_config):
+        for box, crop, piece in candidate_pieces(gray, gray > INK_THRESHOLD, segment_config or SegmentConfig()):
             label = label_piece(box, crop, owner, ink_per_digit)
             if label is not None:
                 x.append(piece)
