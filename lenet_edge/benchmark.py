@@ -247,7 +247,8 @@ def verifier_line(entry: dict) -> str:
     return (
         f"Piece verifier {v['file']} ({v['bytes']:,} bytes): {100 * v['accuracy']:.2f}% of {v['pieces']:,} held-out "
         f"pieces ({100 * v['one_accuracy']:.2f}% of the {v['ones']:,} single digits, "
-        f"{100 * v['not_one_accuracy']:.2f}% of the others); one piece p50 {v['p50_us']:.1f} µs, p90 {v['p90_us']:.1f} µs (LiteRT, XNNPACK)"
+        f"{100 * v['not_one_accuracy']:.2f}% of the others); one piece p50 {v['p50_us']:.1f} µs, "
+        f"p90 {v['p90_us']:.1f} µs (LiteRT, XNNPACK)"
     )
 
 
