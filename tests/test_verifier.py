@@ -123,3 +123,15 @@ def test_no_verifier_for_the_classic_arch_is_said(tiny_npz, tmp_path):
     train(config, tmp_path / "run", log=lines.append)
     assert any(line.startswith("verifier: not trained for --arch lenet5-classic") for line in lines)
     assert "verifier" not in read_manifest(tmp_path / "run")
+
+
+def test_bench_reports_the_verifier(exported_run):
+    from lenet_edge.benchmark import bench_run
+    from lenet_edge.config import BenchConfig
+    from lenet_edge.report import format_markdown, format_table
+
+    results, _ = bench_run(exported_run, BenchConfig(runs=20, warmup=5, micro=False), write=False)
+    v = results["verifier"]
+    assert v["pieces"] > 0 and 0 <= v["accuracy"] <= 1 and v["p50_us"] > 0 and v["runs"] == 20
+    assert "Piece verifier verifier_int8.tflite" in format_table(results)
+    assert "Piece verifier verifier_int8.tflite" in format_markdown(results)
