@@ -37,7 +37,7 @@ box is blanked), ready for `preprocess`, exactly as a digit for `predict`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -72,9 +72,11 @@ class SegmentConfig:
     extent_jump: float = 0.25  # also cut where the ink's height changes by this * H between columns (0: never)
     aspect_slack: float = 0.0  # stretches shapes.ASPECT_HIGH: wider than a class's widest is two digits touching
     sure_whole: float = 0.88  # a group read as one digit at least this surely is not tried with cuts
-    # With a piece verifier (`verify`: P(exactly one digit | piece)), chosen on numbers of Hoda *train* digits:
+    # With a piece verifier (`verify`: P(exactly one digit | piece)), chosen on numbers of Hoda *train* digits
+    # (benchmarks/read_numbers.py --split train --set NAME=VALUE; the figures are in benchmarks/NUMBERS.md):
     sure_one: float = 0.9  # ... a group is also only left uncut when the verifier gives it at least this
-    piece_cost: float = 0.0  # log-score each piece costs in the dynamic programme (0: none)
+    piece_cost: float = -1.0  # log-score each piece costs in the dynamic programme (< 0: a bonus, against merges)
+    verified_min_piece: float = 0.1  # min_piece with a verifier: it rejects the slivers a narrower cut can make
     contour_cuts: int = 2  # candidate cuts also at this many valleys of the upper and of the lower contour
     max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
 
@@ -156,6 +158,8 @@ def segment(
     Raises:
         TooManyMarks: more than `config.max_marks` components besides specks.
     """
+    if verify is not None:
+        config = verified(config)
     layout = _layout(gray, ink, config)
     if layout is None:
         return []
@@ -230,11 +234,13 @@ def candidate_pieces(
 
     Every group wider than `split_width * H` is cut at all its candidate columns (as `segment` cuts a
     group it is not sure of), and every run of atoms `segment` would classify is returned: the pieces
-    the verifier must learn to tell apart (`verifier.training_pieces` labels them).
+    the verifier must learn to tell apart (`verifier.training_pieces` labels them), cut with the
+    thresholds `segment` uses with a verifier (`verified`).
 
     Raises:
         TooManyMarks: as `segment`.
     """
+    config = verified(config)
     layout = _layout(gray, ink, config)
     if layout is None:
         return []
@@ -248,6 +254,11 @@ def candidate_pieces(
         crop, box = _crop(gray, ink, labels, atoms[start:stop], height, config)
         pieces.append((box, crop, preprocess(crop)))
     return pieces
+
+
+def verified(config: SegmentConfig) -> SegmentConfig:
+    """The thresholds segmentation uses with a piece verifier (the verifier's own settings in place)."""
+    return replace(config, min_piece=config.verified_min_piece)
 
 
 def _layout(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig):
