@@ -74,7 +74,7 @@ class SegmentConfig:
     sure_whole: float = 0.88  # a group read as one digit at least this surely is not tried with cuts
     # With a piece verifier (`verify`: P(exactly one digit | piece)), chosen on numbers of Hoda *train* digits
     # (benchmarks/read_numbers.py --split train --set NAME=VALUE; the figures are in benchmarks/NUMBERS.md):
-    sure_one: float = 0.9  # ... a group is also only left uncut when the verifier gives it at least this
+    sure_one: float = 0.5  # ... a group is also only left uncut when the verifier gives it at least this
     piece_cost: float = -1.0  # log-score each piece costs in the dynamic programme (< 0: a bonus, against merges)
     verified_min_piece: float = 0.1  # min_piece with a verifier: it rejects the slivers a narrower cut can make
     contour_cuts: int = 2  # candidate cuts also at this many valleys of the upper and of the lower contour
