@@ -334,7 +334,7 @@ def main() -> None:
         "**What was tuned on what.** The verifier is trained by `lenet-edge train` on pieces of lines composed "
         "from the run's *training* digits only (its epochs chosen on pieces of the run's validation digits). "
         "The segmentation's thresholds with the verifier (`SegmentConfig.sure_one`, `piece_cost`, "
-        "`contour_cuts`) were chosen on numbers composed from Hoda's *train* set (`--split train --set ...`); "
+        "`verified_min_piece`) were chosen on numbers composed from Hoda's *train* set (`--split train --set ...`); "
         "the test numbers below were read once, with the defaults, to write this file.",
         "",
         machine(),
