@@ -25,6 +25,7 @@ the test split is only ever used here, to write benchmarks/NUMBERS.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,9 @@ from lenet_edge.data.cdb import read_cdb  # noqa: E402
 from lenet_edge.data.preprocess import to_white_on_black  # noqa: E402
 from lenet_edge.inference import resolve_model  # noqa: E402
 from lenet_edge.machine import loadavg, machine_info  # noqa: E402
-from lenet_edge.reading import Classifier, read_array  # noqa: E402
+from lenet_edge.reading import Classifier, read_array, resolve_verifier  # noqa: E402
+from lenet_edge.segment import SegmentConfig  # noqa: E402
+from lenet_edge.verifier import CLASSES as VERIFIER_CLASSES  # noqa: E402
 
 LAYOUTS = ("spaced", "tight")
 LENGTHS = tuple(range(4, 12))
@@ -93,8 +96,10 @@ def lcs(a: str, b: str) -> int:
     return row[-1]
 
 
-def evaluate(images: list[np.ndarray], labels: np.ndarray, classify, per_cell: int, seed: int) -> dict:
-    """Read `per_cell` numbers per (layout, length); return the per-number outcomes."""
+def evaluate(
+    images: list[np.ndarray], labels: np.ndarray, classify, per_cell: int, seed: int, verify=None, config=None
+) -> dict:
+    """Read `per_cell` numbers per (layout, length); return the per-number outcomes (the same numbers per seed)."""
     rng = np.random.default_rng(seed)
     rows = []
     for layout in LAYOUTS:
@@ -104,10 +109,68 @@ def evaluate(images: list[np.ndarray], labels: np.ndarray, classify, per_cell: i
                 truth = "".join(str(labels[i]) for i in idx)
                 line, scale = compose([images[i] for i in idx], layout, rng)
                 image = render(line, scale, bool(rng.integers(0, 2)), rng)
-                result = read_array(to_white_on_black(image), classify)
+                result = read_array(to_white_on_black(image), classify, config=config, verify=verify)
                 text = result.get("text", "")
                 rows.append((layout, length, truth, text, "error" in result))
     return rows
+
+
+def alignment(truth: str, read: str) -> list[tuple[str, str]]:
+    """A least-edit alignment of two digit strings: (true, read) pairs, "" for a digit missing or extra."""
+    n, m = len(truth), len(read)
+    cost = np.zeros((n + 1, m + 1), np.int64)
+    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i, j] = min(cost[i - 1, j] + 1, cost[i, j - 1] + 1, cost[i - 1, j - 1] + (truth[i - 1] != read[j - 1]))
+    pairs, i, j = [], n, m
+    while i or j:
+        if i and j and cost[i, j] == cost[i - 1, j - 1] + (truth[i - 1] != read[j - 1]):
+            pairs.append((truth[i - 1], read[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and cost[i, j] == cost[i - 1, j] + 1:
+            pairs.append((truth[i - 1], ""))
+            i -= 1
+        else:
+            pairs.append(("", read[j - 1]))
+            j -= 1
+    return pairs[::-1]
+
+
+def confusion(rows, layout: str) -> dict:
+    """The errors of the numbers read wrongly (not refused): digits missing (merged into a neighbour or
+    dropped), extra (a digit split in two, or a speck), and read as another digit."""
+    missing, extra, swapped = {}, {}, {}
+    for lay, _, truth, text, refused in rows:
+        if lay != layout or refused or truth == text:
+            continue
+        for t, r in alignment(truth, text):
+            if t and not r:
+                missing[t] = missing.get(t, 0) + 1
+            elif r and not t:
+                extra[r] = extra.get(r, 0) + 1
+            elif t != r:
+                swapped[(t, r)] = swapped.get((t, r), 0) + 1
+    return {"missing": missing, "extra": extra, "swapped": swapped}
+
+
+def confusion_lines(rows) -> list[str]:
+    persian = "۰۱۲۳۴۵۶۷۸۹"
+    lines = [
+        "| layout | digit | missing (merged or dropped) | extra (split, or a speck read) | read as another digit |",
+        "|---|---|---:|---:|---:|",
+    ]
+    tops = []
+    for layout in LAYOUTS:
+        c = confusion(rows, layout)
+        for d in "0123456789":
+            wrong = sum(v for (t, _), v in c["swapped"].items() if t == d)
+            lines.append(
+                f"| {layout} | {persian[int(d)]} ({d}) | {c['missing'].get(d, 0)} | {c['extra'].get(d, 0)} | {wrong} |"
+            )
+        common = sorted(c["swapped"].items(), key=lambda kv: -kv[1])[:6]
+        tops.append(f"- {layout}: " + (", ".join(f"{t} read as {r}: {v}" for (t, r), v in common) or "none"))
+    return [*lines, "", "Most frequent digit-for-digit errors (true digit read as another):", "", *tops]
 
 
 def summarise(rows, key) -> list[tuple]:
@@ -125,7 +188,7 @@ def summarise(rows, key) -> list[tuple]:
     return out
 
 
-def time_one(images, labels, classify, seed: int) -> dict:
+def time_one(images, labels, classify, seed: int, verify=None) -> dict:
     """p50/p90 ms to read one 11-digit number (tight and spaced, scale 1.0 and 2.5), interleaved."""
     rng = np.random.default_rng(seed)
     cases = {}
@@ -141,15 +204,15 @@ def time_one(images, labels, classify, seed: int) -> dict:
             pieces[name] += len(images)
             return classify(images)
 
-        read_array(image, counting)
+        read_array(image, counting, verify=verify)
     samples = {name: [] for name in cases}
     for image in cases.values():  # warm-up
         for _ in range(20):
-            read_array(image, classify)
+            read_array(image, classify, verify=verify)
     for _ in range(TIMING_RUNS):
         for name, image in cases.items():
             start = time.perf_counter_ns()
-            read_array(image, classify)
+            read_array(image, classify, verify=verify)
             samples[name].append(time.perf_counter_ns() - start)
     return {
         name: (np.percentile(s, 50) / 1e6, np.percentile(s, 90) / 1e6, cases[name].shape, pieces[name], min(s) / 1e6)
@@ -192,69 +255,121 @@ def main() -> None:
         default=HERE / "runs" / "lenet5",
         help="a run trained on Hoda with the default recipe, exported with --int8 (benchmarks/hoda.py writes this one)",
     )
-    parser.add_argument("--split", choices=["test", "train"], default="test", help="train: for development only")
+    parser.add_argument("--split", choices=["test", "train"], default="test", help="train: for tuning only")
     parser.add_argument("--per-cell", type=int, default=150, help="numbers per layout and length")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="(--split train only) a SegmentConfig field to try, e.g. --set piece_cost=0.5",
+    )
+    parser.add_argument("--no-timing", action="store_true", help="(--split train only) skip the latency runs")
+    parser.add_argument(
+        "--no-before", action="store_true", help="(--split train only) skip reading with the digit model alone"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "NUMBERS.md")
     args = parser.parse_args()
     name = {"test": "Test 20000.cdb", "train": "Train 60000.cdb"}[args.split]
     if not (args.data / name).is_file():
         sys.exit(f"{args.data}: no '{name}' there; pass --data DIR")
+    if args.set and args.split == "test":
+        sys.exit("--set is for tuning on --split train; the test numbers are read with the defaults only")
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in {f.name for f in dataclasses.fields(SegmentConfig)}:
+            sys.exit(f"--set {item}: no SegmentConfig field {key!r}")
+        overrides[key] = type(getattr(SegmentConfig(), key))(value)
+    config = SegmentConfig(**overrides)
     model = resolve_model(None, args.run)
     classify = Classifier(model.read_bytes())
+    verifier = resolve_verifier(model)
+    if verifier is None:
+        sys.exit(f"{args.run}: no piece verifier; train and export the run with this lenet-edge (benchmarks/hoda.py)")
+    verify = Classifier(verifier.read_bytes(), classes=VERIFIER_CLASSES)
     cdb = read_cdb(args.data / name)
     load_start = open("/proc/loadavg").read().split()[0]
-    started = time.perf_counter()
-    rows = evaluate(cdb.images, cdb.labels, classify, args.per_cell, args.seed)
-    seconds = time.perf_counter() - started
-    timing = time_one(cdb.images, cdb.labels, classify, args.seed + 1)
+    modes = {"digit model alone": None, "with the piece verifier": verify}
+    if args.no_before and args.split == "train":
+        del modes["digit model alone"]
+    rows, seconds, timing = {}, {}, {}
+    for mode, v in modes.items():
+        started = time.perf_counter()
+        rows[mode] = evaluate(cdb.images, cdb.labels, classify, args.per_cell, args.seed, v, config)
+        seconds[mode] = time.perf_counter() - started
+    if not (args.no_timing and args.split == "train"):
+        timing = time_one(cdb.images, cdb.labels, classify, args.seed + 1, verify)
     load_end = open("/proc/loadavg").read().split()[0]
-    by_layout = summarise(rows, lambda r: r[0])
-    by_length = summarise(rows, lambda r: (r[0], r[1]))
-    for line in table("layout", by_layout):
-        print(line)
+    after = rows["with the piece verifier"]
+    by_layout = {mode: summarise(r, lambda r: r[0]) for mode, r in rows.items()}
+    by_length = summarise(after, lambda r: (r[0], r[1]))
+    compared = [(f"{layout}, {mode}", *rest) for mode, stats in by_layout.items() for layout, *rest in stats]
     if args.split != "test":
+        print(f"config: {overrides or 'defaults'}; load {load_start} -> {load_end}")
+        for line in table("layout", compared):
+            print(line)
         for line in table("layout, length", [(f"{a} {b}", *rest) for (a, b), *rest in by_length]):
+            print(line)
+        for line in confusion_lines(after):
             print(line)
         for name, (p50, p90, shape, n, fastest) in timing.items():
             print(f"{name} {shape}, {n} pieces: p50 {p50:.2f} ms, p90 {p90:.2f} ms, min {fastest:.2f} ms")
         return
+    n = len(after)
     lines = [
         "# Reading whole numbers: Hoda test digits composed into numbers",
         "",
         "Regenerated by `python benchmarks/read_numbers.py` (do not edit by hand). "
-        f"{len(rows):,} numbers of 4-11 digits ({args.per_cell} per layout and length), composed from the digits of "
+        f"{n:,} numbers of 4-11 digits ({args.per_cell} per layout and length), composed from the digits of "
         "Hoda's test set at their scanned size on a common middle line: *spaced* (gaps of 15-60% of a digit's "
         "width) or *tight* (gaps of -1 to 2 px: many strokes touch); scaled 0.8-2.5x, half of them dark on light, "
         f"Gaussian noise (sigma {NOISE_SIGMA:.0f} grey levels) and up to three specks each. Read by "
         "`lenet_edge.reading.read_array` (the photo front end, which passes these clean images unchanged; "
-        "segmentation; then the int8 QAT model of the Hoda run) after the polarity step of `load_image`. "
-        "The segmentation was developed on synthetic numbers and on numbers composed from "
-        "Hoda's training digits (`--split train`). The figures of one intermediate version on these test "
-        "numbers were seen during development; no setting was chosen by them.",
+        "segmentation; then the int8 QAT digit model of the Hoda run) after the polarity step of `load_image`, "
+        "twice: with the digit model alone, and with the run's int8 piece verifier (`verifier_int8.tflite`, "
+        "P(exactly one digit | piece)) choosing the cuts, as `lenet-edge read` does by default.",
+        "",
+        "**What was tuned on what.** The verifier is trained by `lenet-edge train` on pieces of lines composed "
+        "from the run's *training* digits only (its epochs chosen on pieces of the run's validation digits). "
+        "The segmentation's thresholds with the verifier (`SegmentConfig.sure_one`, `piece_cost`, "
+        "`verified_min_piece`) were chosen on numbers composed from Hoda's *train* set (`--split train --set ...`); "
+        "the test numbers below were read once, with the defaults, to write this file.",
         "",
         machine(),
         "",
-        f"Load average (1 min): {load_start} at the start, {load_end} at the end. Reading all {len(rows):,} "
-        f"numbers took {seconds:.1f} s.",
+        f"Load average (1 min): {load_start} at the start, {load_end} at the end. Reading all {n:,} "
+        "numbers took " + ", ".join(f"{seconds[mode]:.1f} s {mode}" for mode in modes) + ".",
         "",
         "*exact number*: every digit right and none missing or extra. *digits*: true digits read, matched by "
         "longest common subsequence. *wrong digit count*: numbers read with too few or too many digits. "
         "*refused*: images answered with an error (counted as wrong).",
         "",
-        *table("layout", by_layout),
+        "## Before and after: the digit model alone, and with the piece verifier",
+        "",
+        *table("layout", compared),
+        "",
+        "## With the piece verifier, by length",
         "",
         *table("layout, length", [(f"{a}, {b} digits", *rest) for (a, b), *rest in by_length]),
         "",
+        "## The remaining errors, per digit (with the piece verifier)",
+        "",
+        "Over the numbers read wrongly (refused ones left out), each aligned to the truth by least edits: "
+        "a *missing* digit was merged into a neighbour (or dropped), an *extra* one is a digit split in two "
+        "(or a speck read as a digit), and the rest were read as another digit.",
+        "",
+        *confusion_lines(after),
+        "",
         "## Time to read one 11-digit number",
         "",
-        "End to end from the grayscale array: the front end's clean-image test and ink mask, "
-        "segmentation (components, cut candidates), "
-        "preprocessing of every candidate piece (each group whole, and each piece a group not read surely "
-        "might be cut into), two batched calls of the int8 model in one kept LiteRT interpreter (XNNPACK, "
-        "one thread), "
+        "End to end from the grayscale array, with the piece verifier: the front end's clean-image test and "
+        "ink mask, segmentation (components, cut candidates), preprocessing of every candidate piece (each "
+        "group whole, and each piece a group not surely one digit might be cut into), two batched calls each "
+        "of the int8 digit model and of the int8 verifier, in kept LiteRT interpreters (XNNPACK, one thread), "
         f"the record. p50, p90 and min of {TIMING_RUNS} runs after warm-up, the four numbers interleaved. "
-        "The machine was busy (see the load average above): the minimum is the closest to an idle one.",
+        "The machine was shared (see the load average above): the minimum is the closest to an idle one.",
         "",
         "| number | image (h x w px) | pieces classified | p50 | p90 | min |",
         "|---|---|---:|---:|---:|---:|",

@@ -78,6 +78,8 @@ class TrainConfig:
     teacher_lr: float = 2e-3  # the teacher's peak Adam rate
     temperature: float = 4.0  # softens both models' logits in the distillation term (Hinton et al. 2015)
     distill_alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to the (smoothed) true labels
+    # The piece verifier `read` cuts touching digits with (verifier.py), trained after the lenet5 digit model.
+    verifier: bool = True
 
     def __post_init__(self):
         checks = [
@@ -108,6 +110,19 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    """The piece verifier's recipe (`verifier.train_verifier`), the same for every run that trains one."""
+
+    lines: int = 2500  # lines of training digits composed into pieces (fewer on a small split: 1 per 8 digits)
+    epochs: int = 6  # float epochs; the best on validation pieces is kept
+    qat_epochs: int = 2
+    batch_size: int = 256
+    lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
+    qat_lr: float = 1e-4
+    label_smoothing: float = 0.05  # keeps log P(one) finite for the dynamic programme's sums
 
 
 RECIPE_NAMES = ("fast", "best")

@@ -40,6 +40,7 @@ from .data.preprocess import to_model_input
 from .errors import ModelError
 from .fileio import sha256_bytes, staged_files, sweep_temporaries
 from .firmware import MICRO_DIR, MICRO_FILES, micro_files
+from .harness import output_agreement
 from .manifest import (
     artifact_path,
     manifest_path,
@@ -59,6 +60,9 @@ INT8_FILE = "lenet5_int8.tflite"
 INT8_PTQ_FILE = "lenet5_int8_ptq.tflite"
 MIXED_FILE = "lenet5_mixed.tflite"
 TEACHER_FILE = "teacher_float32.tflite"
+VERIFIER_FILE = "verifier_int8.tflite"
+VERIFIER_TFLM_PIECES = 200  # validation pieces the int8 verifier is also run on in TensorFlow Lite Micro
+VERIFIER_TFLM_STEPS = 1  # largest difference, in int8 output steps, allowed between TFLM and LiteRT's reference
 
 
 # --- conversion -------------------------------------------------------------------------------
@@ -130,11 +134,11 @@ def _is_quantize_aware(model) -> bool:
 # --- inspection and verification ----------------------------------------------------------------
 
 
-def verify_int8(model: ModelSource) -> dict[str, Any]:
+def verify_int8(model: ModelSource, classes: int = NUM_CLASSES) -> dict[str, Any]:
     """Check that a model is full-integer int8, as a microcontroller or XNNPACK's int8 path needs it.
 
     Checks: one input and one output, both int8 with a per-tensor scale > 0; input
-    shape (1, 28, 28, 1) and output (1, 10); no DEQUANTIZE and no QUANTIZE from or
+    shape (1, 28, 28, 1) and output (1, `classes`: 10, or the verifier's 2); no DEQUANTIZE and no QUANTIZE from or
     to float; every tensor an op reads or writes is int8, except constant int32
     ones (biases, reshape shapes). A QUANTIZE from int8 to int8 is an integer
     requantization (the QAT `lenet5-classic` model has one after each conv's
@@ -147,7 +151,7 @@ def verify_int8(model: ModelSource) -> dict[str, Any]:
         ModelError: one line naming the model and up to three problems found.
     """
     info = inspect_tflite(model)
-    problems = _int8_problems(info)
+    problems = _int8_problems(info, classes)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ModelError(f"{label(model)} is not a full-integer int8 model: " + "; ".join(problems[:3]) + more)
@@ -160,12 +164,12 @@ def verify_int8(model: ModelSource) -> dict[str, Any]:
     }
 
 
-def _int8_problems(info: Mapping) -> list[str]:
+def _int8_problems(info: Mapping, classes: int = NUM_CLASSES) -> list[str]:
     specs = {
         side: [TensorSpec(e["name"], e["dtype"], tuple(e["shape"]), e["scale"], e["zero_point"]) for e in info[side]]
         for side in ("inputs", "outputs")
     }
-    problems = contract_problems(specs["inputs"], specs["outputs"])  # the contract every stage checks
+    problems = contract_problems(specs["inputs"], specs["outputs"], classes)  # the contract every stage checks
     for side, entries in (("input", specs["inputs"]), ("output", specs["outputs"])):
         problems += [f"{side} {e.name!r} is {e.dtype}, not int8" for e in entries[:1] if e.dtype != "int8"]
 
@@ -196,13 +200,15 @@ def _int8_problems(info: Mapping) -> list[str]:
 
 
 def predict_keras(model, images: np.ndarray, batch_size: int = SCORES_BATCH) -> np.ndarray:
-    """Float `(N, 10)` outputs of a Keras model (float or QAT) on uint8 `(N, 28, 28)` images."""
+    """Float `(N, classes)` outputs of a Keras model (float or QAT) on uint8 `(N, 28, 28)` images."""
     x = to_model_input(images)
     outputs = [model(x[i : i + batch_size], training=False).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
+    return np.concatenate(outputs) if outputs else np.zeros((0, int(model.output_shape[-1])), np.float32)
 
 
-def parity(model_bytes: ModelSource, keras_model, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def parity(
+    model_bytes: ModelSource, keras_model, images: np.ndarray, labels: np.ndarray, classes: int = NUM_CLASSES
+) -> dict[str, Any]:
     """Compare a TFLite model with the Keras model it came from on the same images.
 
     Returns:
@@ -215,7 +221,7 @@ def parity(model_bytes: ModelSource, keras_model, images: np.ndarray, labels: np
         raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
     if len(labels) == 0:
         raise ValueError("parity needs at least one image")
-    tflite_scores = predict_tflite(model_bytes, images)
+    tflite_scores = predict_tflite(model_bytes, images, classes=classes)
     keras_scores = predict_keras(keras_model, images)
     pred_tflite, pred_keras = tflite_scores.argmax(1), keras_scores.argmax(1)
     return {
@@ -289,6 +295,8 @@ def export_run(
     qat_weights = artifact_path(run_dir, manifest, "qat_weights", _NO_QAT_HINT) if config.int8 else None
     has_teacher = config.teacher and "teacher_keras" in manifest.get("artifacts", {})
     teacher_keras = artifact_path(run_dir, manifest, "teacher_keras") if has_teacher else None
+    has_verifier = config.int8 and "verifier_qat_weights" in manifest.get("artifacts", {})
+    verifier_weights = artifact_path(run_dir, manifest, "verifier_qat_weights") if has_verifier else None
     if splits is None:
         from .data import load_run_splits  # the data layer pulls in PIL and the dataset readers; only needed here
 
@@ -340,6 +348,8 @@ def export_run(
     if config.mediapipe:
         say("converting the QAT model for MediaPipe's ImageClassifier (uint8 RGB in, probabilities out)")
         mediapipe = _mediapipe_variant(qat_model, results["int8_tflite"]["data"], card, val, say)
+    if verifier_weights is not None:
+        results["verifier_int8_tflite"] = _verifier(verifier_weights, manifest, splits, config, say)
     if teacher_keras is not None:
         say("converting the distillation teacher to float32 TFLite (a reference for bench)")
         teacher = load_float(teacher_keras)
@@ -439,6 +449,7 @@ EXPORT_FILES = {
     "int8_ptq_tflite": INT8_PTQ_FILE,
     "mixed_tflite": MIXED_FILE,
     "teacher_tflite": TEACHER_FILE,
+    "verifier_int8_tflite": VERIFIER_FILE,
     "c_header": f"{C_NAME}.h",
     "c_source": f"{C_NAME}.cc",
     **{key: f"{MICRO_DIR}/{name}" for key, name in MICRO_FILES.items()},
@@ -470,6 +481,67 @@ def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say, 
     result = _checked(MIXED_FILE, data, qat_model, val, say, min_agreement=config.min_agreement, card=card)
     result.update(float_layers=list(layers), precision=check["precision"], auto=timing)
     return result
+
+
+def _verifier(weights: Path, manifest: dict, splits: Mapping, config: ExportConfig, say) -> dict[str, Any]:
+    """verifier_int8.tflite: the QAT piece verifier in full int8, verified like the digit model.
+
+    Its validation pieces are composed again from the validation split exactly as `train` made them
+    (same lines, same seed); the int8 model must agree with the QAT Keras model on `min_agreement` of
+    them, and give TensorFlow Lite Micro's interpreter the same int8 outputs as LiteRT's reference
+    kernels on the first `VERIFIER_TFLM_PIECES`, within `VERIFIER_TFLM_STEPS` (so `read` could run on a
+    microcontroller).
+    """
+    from .runtimes.micro import MicroModel
+    from .verifier import CLASSES, load_verifier_qat, training_pieces
+
+    record = manifest.get("verifier", {})
+    lines = record.get("data", {}).get("lines", {})
+    seed = manifest.get("config", {}).get("seed", 0)
+    say("composing the verifier's validation pieces again")
+    pieces, labels = training_pieces(splits["val"].images, splits["val"].labels, int(lines.get("val", 4)), seed + 1)
+    model = load_verifier_qat(weights)
+    say(f"converting the QAT piece verifier to full-integer int8 TFLite ({VERIFIER_FILE})")
+    data = _convert_full_integer(model, pieces[: config.calibration_size], io_type=tf.int8)
+    say(f"verifying {VERIFIER_FILE} is integer-only")
+    try:
+        verification = verify_int8(data, classes=CLASSES)
+    except ModelError as exc:
+        raise ModelError(f"{VERIFIER_FILE}: {exc}") from None
+    say(f"comparing {VERIFIER_FILE} with the Keras verifier on {len(labels)} validation pieces")
+    agreement = parity(data, model, pieces, labels, classes=CLASSES)
+    if agreement["agreement"] < config.min_agreement:
+        raise ModelError(
+            f"{VERIFIER_FILE}: agrees with the Keras verifier on {agreement['agreement']:.4f} of {agreement['n']} "
+            f"validation pieces, below the required {config.min_agreement}"
+        )
+    say(f"running {VERIFIER_FILE} in TensorFlow Lite Micro on {VERIFIER_TFLM_PIECES} pieces")
+    sample = pieces[:VERIFIER_TFLM_PIECES]
+    try:
+        micro = MicroModel(data, classes=CLASSES).raw_all(sample)
+    except ModelError as exc:
+        raise ModelError(f"{VERIFIER_FILE}: {exc}") from None
+    reference = open_model(data, xnnpack=False, classes=CLASSES).raw_all(sample)
+    tflm = output_agreement(micro, reference)
+    # TFLM's kernels may round a requantization differently from LiteRT's reference ones: one int8 step at most
+    if tflm["max_abs_diff"] > VERIFIER_TFLM_STEPS:
+        raise ModelError(
+            f"{VERIFIER_FILE}: TensorFlow Lite Micro's int8 outputs differ from LiteRT's reference kernels' by up "
+            f"to {tflm['max_abs_diff']:.0f} steps on {len(sample)} pieces (at most {VERIFIER_TFLM_STEPS} allowed)"
+        )
+    delegation = xnnpack_delegation(data)
+    return {
+        "file": VERIFIER_FILE,
+        "data": data,
+        "metadata": None,
+        "quantization": verification["quantization"],
+        "requantize_ops": verification["requantize_ops"],
+        "ops": verification["ops"],
+        "parity": agreement,
+        "tflm": {"pieces": int(len(sample)), **tflm},
+        "xnnpack_partitions": delegation["partitions"] or None,
+        "xnnpack": delegation,
+    }
 
 
 def _card_maker(run_dir: Path, manifest: dict, config: ExportConfig, weights: Path):

@@ -174,7 +174,7 @@ def predict(
                 stages = run_frontend(load_image(path))
                 if explain_dir is not None:
                     save_explain(stages, explain_dir / _unique(path.stem, explained))
-                check_single(stages.digit)
+                check_single(stages.digit, stages.page.scale)
                 images.append(stages.final)  # (28, 28) uint8
             except DataError as exc:
                 entry["error"] = _without_path(str(exc), path)

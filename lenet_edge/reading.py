@@ -31,10 +31,14 @@ from .data.folders import load_image
 from .data.frontend import clean_page, ink_image
 from .errors import DataError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
-from .manifest import PERSIAN_DIGITS
+from .manifest import PERSIAN_DIGITS, artifact_path, manifest_path, read_manifest
 from .quiet import native_stderr_captured
+from .runtimes.base import NUM_CLASSES
 from .segment import Segment, SegmentConfig, TooManyMarks, segment
+from .verifier import CLASSES as VERIFIER_CLASSES
+from .verifier import scores as one_digit
 
+VERIFIER_KEY = "verifier_int8_tflite"  # the manifest entry of the piece verifier `export --int8` writes
 MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone photo), checked before decoding
 MAX_DIGITS = 40  # more segments than this is not one number
 MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, so no number
@@ -49,21 +53,50 @@ class Classifier:
     The one place `read` touches a runtime: a model handle (`runtimes.open_model`,
     LiteRT with XNNPACK, fastest on a batch) whose batch is padded up to a power
     of two, so that XNNPACK rarely has to plan the graph again for a new size.
+    `classes` 2 opens the piece verifier (`verifier`), whose output is
+    reduced to P(exactly one digit).
     """
 
-    def __init__(self, model: bytes | str | os.PathLike):
+    def __init__(self, model: bytes | str | os.PathLike, classes: int = NUM_CLASSES):
         from .runtimes import open_model
 
+        self.classes = classes
         with native_stderr_captured():  # XNNPACK's "Created delegate" INFO line
-            self.model = open_model(bytes(model) if isinstance(model, bytes | bytearray) else Path(model))
+            source = bytes(model) if isinstance(model, bytes | bytearray) else Path(model)
+            self.model = open_model(source, classes=classes)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) uint8 preprocessed digits -> (N, 10) float64 probabilities."""
+        """(N, 28, 28) uint8 preprocessed digits -> (N, 10) float64 probabilities (verifier: (N,) P(one))."""
         n = len(images)
         padded = np.zeros((max(MIN_BATCH, 1 << (n - 1).bit_length()), *images.shape[1:]), np.uint8)
         padded[:n] = images
         self.model.set_batch(len(padded))
-        return softmax(self.model.logits(self.model.run(padded))[:n])
+        logits = self.model.logits(self.model.run(padded))[:n]
+        return softmax(logits) if self.classes == NUM_CLASSES else one_digit(logits)
+
+
+def resolve_verifier(model: str | os.PathLike, log: Callable[[str], None] | None = None) -> Path | None:
+    """The piece verifier exported beside the digit model `model` (its run's `verifier_int8.tflite`), or None.
+
+    Found through the manifest in `model`'s directory and sha256-checked against it; a model without a
+    manifest beside it, or a run without a verifier (trained before it existed, or for another
+    architecture), has none: `read` then cuts by the digit model alone (said through `log`).
+
+    Raises:
+        ModelError: the manifest names a verifier whose file is missing or fails its sha256.
+    """
+    folder = Path(model).parent
+    if not manifest_path(folder).is_file():
+        return None
+    manifest = read_manifest(folder)
+    if VERIFIER_KEY not in manifest.get("artifacts", {}):
+        if log:
+            log(
+                f"{folder}: no piece verifier (train and export the run again with this lenet-edge to add one); "
+                "touching digits are cut by the digit model alone"
+            )
+        return None
+    return artifact_path(folder, manifest, VERIFIER_KEY)
 
 
 def read_array(
@@ -72,8 +105,12 @@ def read_array(
     *,
     min_confidence: float = MIN_CONFIDENCE,
     config: SegmentConfig | None = None,
+    verify: Classifier | None = None,
 ) -> dict:
     """Read the number in one white-on-black uint8 image.
+
+    `verify` is the piece verifier (a `Classifier` of 2 classes): with it, touching digits are cut where
+    every piece is most surely one digit; without it, by the digit model's confidences alone.
 
     Returns:
         `text`, `persian`, `confidence` (the lowest of the digits'), `digits`
@@ -89,7 +126,7 @@ def read_array(
         return {"error": f"no number: ink covers {100 * share:.0f}% of the image (no paper around the writing)"}
     digits = page.flattened if page.clean else ink_image(page, ink)  # a clean scan is read as it is
     try:
-        segments = segment(digits, ink, classify, config or SegmentConfig())
+        segments = segment(digits, ink, classify, config or SegmentConfig(), verify)
     except TooManyMarks as exc:
         return _too_many_marks(exc.count)
     if not segments:
@@ -148,6 +185,7 @@ def read(
     min_confidence: float = MIN_CONFIDENCE,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    verifier: bool = True,
 ) -> list[dict]:
     """Read the handwritten number in each image file.
 
@@ -157,6 +195,7 @@ def read(
         model_path: a .tflite digit model, as for `predict`; default the run's int8 model.
         run_dir: the run directory, when `model_path` is None.
         min_confidence: a segment classified below this (0-1) makes the image "not digits".
+        verifier: cut touching digits with the run's piece verifier (`resolve_verifier`), when it has one.
         progress: called as `progress(done, total)` after each image.
         log: told about choices made (e.g. falling back to the float32 model).
 
@@ -175,6 +214,8 @@ def read(
     model = resolve_model(model_path, run_dir, log=log)
     files = image_files(paths)
     classify = Classifier(model.read_bytes())  # read once: every image runs the file that was checked
+    verifier_path = resolve_verifier(model, log) if verifier else None
+    verify = None if verifier_path is None else Classifier(verifier_path.read_bytes(), classes=VERIFIER_CLASSES)
     results = []
     for path in files:
         try:
@@ -182,7 +223,7 @@ def read(
         except DataError as exc:
             entry = {"error": _without_path(str(exc), path)}
         else:
-            entry = read_array(gray, classify, min_confidence=min_confidence)
+            entry = read_array(gray, classify, min_confidence=min_confidence, verify=verify)
         results.append({"path": str(path), **entry})
         if progress:
             progress(len(results), len(files))

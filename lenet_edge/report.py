@@ -192,6 +192,10 @@ def format_table(results: dict) -> str:
             out += [*_fixed_width(*kind.table(entry)), *kind.notes(entry)]
         else:
             out += [*_fixed_width(*_rows(entry)), _footer(entry), *_precision_lines(entry)]
+        if "verifier" in entry:
+            from .benchmark import verifier_line
+
+            out.append(verifier_line(entry))
         if "tflm" in entry:
             out += ["", *_fixed_width(*_micro_rows(entry["tflm"])), _micro_footer(entry["tflm"])]
     if len(entries) > 1:
@@ -273,8 +277,17 @@ def _markdown_target(entry: dict, headed: bool = False) -> list[str]:
         "invoke, get_tensor, argmax of the raw output); `p50 x` is the median over timing rounds of the "
         "per-round ratio to the reference, the models being interleaved round by round.",
         *_precision_lines(entry),
+        *_verifier_lines(entry),
         *_markdown_micro(entry, "###" if headed else "##"),
     ]
+
+
+def _verifier_lines(entry: dict) -> list[str]:
+    if "verifier" not in entry:
+        return []
+    from .benchmark import verifier_line
+
+    return ["", verifier_line(entry) + "."]
 
 
 def _markdown_micro(entry: dict, level: str) -> list[str]:

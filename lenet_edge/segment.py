@@ -37,7 +37,7 @@ box is blanked), ready for `preprocess`, exactly as a digit for `predict`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -46,6 +46,8 @@ from .data.preprocess import preprocess
 from .shapes import IMPLAUSIBLE, ZERO_MIN_HEIGHT, shape_weights
 
 Score = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) uint8 preprocessed digits -> (N, 10) probabilities
+Verify = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) uint8 preprocessed pieces -> (N,) P(exactly one digit)
+_FLOOR = 1e-6  # probabilities are clipped to this before their log: an int8 model's 0 is "below its resolution"
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal step of a thin stroke stays one component
 
 
@@ -70,6 +72,12 @@ class SegmentConfig:
     extent_jump: float = 0.25  # also cut where the ink's height changes by this * H between columns (0: never)
     aspect_slack: float = 0.0  # stretches shapes.ASPECT_HIGH: wider than a class's widest is two digits touching
     sure_whole: float = 0.88  # a group read as one digit at least this surely is not tried with cuts
+    # With a piece verifier (`verify`: P(exactly one digit | piece)), chosen on numbers of Hoda *train* digits
+    # (benchmarks/read_numbers.py --split train --set NAME=VALUE; the figures are in benchmarks/NUMBERS.md):
+    sure_one: float = 0.5  # ... a group is also only left uncut when the verifier gives it at least this
+    piece_cost: float = -1.0  # log-score each piece costs in the dynamic programme (< 0: a bonus, against merges)
+    verified_min_piece: float = 0.1  # min_piece with a verifier: it rejects the slivers a narrower cut can make
+    contour_cuts: int = 2  # candidate cuts also at this many valleys of the upper and of the lower contour
     max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
 
 
@@ -89,6 +97,7 @@ class Segment:
     crop: np.ndarray  # the box of the grayscale image, white on black, other segments' ink blanked
     image: np.ndarray  # crop after `preprocess`: (28, 28) uint8, the model's input
     probs: np.ndarray | None = None  # `score`'s (10,) output for `image`, when a score was given
+    one: float | None = None  # the verifier's P(exactly one digit) for `image`, when a verifier was given
 
 
 @dataclass
@@ -126,7 +135,11 @@ def ink_height(heights: np.ndarray, areas: np.ndarray) -> float:
 
 
 def segment(
-    gray: np.ndarray, ink: np.ndarray, score: Score | None = None, config: SegmentConfig = SegmentConfig()
+    gray: np.ndarray,
+    ink: np.ndarray,
+    score: Score | None = None,
+    config: SegmentConfig = SegmentConfig(),
+    verify: Verify | None = None,
 ) -> list[Segment]:
     """The digits of the number in `gray`, left to right (see the module docstring).
 
@@ -135,47 +148,43 @@ def segment(
         ink: boolean mask of the ink, the same shape.
         score: classifies preprocessed digits; chooses where touching digits are cut.
         config: the thresholds.
+        verify: P(exactly one digit) of preprocessed pieces (the piece verifier); with it, each piece
+            the dynamic programme weighs scores log P(one) + log P(digit | one) (needs `score`).
 
     Returns:
-        One `Segment` per digit, left to right; empty when there is no ink or only specks
+        The segments, left to right; empty when there is no ink or only specks
         (ink lower than `min_height` px).
 
     Raises:
         TooManyMarks: more than `config.max_marks` components besides specks.
     """
-    if gray.shape != ink.shape or gray.ndim != 2:
-        raise ValueError(f"gray {gray.shape} and ink {ink.shape} must be 2-D and of the same shape")
-    labels, n = ndimage.label(ink, structure=_EIGHT)
-    if n == 0:
+    if verify is not None:
+        config = verified(config)
+    layout = _layout(gray, ink, config)
+    if layout is None:
         return []
-    slices = ndimage.find_objects(labels)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices])  # (n, 4) x0 y0 x1 y1
-    height = ink_height(boxes[:, 3] - boxes[:, 1], areas)
-    if height < config.min_height:  # dust on a blank page, not writing
-        return []
-    kept = np.flatnonzero(areas >= config.speck_area * height * height)
-    if len(kept) > config.max_marks:  # a page of text or a noisy photo: do not spend seconds on it
-        raise TooManyMarks(len(kept))
-    groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config)
-
-    groups.sort(key=lambda g: (g.x0 + g.x1) / 2)
-    tall = [g for g in groups if g.height >= config.small_height * height]
-    whole: dict[int, tuple] = {}  # id(group) -> (crop, box, image, probs) of the group taken as one digit
+    labels, height, groups, tall = layout
+    whole: dict[int, tuple] = {}  # id(group) -> (crop, box, image, probs, one) of the group taken as one digit
     for group in groups:
         crop, box = _crop(gray, ink, labels, [(group, group.x0, group.x1)], height, config)
-        whole[id(group)] = (crop, box, preprocess(crop), None)
+        whole[id(group)] = (crop, box, preprocess(crop), None, None)
     if score is not None and groups:
         # first pass: every group as one digit; a group read surely enough is not cut (most digits). Here the
         # shape is only checked against the range of Hoda's digits, not graded: a surely read group of merely
         # uncommon shape is more often one wide digit than two, and trying it with cuts doubles the time
-        results = np.asarray(score(np.stack([whole[id(g)][2] for g in groups])), np.float64)
-        for group, p in zip(groups, results, strict=True):
-            whole[id(group)] = (*whole[id(group)][:3], p)
+        batch = np.stack([whole[id(g)][2] for g in groups])
+        results = np.asarray(score(batch), np.float64)
+        ones = np.asarray(verify(batch), np.float64) if verify is not None else np.full(len(groups), np.nan)
+        for group, p, one in zip(groups, results, ones.tolist(), strict=True):
+            whole[id(group)] = (*whole[id(group)][:3], p, one)
         boxes_whole = [whole[id(g)][1] for g in groups]
         middles_whole = [_middle(tall, (b[0] + b[2]) / 2) for b in boxes_whole]
         surely = plausible(results, np.array(boxes_whole), height, middles_whole, config, graded=False).max(axis=1)
-        sure = {id(g): s >= config.sure_whole for g, s in zip(groups, surely.tolist(), strict=True)}
+        sure_one = ones >= config.sure_one if verify is not None else np.ones(len(groups), bool)
+        sure = {
+            id(g): s >= config.sure_whole and bool(o)
+            for g, s, o in zip(groups, surely.tolist(), sure_one.tolist(), strict=True)
+        }
 
     # atoms: the groups, left to right, each cut at its candidate columns into column ranges
     atoms: list[tuple[_Group, int, int]] = []
@@ -186,21 +195,18 @@ def segment(
                 cuts = _candidate_cuts(labels, group, height, config)
         elif score is None and group.width > config.max_width * height:
             cuts = _deepest_cuts(labels, group, height, config)
-        points = [group.x0, *cuts, group.x1]
-        own = group.own(labels)
-        # a cut range without ink (between two components of a merged group) is no part of any digit
-        atoms += [(group, a, b) for a, b in zip(points, points[1:]) if own[:, a - group.x0 : b - group.x0].any()]  # noqa: B905
+        atoms += _atoms_of(labels, group, cuts)
     spans = [(i, i + 1) for i in range(len(atoms))]
     if score is not None:
         spans = _spans(atoms, height, config)
-    crops, images, probs = {}, {}, {}
+    crops, images, probs, ones = {}, {}, {}, {}
     for span in spans:
         first, last = atoms[span[0]], atoms[span[1] - 1]
         if first[0] is last[0] and (first[1], last[2]) == (first[0].x0, first[0].x1):  # one whole group: done
-            crop, box, image, p = whole[id(first[0])]
+            crop, box, image, p, one = whole[id(first[0])]
             crops[span], images[span] = (crop, box), image
             if p is not None:
-                probs[span] = p
+                probs[span], ones[span] = p, one
         else:
             crops[span] = _crop(gray, ink, labels, atoms[span[0] : span[1]], height, config)
             images[span] = preprocess(crops[span][0])
@@ -208,12 +214,80 @@ def segment(
     if score is not None and images:
         todo = [span for span in spans if span not in probs]
         if todo:  # second pass: the pieces of the groups that may hold touching digits, in one batch
-            probs.update(zip(todo, np.asarray(score(np.stack([images[s] for s in todo])), np.float64), strict=True))
+            batch = np.stack([images[s] for s in todo])
+            probs.update(zip(todo, np.asarray(score(batch), np.float64), strict=True))
+            if verify is not None:
+                ones.update(zip(todo, np.asarray(verify(batch), np.float64).tolist(), strict=True))
         boxes_of = {span: box for span, (_, box) in crops.items()}
         middles = {span: _middle(tall, (box[0] + box[2]) / 2) for span, box in boxes_of.items()}
-        chosen = _best_spans(len(atoms), probs, boxes_of, middles, height, config)
-    segments = [Segment(crops[span][1], crops[span][0], images[span], probs.get(span)) for span in chosen]
+        chosen = _best_spans(len(atoms), probs, boxes_of, middles, height, config, ones if verify is not None else None)
+    segments = [
+        Segment(crops[span][1], crops[span][0], images[span], probs.get(span), ones.get(span)) for span in chosen
+    ]
     return sorted(segments, key=lambda s: (s.box[0] + s.box[2]) / 2)
+
+
+def candidate_pieces(
+    gray: np.ndarray, ink: np.ndarray, config: SegmentConfig = SegmentConfig()
+) -> list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]]:
+    """Every piece the dynamic programme could weigh, with no classifier asked: `(box, crop, image)` each.
+
+    Every group wider than `split_width * H` is cut at all its candidate columns (as `segment` cuts a
+    group it is not sure of), and every run of atoms `segment` would classify is returned: the pieces
+    the verifier must learn to tell apart (`verifier.training_pieces` labels them), cut with the
+    thresholds `segment` uses with a verifier (`verified`).
+
+    Raises:
+        TooManyMarks: as `segment`.
+    """
+    config = verified(config)
+    layout = _layout(gray, ink, config)
+    if layout is None:
+        return []
+    labels, height, groups, _ = layout
+    atoms: list[tuple[_Group, int, int]] = []
+    for group in groups:
+        wide = group.width > config.split_width * height
+        atoms += _atoms_of(labels, group, _candidate_cuts(labels, group, height, config) if wide else [])
+    pieces = []
+    for start, stop in _spans(atoms, height, config):
+        crop, box = _crop(gray, ink, labels, atoms[start:stop], height, config)
+        pieces.append((box, crop, preprocess(crop)))
+    return pieces
+
+
+def verified(config: SegmentConfig) -> SegmentConfig:
+    """The thresholds segmentation uses with a piece verifier (the verifier's own settings in place)."""
+    return replace(config, min_piece=config.verified_min_piece)
+
+
+def _layout(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig):
+    """Steps 1-5: `(labels, H, groups sorted by centre, the tall groups)`, or None without writing."""
+    if gray.shape != ink.shape or gray.ndim != 2:
+        raise ValueError(f"gray {gray.shape} and ink {ink.shape} must be 2-D and of the same shape")
+    labels, n = ndimage.label(ink, structure=_EIGHT)
+    if n == 0:
+        return None
+    slices = ndimage.find_objects(labels)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices])  # (n, 4) x0 y0 x1 y1
+    height = ink_height(boxes[:, 3] - boxes[:, 1], areas)
+    if height < config.min_height:  # dust on a blank page, not writing
+        return None
+    kept = np.flatnonzero(areas >= config.speck_area * height * height)
+    if len(kept) > config.max_marks:  # a page of text or a noisy photo: do not spend seconds on it
+        raise TooManyMarks(len(kept))
+    groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config)
+    groups.sort(key=lambda g: (g.x0 + g.x1) / 2)
+    tall = [g for g in groups if g.height >= config.small_height * height]
+    return labels, height, groups, tall
+
+
+def _atoms_of(labels: np.ndarray, group: _Group, cuts: list[int]) -> list[tuple[_Group, int, int]]:
+    """The group's column ranges between its cuts; a range without ink (between two merged components) is none."""
+    points = [group.x0, *cuts, group.x1]
+    own = group.own(labels)
+    return [(group, a, b) for a, b in zip(points, points[1:]) if own[:, a - group.x0 : b - group.x0].any()]  # noqa: B905
 
 
 def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentConfig) -> list[tuple[int, int]]:
@@ -241,15 +315,18 @@ def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentC
 
 
 def _best_spans(
-    n: int, probs: dict, boxes: dict, middles: dict, height: float, config: SegmentConfig
+    n: int, probs: dict, boxes: dict, middles: dict, height: float, config: SegmentConfig, ones: dict | None = None
 ) -> list[tuple[int, int]]:
-    """The runs of atoms, covering all n, whose product of plausible confidences is highest.
+    """The runs of atoms, covering all n, whose sum of log plausible confidences is highest.
 
-    Dynamic programming: best[j] = max over candidate runs (i, j) of best[i] * conf(i, j). Each
+    Dynamic programming: best[j] = max over candidate runs (i, j) of best[i] + log conf(i, j). Each
     confidence is below 1 (about 0.92 at best for a model trained with label smoothing), so
-    every extra digit costs a little: a cut must make both pieces look like digits.
+    every extra digit costs a little: a cut must make both pieces look like digits. With the
+    verifier's `ones` (span -> P(exactly one digit)), a piece's score is
+    log P(one) + log P(digit | one) - `piece_cost`: the digit model only says which digit a piece
+    would be, the verifier whether it is one digit at all (two touching, half of one, a fragment).
     """
-    best = [1.0] + [-1.0] * n
+    best = [0.0] + [-np.inf] * n
     back = [0] * (n + 1)
     spans = sorted(probs, key=lambda span: span[1])
     confidence = plausible(  # every span's weighted confidence, in one vectorised call
@@ -259,12 +336,12 @@ def _best_spans(
         [middles[s] for s in spans],
         config,
     ).max(axis=1)
-    for (i, j), conf in zip(spans, confidence.tolist(), strict=True):
-        if best[i] < 0:
-            continue
-        value = best[i] * conf
-        if value > best[j]:
-            best[j], back[j] = value, i
+    value = np.log(np.maximum(confidence, _FLOOR))
+    if ones is not None:
+        value += np.log(np.maximum([ones[s] for s in spans], _FLOOR)) - config.piece_cost
+    for (i, j), v in zip(spans, value.tolist(), strict=True):
+        if best[i] + v > best[j]:
+            best[j], back[j] = best[i] + v, i
     chosen, j = [], n
     while j > 0:
         chosen.append((back[j], j))
@@ -386,6 +463,28 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
         for c in sorted(jumps, key=lambda c: -jump[c - 1])[:2]:
             if all(abs(c - d) >= margin for d in cuts):
                 cuts.append(int(c))
+    if config.contour_cuts:
+        # valleys of the outer contour: where the upper edge of the ink dips down, or the lower edge rises,
+        # between two higher shoulders (two touching digits meet there even where the projection is not low)
+        own = group.own(labels)
+        has = own.any(axis=0)
+        top = np.where(has, own.argmax(axis=0), own.shape[0]).astype(np.float64)  # (width,) first ink row
+        bottom = np.where(has, own.shape[0] - own[::-1].argmax(axis=0), 0).astype(np.float64)
+        columns = inner[inner < group.width]
+        for edge in (top, own.shape[0] - bottom):  # distance of each edge from its side of the box
+            left = np.minimum.accumulate(edge)  # left[c]: the highest edge in columns 0..c
+            right = np.minimum.accumulate(edge[::-1])[::-1]
+            # how far each column's edge lies below the lower of the highest edges on its two sides
+            shoulders = np.maximum(left[columns - 1], right[np.minimum(columns + 1, len(edge) - 1)])
+            valley = np.maximum(0.0, edge[columns] - shoulders)
+            added = 0
+            for k in np.argsort(-valley, kind="stable"):
+                if valley[k] < config.extent_jump * height or added == config.contour_cuts:
+                    break
+                c = int(columns[k])
+                if all(abs(c - d) >= margin for d in cuts):
+                    cuts.append(c)
+                    added += 1
     return sorted(group.x0 + c for c in cuts)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from . import __version__
 from .augment import augment
 from .compat import keras, tf, versions
-from .config import TrainConfig
+from .config import TrainConfig, VerifierConfig
 from .distill import Distiller
 from .errors import ModelError
 from .fileio import sha256_file, staged_files, sweep_temporaries
@@ -48,6 +48,7 @@ from .manifest import (
 )
 from .model import NUM_CLASSES, build_lenet5, build_teacher, load_float, quantize_aware, to_model_input
 from .plots import training_curves
+from .verifier import VERIFIER_FLOAT_MODEL, VERIFIER_QAT_WEIGHTS
 
 FLOAT_MODEL = "lenet5_float.keras"
 QAT_WEIGHTS = "lenet5_qat.weights.h5"
@@ -125,7 +126,13 @@ def train(
     log(f"data: {dataset.source} ({', '.join(f'{k} {v:,}' for k, v in data_record['split_sizes'].items())})")
 
     digits = train_digit_model(config, splits, log, teacher=reused)
-    # (Later stages that train on the digit model's outputs hook in here, before the manifest.)
+    verifier = None
+    if config.verifier and config.arch == "lenet5":
+        from .verifier import train_verifier
+
+        verifier = train_verifier(VerifierConfig(), splits, config.seed, log)
+    elif config.verifier:
+        log(f"verifier: not trained for --arch {config.arch} (only for lenet5); `read` cuts by the digit model alone")
 
     val_x, val_labels = to_model_input(splits["val"].images), splits["val"].labels
     metrics = {
@@ -154,6 +161,7 @@ def train(
             "output": "logits (B, 10)",
         },
         **({"teacher": digits.teacher} if digits.teacher else {}),
+        **({"verifier": _verifier_record(verifier)} if verifier else {}),
         "versions": versions(),
         "metrics": metrics,
         "history": digits.history,
@@ -167,12 +175,20 @@ def train(
         if "qat" in digits.models:
             digits.models["qat"].save_weights(stage(QAT_WEIGHTS, suffix=".weights.h5"))
         training_curves(manifest["history"], stage(HISTORY_PLOT))
+        if verifier is not None:
+            verifier.models["float"].save(stage(VERIFIER_FLOAT_MODEL))
+            if "qat" in verifier.models:
+                verifier.models["qat"].save_weights(stage(VERIFIER_QAT_WEIGHTS, suffix=".weights.h5"))
     if "teacher" in digits.models:
         record_artifact(manifest, "teacher_keras", run_dir / TEACHER_MODEL)
     record_artifact(manifest, "float_keras", run_dir / FLOAT_MODEL)
     if "qat" in digits.models:
         record_artifact(manifest, "qat_weights", run_dir / QAT_WEIGHTS)
     record_artifact(manifest, "history_png", run_dir / HISTORY_PLOT)
+    if verifier is not None:
+        record_artifact(manifest, "verifier_float_keras", run_dir / VERIFIER_FLOAT_MODEL)
+        if "qat" in verifier.models:
+            record_artifact(manifest, "verifier_qat_weights", run_dir / VERIFIER_QAT_WEIGHTS)
     manifest["wall_time_s"]["total"] = round(time.perf_counter() - started, 2)
     write_manifest(run_dir, manifest)
     remove_stale_artifacts(run_dir, old_manifest, manifest)
@@ -180,6 +196,29 @@ def train(
     summary += [f"{stage} test {m['test_accuracy']:.2%}" for stage, m in metrics.items() if "test_accuracy" in m]
     log(f"done: {', '.join(summary)}, {manifest['wall_time_s']['total']:.0f} s -> {run_dir}")
     return TrainResult(run_dir, manifest)
+
+
+def _verifier_record(verifier) -> dict:
+    """The manifest's record of the piece verifier: its model, data, validation figures and history."""
+    from .verifier import held_out, scores
+
+    val_x, val_y = verifier.val
+    metrics = {}
+    for stage, model in verifier.models.items():
+        logits = model.predict((val_x.astype(np.float32) / 255.0)[..., None], batch_size=1024, verbose=0)
+        metrics[stage] = {**held_out(scores(logits) >= 0.5, val_y), "best_epoch": verifier.best_epoch[stage]}
+    return {
+        "model": {
+            "parameters": int(verifier.models["float"].count_params()),
+            "input": "float32 (B, 28, 28, 1) = uint8 / 255, a preprocessed piece",
+            "output": "logits (B, 2): not one digit, exactly one digit",
+        },
+        "config": asdict(VerifierConfig()),
+        "data": verifier.data,
+        "metrics": metrics,
+        "history": verifier.history,
+        "wall_time_s": {k: round(v, 2) for k, v in verifier.seconds.items()},
+    }
 
 
 def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], None], *, teacher=None) -> DigitModel:

@@ -170,6 +170,25 @@ def test_unreadable_files_become_error_entries(run_dir, tiny_test, tmp_path):
     assert results[2]["path"] == str(tmp_path / "missing.png") and "No such file" in results[2]["error"]
 
 
+def test_ink_too_small_to_be_a_digit_is_a_per_file_error(run_dir, tiny_test, tmp_path):
+    """A 1x1 grey pixel (once read as ۰ at 82%) or a 3x3 dot holds no digit; a 4 px stroke may, and is read."""
+    Image.fromarray(np.full((1, 1), 128, np.uint8)).save(tmp_path / "pixel.png")
+    dot = np.zeros((20, 20), np.uint8)
+    dot[8:11, 8:11] = 255
+    Image.fromarray(dot).save(tmp_path / "dot.png")
+    bar = np.zeros((20, 20), np.uint8)
+    bar[8:12, 9] = 255  # 4 px tall, 1 px wide: at the limit, still read
+    Image.fromarray(bar).save(tmp_path / "bar.png")
+    good = tiny_test[0]["plain"][0]
+    results = predict([tmp_path / "pixel.png", tmp_path / "dot.png", tmp_path / "bar.png", good], run_dir=run_dir)
+    assert (
+        results[0]["error"]
+        == "too small to be a digit: its ink spans 1 x 1 px (a digit needs at least 4 px of height or width)"
+    )
+    assert "3 x 3 px" in results[1]["error"] and "digit" not in results[1]
+    assert "digit" in results[2] and "digit" in results[3]
+
+
 def copy_run(run_dir: Path, target: Path, drop=(), **manifest_changes) -> Path:
     shutil.copytree(run_dir, target)
     manifest = read_manifest(target)

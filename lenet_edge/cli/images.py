@@ -90,9 +90,15 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, qu
     show_default=True,
     help="A mark read as a digit with less confidence than this makes the image 'not digits'.",
 )
+@click.option(
+    "--verifier/--no-verifier",
+    default=True,
+    show_default=True,
+    help="Cut touching digits with the run's piece verifier (verifier_int8.tflite beside the model), if it has one.",
+)
 @JSON_OPTION
 @QUIET_OPTION
-def read_numbers(images, run_dir, model_path, min_confidence, as_json, quiet):
+def read_numbers(images, run_dir, model_path, min_confidence, verifier, as_json, quiet):
     """Read whole handwritten numbers (postal codes, phone numbers, amounts) in image files.
 
     IMAGES are files or directories (searched recursively), one number per
@@ -111,9 +117,10 @@ def read_numbers(images, run_dir, model_path, min_confidence, as_json, quiet):
     from ..inference import resolve_model
     from ..reading import read as run_read
 
-    model = resolve_model(model_path, run_dir, log=lambda message: click.echo(message, err=True))
+    say = lambda message: click.echo(message, err=True)  # noqa: E731
+    model = resolve_model(model_path, run_dir, log=say)
     with ProgressBars("reading", shown=not quiet) as bar:
-        results = run_read(images, model, min_confidence=min_confidence, progress=bar)
+        results = run_read(images, model, min_confidence=min_confidence, verifier=verifier, progress=bar, log=say)
     echo_records(
         results,
         as_json,

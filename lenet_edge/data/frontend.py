@@ -55,6 +55,9 @@ SIDE_GAP = 0.08  # ... and this far to its side, as a fraction of the height (a 
 MIN_DIGIT_FRACTION = 0.04  # on a photo, a digit's longer side is at least this fraction of the page's shorter side
 
 
+MIN_INK_EXTENT = 4  # px: ink that fits in a 3 x 3 box is a speck or a stray pixel, not a digit (Hoda's ۰: ~6 px)
+
+
 class NoDigitError(DataError):
     """An image with no ink that could be a digit (blank paper, only lines or an empty box)."""
 
@@ -302,18 +305,31 @@ def digit_image(image: np.ndarray, *, strict: bool = True) -> np.ndarray:
     """
     stages = run_frontend(image)
     if strict:
-        check_single(stages.digit)
+        check_single(stages.digit, stages.page.scale)
     return stages.final
 
 
-def check_single(digit: Digit) -> None:
-    """Raise unless exactly one digit was found (messages for `predict`'s per-file errors)."""
+def check_single(digit: Digit, scale: float = 1.0) -> None:
+    """Raise unless exactly one digit was found, large enough to be one (messages for `predict`'s per-file errors).
+
+    Args:
+        digit: what `find_digit` decided.
+        scale: the page's working size / input size (`Page.scale`): the ink's extent is judged in input pixels.
+    """
     if digit.count == 0:
         raise NoDigitError("no digit found (blank, or only lines or an empty box)")
     if digit.count > 1:
         raise SeveralDigitsError(
             f"{digit.count} digits side by side, expected one; `lenet-edge read` reads a row of digits"
         )
+    rows, cols = np.flatnonzero(digit.kept.any(axis=1)), np.flatnonzero(digit.kept.any(axis=0))
+    if rows.size:
+        height, width = (round((v[-1] - v[0] + 1) / scale) for v in (rows, cols))
+        if max(height, width) < MIN_INK_EXTENT:
+            raise NoDigitError(
+                f"too small to be a digit: its ink spans {width} x {height} px "
+                f"(a digit needs at least {MIN_INK_EXTENT} px of height or width)"
+            )
 
 
 def digit_images(images, progress=None) -> np.ndarray:

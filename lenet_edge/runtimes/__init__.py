@@ -61,9 +61,9 @@ def open_model(source, runtime: str = "litert", **options) -> ModelHandle:
     return handle_class(runtime)(source, **options)
 
 
-def predict_tflite(model, images: np.ndarray, batch_size: int = SCORES_BATCH) -> np.ndarray:
-    """Float `(N, 10)` logits of a .tflite model (path or bytes) on uint8 `(N, 28, 28)` images.
+def predict_tflite(model, images: np.ndarray, batch_size: int = SCORES_BATCH, classes: int = NUM_CLASSES) -> np.ndarray:
+    """Float `(N, classes)` logits of a .tflite model (path or bytes) on uint8 `(N, 28, 28)` images.
 
     LiteRT's built-in kernels (those TensorFlow Lite Micro's are ported from), no XNNPACK.
     """
-    return open_model(model, xnnpack=False).scores(images, batch_size)
+    return open_model(model, xnnpack=False, classes=classes).scores(images, batch_size)

@@ -59,12 +59,15 @@ class TensorSpec:
         }
 
 
-def contract_problems(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> list[str]:
-    """What keeps a model from being a lenet-edge classifier; empty when it is one."""
+def contract_problems(inputs: list[TensorSpec], outputs: list[TensorSpec], classes: int = NUM_CLASSES) -> list[str]:
+    """What keeps a model from being a lenet-edge classifier of `classes` outputs; empty when it is one.
+
+    `classes` is 10 for the digit model; the piece verifier (`verifier`) has 2 (not one digit, one digit).
+    """
     if len(inputs) != 1 or len(outputs) != 1:
         return [f"expected 1 input and 1 output, found {len(inputs)} and {len(outputs)}"]
     problems = []
-    for side, spec, shape in (("input", inputs[0], INPUT_SHAPE), ("output", outputs[0], (1, NUM_CLASSES))):
+    for side, spec, shape in (("input", inputs[0], INPUT_SHAPE), ("output", outputs[0], (1, classes))):
         if spec.dtype not in IO_DTYPES:
             problems.append(f"{side} {spec.name!r} is {spec.dtype}, expected one of {', '.join(IO_DTYPES)}")
         elif spec.quantized and not spec.scale > 0:
@@ -74,9 +77,9 @@ def contract_problems(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> li
     return problems
 
 
-def check_contract(label: str, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
-    """Raise ModelError, naming `label`, unless the model takes one 28x28 image and returns 10 scores."""
-    problems = contract_problems(inputs, outputs)
+def check_contract(label: str, inputs: list[TensorSpec], outputs: list[TensorSpec], classes: int = NUM_CLASSES) -> None:
+    """Raise ModelError, naming `label`, unless the model takes one 28x28 image and returns `classes` scores."""
+    problems = contract_problems(inputs, outputs, classes)
     if problems:
         raise ModelError(f"{label}: " + "; ".join(problems))
 
@@ -104,10 +107,11 @@ class ModelHandle:
 
     runtime = "?"
     max_batch: int | None = None
+    classes = NUM_CLASSES  # outputs the contract expects; a handle opened with `classes=2` is a piece verifier
 
     def _ready(self, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
         """Check the contract, keep the input/output specs and build the input table."""
-        check_contract(self.label, inputs, outputs)
+        check_contract(self.label, inputs, outputs, self.classes)
         self.input, self.output = inputs[0], outputs[0]
         self.levels = input_levels(self.input)
         self.batch = 1
@@ -185,7 +189,7 @@ class ModelHandle:
             self.set_batch(len(chunk))
             out.append(np.asarray(call(chunk)).copy())
         self.set_batch(1)
-        return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), dtype)
+        return np.concatenate(out) if out else np.zeros((0, self.classes), dtype)
 
     def time_one(self, image: np.ndarray) -> tuple[int, int]:
         """(end-to-end ns, invoke ns) for one `(1, 28, 28)` uint8 image, as the benchmark times it."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from ..errors import ModelError
-from .base import ModelHandle, TensorSpec
+from .base import NUM_CLASSES, ModelHandle, TensorSpec
 
 if TYPE_CHECKING:
     from ..compat import Interpreter
@@ -111,9 +111,16 @@ class LiteRTModel(ModelHandle):
     runtime = "litert"
 
     def __init__(
-        self, model: ModelSource, *, threads: int = 1, xnnpack: bool = True, interpreter: ModuleType | None = None
+        self,
+        model: ModelSource,
+        *,
+        threads: int = 1,
+        xnnpack: bool = True,
+        interpreter: ModuleType | None = None,
+        classes: int = NUM_CLASSES,
     ):
         self.label = label(model)
+        self.classes = classes
         self.xnnpack = xnnpack
         if interpreter is not None:
             self.runtime = runtime_name(interpreter)

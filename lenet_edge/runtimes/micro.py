@@ -32,7 +32,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ModelError
-from .base import ModelHandle, TensorSpec
+from .base import NUM_CLASSES, ModelHandle, TensorSpec
 from .litert import ModelSource, inspect_tflite, label
 
 ARENA_FLOOR = 1024  # bytes; the interpreter segfaults below 464 (measured); no model tried allocated below 1,100
@@ -301,8 +301,9 @@ class MicroModel(ModelHandle):
     runtime = "tflm"
     max_batch = 1  # TFLM's graph is fixed at the converted batch of 1
 
-    def __init__(self, model: ModelSource, *, arena_size: int = DEFAULT_ARENA):
+    def __init__(self, model: ModelSource, *, arena_size: int = DEFAULT_ARENA, classes: int = NUM_CLASSES):
         self.label = label(model)
+        self.classes = classes
         if not isinstance(arena_size, int) or arena_size < ARENA_FLOOR:
             raise ValueError(f"arena_size must be an integer >= {ARENA_FLOOR} bytes; got {arena_size!r}")
         self.data, self.info = read_model(model)
