@@ -23,6 +23,7 @@
 
 extern "C" uint32_t StackPeakBytes(void);
 extern "C" char end;  // the linker script's start of the heap
+extern "C" void* _sbrk(int increment);  // newlib's (librdimon)
 
 namespace {
 alignas(16) uint8_t tensor_arena[kArenaSize];
@@ -94,7 +95,7 @@ int main() {
          static_cast<unsigned>(2 * kCalibrationLoops), static_cast<unsigned>(CalibrationTicks(kCalibrationLoops)),
          static_cast<unsigned>(empty));
   printf("stack_peak %u\nheap_used %u\n", static_cast<unsigned>(StackPeakBytes()),
-         static_cast<unsigned>(static_cast<char*>(sbrk(0)) - &end));
+         static_cast<unsigned>(static_cast<char*>(_sbrk(0)) - &end));
   printf("lenet-edge done %u\n", static_cast<unsigned>(n));
   return 0;
 }

@@ -249,6 +249,24 @@ def _undefined(tools: Toolchain, objects: list[Path]) -> set[str]:
     return names - have
 
 
+_C_DEFINITION = re.compile(r"^[A-Za-z_][\w \t\*]*?\b(arm_\w+)\s*\(", re.M)
+
+
+def cmsis_nn_functions(tree: Path) -> dict[str, Path]:
+    """CMSIS-NN function name -> the source defining it (a definition starts a line; prototypes end in `;`)."""
+    found = {}
+    for path in sorted((tree / CMSIS_NN_SOURCE).rglob("*.c")):
+        if path.name.endswith(("_f16.c", "_f32.c")) or path.name == "arm_nntables_flt.c":
+            continue
+        text = path.read_text(errors="replace")
+        for match in _C_DEFINITION.finditer(text):
+            rest = text[match.end():text.find(")", match.end()) + 2]
+            if not rest.rstrip().endswith(";"):
+                found.setdefault(match.group(1), path)
+        found.setdefault(path.stem, path)
+    return found
+
+
 def tree_digest(tree: Path) -> str:
     """sha256 over the tree's source and header files (path and content): a changed tree is another cache key."""
     digest = hashlib.sha256()
@@ -291,7 +309,7 @@ def build_library(tree: Path, core: Core, kernels: str, methods: list[str], cach
         pairs = [(tree / rel, work / "obj" / _object_name(rel)) for rel in sources]
         _compile_all(tools, pairs, cflags, cxxflags, jobs)
         if kernels == "cmsis-nn":  # the CMSIS-NN functions the kernels call, then the ones those call
-            by_name = {p.stem: p for p in (tree / CMSIS_NN_SOURCE).rglob("*.c")}
+            by_name = cmsis_nn_functions(tree)
             chosen: set[str] = set()
             while True:
                 missing = {s for s in _undefined(tools, [obj for _, obj in pairs]) if s in by_name} - chosen
