@@ -251,6 +251,26 @@ class BrowserConfig:
 
 
 @dataclass(frozen=True)
+class QemuConfig:
+    """How `bench --on qemu:CORE` builds and runs the firmware (recorded with its target)."""
+
+    tflm: str | None = None  # the TensorFlow Lite Micro source tree; None: no tree (the target says so)
+    keep_build: str | None = None  # keep each firmware's build tree under this directory; None: a temporary one
+    cache_dir: str | None = None  # where compiled TFLM libraries are kept; None: the user cache directory
+    sample: int | None = None  # digits run on the firmware (a seeded sample); None: the whole split
+    timeout: float = 1800.0  # seconds one firmware may run in QEMU before it counts as hung
+    jobs: int = 2  # parallel compiler processes
+
+    def __post_init__(self):
+        if self.sample is not None and (not isinstance(self.sample, int) or self.sample < 1):
+            raise ValueError(f"sample must be an integer >= 1 or None; got {self.sample!r}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds; got {self.timeout!r}")
+        if not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ValueError(f"jobs must be an integer >= 1; got {self.jobs!r}")
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """Where `serve-web` serves a run's page."""
 

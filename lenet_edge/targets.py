@@ -43,8 +43,8 @@ from .errors import LenetEdgeError
 from .harness import METHOD, SCHEMA_VERSION
 
 # spec prefix -> the module of that kind, imported when a spec of it is parsed or reported
-KINDS = {"ssh://": "lenet_edge.remote", "browser:": "lenet_edge.browser"}
-SPEC_FORMS = ("ssh://[USER@]HOST[:PORT]", "browser")  # what --on takes, for help and errors
+KINDS = {"ssh://": "lenet_edge.remote", "browser:": "lenet_edge.browser", "qemu:": "lenet_edge.qemu"}
+SPEC_FORMS = ("ssh://[USER@]HOST[:PORT]", "browser", "qemu:CORE[/KERNELS]")  # what --on takes, for help and errors
 
 
 class TargetError(LenetEdgeError):

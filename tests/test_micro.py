@@ -10,20 +10,30 @@ arena size.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PROJECT_ROOT, TINY_RUN, copy_run, make_patterns
+from conftest import PROJECT_ROOT, TINY_RUN, copy_run, make_patterns, needs
 
 from lenet_edge.benchmark import bench_micro, bench_run
 from lenet_edge.carray import parse_c_array
 from lenet_edge.config import BenchConfig, ExportConfig
 from lenet_edge.conversion import export_run
 from lenet_edge.errors import ModelError
-from lenet_edge.firmware import MICRO_DIR, MICRO_FILES, SAMPLE_DIGIT, micro_files, resolver_header, resolver_ops
+from lenet_edge.firmware import (
+    MICRO_DIR,
+    MICRO_FILES,
+    SAMPLE_DIGIT,
+    kernel_stems,
+    micro_files,
+    resolver_header,
+    resolver_ops,
+)
 from lenet_edge.manifest import read_manifest
 from lenet_edge.runtimes import open_model
 from lenet_edge.runtimes.litert import inspect_tflite
@@ -313,3 +323,60 @@ def test_the_folder_headers_compile_and_quantize_like_the_runtimes(micro_run, tm
     handle = open_model(model_bytes, "tflm", arena_size=arena)
     np.testing.assert_array_equal(q[:784], handle.to_input(_sample_image(folder)[None]).reshape(-1))
     np.testing.assert_array_equal(q[784:], handle.levels)
+
+
+# --- the folder's Makefile ---------------------------------------------------------------------
+
+TFLM_TREE = Path(os.environ.get("TFLM_DIR") or PROJECT_ROOT.parent / "shared" / "tflm")
+
+
+def _make(folder: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "-s", "-C", str(folder), f"TFLM_DIR={TFLM_TREE}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _needs_make_and_tree() -> None:
+    needs("make", shutil.which("make") is not None, "apt-get install make")
+    tree = (TFLM_TREE / "tensorflow/lite/micro/micro_interpreter.h").is_file()
+    needs(f"a TensorFlow Lite Micro tree at {TFLM_TREE}", tree, "set TFLM_DIR to one (../shared/tflm in CI)")
+
+
+def test_the_makefile_compiles_only_the_graphs_kernels(micro_run):
+    """`make list`: TFLM's core, the kernels of the graph's ops (CMSIS-NN's or the reference ones), nothing else."""
+    _needs_make_and_tree()
+    folder = micro_run / MICRO_DIR
+    ops = list(dict.fromkeys(op["op"] for op in inspect_tflite(micro_run / "lenet5_int8.tflite")["ops"]))
+    stems = kernel_stems(ops)
+    assert stems == ["conv", "pooling", "reshape", "fully_connected"]  # the LeNet-5 graph: CONV_2D, MAX_POOL_2D, ...
+    lists = {}
+    for kernels in ("cmsis-nn", "reference"):
+        done = _make(folder, "list", f"KERNELS={kernels}")
+        assert done.returncode == 0, done.stderr
+        lists[kernels] = [Path(p).relative_to(TFLM_TREE).as_posix() for p in done.stdout.split()]
+    cmsis, reference = lists["cmsis-nn"], lists["reference"]
+    kernel_files = {p.rsplit("/", 1)[-1][:-3] for p in cmsis if "/micro/kernels/" in p and p.endswith(".cc")}
+    assert {"conv", "pooling", "reshape", "fully_connected"} <= kernel_files
+    assert not kernel_files & {"softmax", "add", "mul", "depthwise_conv", "svdf", "transpose_conv"}
+    assert "tensorflow/lite/micro/kernels/cmsis_nn/conv.cc" in cmsis
+    assert any(p.endswith("arm_convolve_s8.c") for p in cmsis)
+    assert "reference_kernels/conv.cc" in reference and not any("cmsis_nn" in p for p in reference)
+    assert "tensorflow/lite/micro/micro_interpreter.cc" in cmsis and not any(p.endswith("_test.cc") for p in cmsis)
+    done = _make(folder, "list", "CORE=cortex-m99")
+    assert done.returncode != 0 and "CORE must be one of cortex-m3, cortex-m4, cortex-m7" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_makefile_builds_and_runs_the_sample_in_qemu(micro_run, tmp_path):
+    """`make run`: main.cc built against the tree for a Cortex-M4 (CMSIS-NN) reads the sample digit in QEMU."""
+    _needs_make_and_tree()
+    needs("arm-none-eabi-gcc", shutil.which("arm-none-eabi-gcc") is not None, "apt-get install gcc-arm-none-eabi")
+    needs("qemu-system-arm", shutil.which("qemu-system-arm") is not None, "apt-get install qemu-system-arm")
+    folder = shutil.copytree(micro_run / MICRO_DIR, tmp_path / "micro")
+    done = _make(folder, "-j2", "run", timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"digit {SAMPLE_DIGIT} ۷ (expected {SAMPLE_DIGIT} ۷)" in done.stdout
+    assert "arena used" in done.stdout

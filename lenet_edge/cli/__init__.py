@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..config import BenchConfig, BrowserConfig, ExportConfig, RemoteConfig, ServeConfig, TrainConfig
+from ..config import BenchConfig, BrowserConfig, ExportConfig, QemuConfig, RemoteConfig, ServeConfig, TrainConfig
 from ..errors import DataError, LenetEdgeError
 from ..quiet import native_stderr_captured
 
@@ -29,6 +29,7 @@ EXPORT = ExportConfig()
 BENCH = BenchConfig()
 REMOTE = RemoteConfig()
 BROWSER = BrowserConfig()
+QEMU = QemuConfig()
 SERVE = ServeConfig()
 
 
