@@ -42,7 +42,7 @@ from .errors import LenetEdgeError
 from .fileio import sha256_file
 from .harness import SCHEMA_VERSION, accuracy_stats, compare_to_reference, data_sha256, output_agreement, stats_us
 from .machine import isa_line, loadavg, machine_info
-from .report import summary_row
+from .report import fmt, model_rows, summary_row
 from .targets import TargetError
 from .verdict import SAME_SPEED
 
@@ -232,35 +232,26 @@ TABLE_HEADER = [
 
 
 def table(entry: dict) -> tuple[list[str], list[list[str]]]:
-    rows = []
-    for name, m in entry["models"].items():
-        if "error" in m:
-            rows.append([name, "ERROR: " + m["error"]])
-            continue
+    def row(name: str, m: dict) -> list[str]:
         ratios = m.get("ratios_to_reference") or {}
-        rows.append(
-            [
-                name,
-                f"{m['size_bytes'] / 1024:.1f}",
-                m["input"]["dtype"],
-                f"{100 * m['accuracy']:.2f}",
-                _fmt(ratios.get("accuracy_delta_pp"), "{:+.2f}"),
-                f"{100 * m['litert']['agreement']:.2f}",
-                f"{100 * m['litert']['identical_outputs']:.2f}",
-                f"{m['litert']['max_abs_diff']:.4g}",
-                f"{m['latency_us']['p50']:.1f}",
-                f"{m['latency_us']['p90']:.1f}",
-                f"{m['latency_us']['p99']:.1f}",
-                _fmt(ratios.get("p50_latency"), "{:.3f}"),
-                f"{m['invoke_us']['p50']:.1f}",
-                f"{m['load_ms']:.1f}",
-            ]
-        )
-    return TABLE_HEADER, rows
+        return [
+            name,
+            f"{m['size_bytes'] / 1024:.1f}",
+            m["input"]["dtype"],
+            f"{100 * m['accuracy']:.2f}",
+            fmt(ratios.get("accuracy_delta_pp"), "{:+.2f}"),
+            f"{100 * m['litert']['agreement']:.2f}",
+            f"{100 * m['litert']['identical_outputs']:.2f}",
+            f"{m['litert']['max_abs_diff']:.4g}",
+            f"{m['latency_us']['p50']:.1f}",
+            f"{m['latency_us']['p90']:.1f}",
+            f"{m['latency_us']['p99']:.1f}",
+            fmt(ratios.get("p50_latency"), "{:.3f}"),
+            f"{m['invoke_us']['p50']:.1f}",
+            f"{m['load_ms']:.1f}",
+        ]
 
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else spec.format(value)
+    return TABLE_HEADER, model_rows(entry["models"], row)
 
 
 def notes(entry: dict) -> list[str]:

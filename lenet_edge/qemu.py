@@ -47,6 +47,7 @@ from .errors import LenetEdgeError
 from .fileio import sha256_file
 from .harness import SCHEMA_VERSION, accuracy_stats, data_sha256, output_agreement
 from .machine import loadavg, machine_info
+from .report import model_rows
 from .targets import TargetError
 
 PREFIX = "qemu:"
@@ -379,33 +380,28 @@ TABLE_HEADER = [
 
 
 def table(entry: dict) -> tuple[list[str], list[list[str]]]:
-    rows = []
-    for name, m in entry["models"].items():
-        if "error" in m:
-            rows.append([name, "ERROR: " + m["error"]])
-            continue
+    def row(name: str, m: dict) -> list[str]:
         image = m["image"]
-        rows.append(
-            [
-                name,
-                entry["config"]["kernels"],
-                _kb(image["flash_bytes"]),
-                _kb(image["flash_model_bytes"]),
-                _kb(image["flash_tflm_bytes"]),
-                _kb(image["flash_application_bytes"]),
-                _kb(image["ram_bytes"]),
-                _kb(m["arena_size_bytes"]),
-                _kb(m["arena_used_bytes"]),
-                f"{m['instructions']['p50']:,}",
-                str(m["n"]),
-                f"{100 * m['accuracy']:.2f}",
-                f"{100 * m['litert']['agreement']:.2f}",
-                f"{100 * m['tflm']['agreement']:.2f}",
-                f"{100 * m['litert']['identical_outputs']:.2f}",
-                f"{100 * m['tflm']['identical_outputs']:.2f}",
-            ]
-        )
-    return TABLE_HEADER, rows
+        return [
+            name,
+            entry["config"]["kernels"],
+            _kb(image["flash_bytes"]),
+            _kb(image["flash_model_bytes"]),
+            _kb(image["flash_tflm_bytes"]),
+            _kb(image["flash_application_bytes"]),
+            _kb(image["ram_bytes"]),
+            _kb(m["arena_size_bytes"]),
+            _kb(m["arena_used_bytes"]),
+            f"{m['instructions']['p50']:,}",
+            str(m["n"]),
+            f"{100 * m['accuracy']:.2f}",
+            f"{100 * m['litert']['agreement']:.2f}",
+            f"{100 * m['tflm']['agreement']:.2f}",
+            f"{100 * m['litert']['identical_outputs']:.2f}",
+            f"{100 * m['tflm']['identical_outputs']:.2f}",
+        ]
+
+    return TABLE_HEADER, model_rows(entry["models"], row)
 
 
 def notes(entry: dict) -> list[str]:

@@ -40,39 +40,37 @@ def _rows(results: dict) -> tuple[list[str], list[list[str]]]:
         *[f"b{b} img/s" for b in batches],
         "XNNPACK",
     ]
-    rows = []
-    for name, m in results["models"].items():
-        if "error" in m:
-            rows.append([name, "ERROR: " + m["error"]])
-            continue
+
+    def row(name: str, m: dict) -> list[str]:
         ratios = m.get("ratios_to_reference") or {}
         lat = m["latency_us"]
         xnn = m["xnnpack"]
-        rows.append(
-            [
-                name,
-                f"{m['size_bytes'] / 1024:.1f}",
-                _fmt(ratios.get("size"), "{:.3f}"),
-                f"{100 * m['accuracy']:.2f}",
-                _fmt(ratios.get("accuracy_delta_pp"), "{:+.2f}"),
-                _fmt(m.get("agreement_with_reference"), "{:.2%}", strip="%"),
-                _fmt(m.get("flips"), "{}"),
-                f"{lat['p50']:.1f}",
-                f"{lat['p90']:.1f}",
-                f"{lat['p99']:.1f}",
-                _fmt(ratios.get("p50_latency"), "{:.3f}"),
-                *[_fmt(m["throughput_ips"].get(b), "{:,.0f}") for b in batches],
-                (
-                    f"{xnn['partitions']} part, {xnn['ops_delegated']}/{xnn['ops_total']} ops"
-                    if xnn["delegated"]
-                    else "off"
-                ),
-            ]
-        )
-    return header, rows
+        return [
+            name,
+            f"{m['size_bytes'] / 1024:.1f}",
+            fmt(ratios.get("size"), "{:.3f}"),
+            f"{100 * m['accuracy']:.2f}",
+            fmt(ratios.get("accuracy_delta_pp"), "{:+.2f}"),
+            fmt(m.get("agreement_with_reference"), "{:.2%}", strip="%"),
+            fmt(m.get("flips"), "{}"),
+            f"{lat['p50']:.1f}",
+            f"{lat['p90']:.1f}",
+            f"{lat['p99']:.1f}",
+            fmt(ratios.get("p50_latency"), "{:.3f}"),
+            *[fmt(m["throughput_ips"].get(b), "{:,.0f}") for b in batches],
+            (f"{xnn['partitions']} part, {xnn['ops_delegated']}/{xnn['ops_total']} ops" if xnn["delegated"] else "off"),
+        ]
+
+    return header, model_rows(results["models"], row)
 
 
-def _fmt(value, spec: str, strip: str = "") -> str:
+def model_rows(models: dict, row) -> list[list[str]]:
+    """A table's rows, one per model: `row(name, result)`, or the name and its error where the model gave none."""
+    return [[name, "ERROR: " + m["error"]] if "error" in m else row(name, m) for name, m in models.items()]
+
+
+def fmt(value, spec: str, strip: str = "") -> str:
+    """`value` formatted by `spec` (trailing `strip` characters removed), or "-" where there is none."""
     return "-" if value is None else spec.format(value).rstrip(strip)
 
 
@@ -96,27 +94,23 @@ def _micro_rows(section: dict) -> tuple[list[str], list[list[str]]]:
         "p50 µs",
         "p50 x",
     ]
-    rows = []
-    for name, m in section["models"].items():
-        if "error" in m:
-            rows.append([name, "ERROR: " + m["error"]])
-            continue
+
+    def row(name: str, m: dict) -> list[str]:
         litert = m.get("litert") or {}
-        rows.append(
-            [
-                name,
-                f"{100 * m['accuracy']:.3f}",
-                _fmt(litert.get("agreement"), "{:.3%}", strip="%"),
-                _fmt(litert.get("identical_outputs"), "{:.2%}", strip="%"),
-                _fmt(litert.get("max_abs_diff"), "{:.4g}"),
-                f"{m['min_arena_bytes']:,}",
-                f"{m['flash_bytes']:,}",
-                f"{m['macs_total']:,}",
-                f"{m['latency_us']['p50']:.1f}",
-                _fmt((m.get("ratios_to_reference") or {}).get("p50_latency"), "{:.3f}"),
-            ]
-        )
-    return header, rows
+        return [
+            name,
+            f"{100 * m['accuracy']:.3f}",
+            fmt(litert.get("agreement"), "{:.3%}", strip="%"),
+            fmt(litert.get("identical_outputs"), "{:.2%}", strip="%"),
+            fmt(litert.get("max_abs_diff"), "{:.4g}"),
+            f"{m['min_arena_bytes']:,}",
+            f"{m['flash_bytes']:,}",
+            f"{m['macs_total']:,}",
+            f"{m['latency_us']['p50']:.1f}",
+            fmt((m.get("ratios_to_reference") or {}).get("p50_latency"), "{:.3f}"),
+        ]
+
+    return header, model_rows(section["models"], row)
 
 
 def _micro_footer(section: dict) -> str:
