@@ -74,7 +74,7 @@ def render(entries: list[dict], loads: list[dict], model_bytes: int, data: str) 
 
 Regenerate with `python benchmarks/micro.py` (data: `{data}`). The default Hoda run's int8 model
 ({model_bytes:,} bytes with its TFLite metadata, embedded as exported) is built with TensorFlow Lite Micro
-(only the model's 4 ops, and the CMSIS-NN functions they call) by `arm-none-eabi-gcc` {first['config']['opt']},
+(only the model's 4 ops, and the CMSIS-NN functions they call) by `arm-none-eabi-gcc` {first["config"]["opt"]},
 linked with newlib-nano and semihosting, and run in `qemu-system-arm` on every Hoda test digit (reference
 kernels: a seeded sample). Every digit's 10 int8 outputs are read back and compared with LiteRT's and
 TFLM-in-Python's on this machine.
@@ -110,7 +110,7 @@ TFLM-in-Python's on this machine.
 
 {chr(10).join(verdicts)}
 
-Machine: {machine['cpu']}, {machine['cores']} cores; {versions['qemu']}; {versions['gcc']}.
+Machine: {machine["cpu"]}, {machine["cores"]} cores; {versions["qemu"]}; {versions["gcc"]}.
 """
 
 
