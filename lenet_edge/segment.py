@@ -78,6 +78,12 @@ class SegmentConfig:
     piece_cost: float = -1.0  # log-score each piece costs in the dynamic programme (< 0: a bonus, against merges)
     verified_min_piece: float = 0.1  # min_piece with a verifier: it rejects the slivers a narrower cut can make
     contour_cuts: int = 2  # candidate cuts also at this many valleys of the upper and of the lower contour
+    # Broken digits (a tooth of a ۳ or the hook of a ۴ apart from the rest: Hoda's 200 dpi strokes break). With a
+    # classifier, a small mark away from the middle of the line within `attach_gap * H` of a digit (a *fragment*)
+    # is kept, not dropped, but is never a digit alone: the dynamic programme joins it to its neighbour or drops
+    # it for `fragment_cost` (log-score), so that a ۳ is not read as a ۱ without its tooth.
+    attach_gap: float = 0.15
+    fragment_cost: float = -1.5
     max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
 
 
@@ -111,6 +117,7 @@ class _Group:
     y1: int
 
     mask: np.ndarray | None = None  # (height, width) bool: the group's own ink in its box, once known
+    fragment: bool = False  # a small mark off the line's middle beside a digit: part of it, never a digit alone
 
     def own(self, labels: np.ndarray) -> np.ndarray:
         """The group's ink in its box (computed once)."""
@@ -160,7 +167,7 @@ def segment(
     """
     if verify is not None:
         config = verified(config)
-    layout = _layout(gray, ink, config)
+    layout = _layout(gray, ink, config, fragments=score is not None)
     if layout is None:
         return []
     labels, height, groups, tall = layout
@@ -220,7 +227,10 @@ def segment(
                 ones.update(zip(todo, np.asarray(verify(batch), np.float64).tolist(), strict=True))
         boxes_of = {span: box for span, (_, box) in crops.items()}
         middles = {span: _middle(tall, (box[0] + box[2]) / 2) for span, box in boxes_of.items()}
-        chosen = _best_spans(len(atoms), probs, boxes_of, middles, height, config, ones if verify is not None else None)
+        dropped = [atom[0].fragment for atom in atoms]
+        chosen = _best_spans(
+            len(atoms), probs, boxes_of, middles, height, config, ones if verify is not None else None, dropped
+        )
     segments = [
         Segment(crops[span][1], crops[span][0], images[span], probs.get(span), ones.get(span)) for span in chosen
     ]
@@ -241,7 +251,7 @@ def candidate_pieces(
         TooManyMarks: as `segment`.
     """
     config = verified(config)
-    layout = _layout(gray, ink, config)
+    layout = _layout(gray, ink, config, fragments=True)
     if layout is None:
         return []
     labels, height, groups, _ = layout
@@ -261,8 +271,12 @@ def verified(config: SegmentConfig) -> SegmentConfig:
     return replace(config, min_piece=config.verified_min_piece)
 
 
-def _layout(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig):
-    """Steps 1-5: `(labels, H, groups sorted by centre, the tall groups)`, or None without writing."""
+def _layout(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig, fragments: bool = False):
+    """Steps 1-5: `(labels, H, groups sorted by centre, the tall groups)`, or None without writing.
+
+    `fragments`: small marks off the line's middle beside a digit are kept as fragment groups (see
+    `SegmentConfig.attach_gap`) instead of dropped.
+    """
     if gray.shape != ink.shape or gray.ndim != 2:
         raise ValueError(f"gray {gray.shape} and ink {ink.shape} must be 2-D and of the same shape")
     labels, n = ndimage.label(ink, structure=_EIGHT)
@@ -277,7 +291,7 @@ def _layout(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig):
     kept = np.flatnonzero(areas >= config.speck_area * height * height)
     if len(kept) > config.max_marks:  # a page of text or a noisy photo: do not spend seconds on it
         raise TooManyMarks(len(kept))
-    groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config)
+    groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config, fragments)
     groups.sort(key=lambda g: (g.x0 + g.x1) / 2)
     tall = [g for g in groups if g.height >= config.small_height * height]
     return labels, height, groups, tall
@@ -297,10 +311,7 @@ def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentC
     `join_overlap * H` (the two strokes of a ۸ that do not meet, say); the run must not be wider
     than a digit, unless it is one atom. Each run is a candidate piece, classified in `segment`'s batch.
     """
-    joined = [
-        atoms[i][0] is atoms[i + 1][0] or atoms[i][0].x1 - atoms[i + 1][0].x0 >= config.join_overlap * height
-        for i in range(len(atoms) - 1)
-    ]
+    joined = [_joined(atoms[i][0], atoms[i + 1][0], height, config) for i in range(len(atoms) - 1)]
     spans = []
     for start in range(len(atoms)):
         for stop in range(start + 1, len(atoms) + 1):
@@ -310,12 +321,32 @@ def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentC
             x1 = max(b for _, _, b in atoms[start:stop])
             if stop - start > 1 and x1 - x0 > config.max_width * height:
                 break
-            spans.append((start, stop))
+            if stop - start > 1 or not atoms[start][0].fragment:  # a fragment is never a digit alone
+                spans.append((start, stop))
     return spans
 
 
+def _joined(a: _Group, b: _Group, height: float, config: SegmentConfig) -> bool:
+    """May atoms of groups a and b (neighbours, a left of b) be one digit?
+
+    Within one group; across groups overlapping by `join_overlap * H` (the two strokes of a ۸ that do
+    not meet); and a fragment within `attach_gap * H` of its neighbour (a broken-off tooth or hook).
+    A small mark at mid-line is not attached: it may be a ۰ beside its neighbour.
+    """
+    if a is b or a.x1 - b.x0 >= config.join_overlap * height:
+        return True
+    return (a.fragment or b.fragment) and _gap(a, b) <= config.attach_gap * height
+
+
 def _best_spans(
-    n: int, probs: dict, boxes: dict, middles: dict, height: float, config: SegmentConfig, ones: dict | None = None
+    n: int,
+    probs: dict,
+    boxes: dict,
+    middles: dict,
+    height: float,
+    config: SegmentConfig,
+    ones: dict | None = None,
+    droppable: list[bool] | None = None,
 ) -> list[tuple[int, int]]:
     """The runs of atoms, covering all n, whose sum of log plausible confidences is highest.
 
@@ -325,6 +356,7 @@ def _best_spans(
     verifier's `ones` (span -> P(exactly one digit)), a piece's score is
     log P(one) + log P(digit | one) - `piece_cost`: the digit model only says which digit a piece
     would be, the verifier whether it is one digit at all (two touching, half of one, a fragment).
+    An atom marked `droppable` (a fragment) may also be left out of every piece, for `fragment_cost`.
     """
     best = [0.0] + [-np.inf] * n
     back = [0] * (n + 1)
@@ -339,12 +371,20 @@ def _best_spans(
     value = np.log(np.maximum(confidence, _FLOOR))
     if ones is not None:
         value += np.log(np.maximum([ones[s] for s in spans], _FLOOR)) - config.piece_cost
+    ending: dict[int, list[tuple[int, float]]] = {}
     for (i, j), v in zip(spans, value.tolist(), strict=True):
-        if best[i] + v > best[j]:
-            best[j], back[j] = best[i] + v, i
+        ending.setdefault(j, []).append((i, v))
+    skipped = [False] * (n + 1)  # skipped[j]: the best way to j drops atom j - 1
+    for j in range(1, n + 1):
+        for i, v in ending.get(j, []):
+            if best[i] + v > best[j]:
+                best[j], back[j] = best[i] + v, i
+        if droppable and droppable[j - 1] and best[j - 1] + config.fragment_cost > best[j]:
+            best[j], back[j], skipped[j] = best[j - 1] + config.fragment_cost, j - 1, True
     chosen, j = [], n
     while j > 0:
-        chosen.append((back[j], j))
+        if not skipped[j]:
+            chosen.append((back[j], j))
         j = back[j]
     return chosen[::-1]
 
@@ -374,21 +414,34 @@ def _middle(tall: list[_Group], x: float) -> float | None:
     return float(np.mean([(g.y0 + g.y1) / 2 for g in near]))
 
 
-def _keep_small_at_mid_line(groups: list[_Group], height: float, config: SegmentConfig) -> list[_Group]:
-    """Drop small groups away from the line's middle; a small one at mid-line is a ۰."""
+def _keep_small_at_mid_line(
+    groups: list[_Group], height: float, config: SegmentConfig, fragments: bool = False
+) -> list[_Group]:
+    """Drop small groups away from the line's middle; a small one at mid-line is a ۰.
+
+    With `fragments`, a small group off the middle within `attach_gap * H` of a tall one is kept,
+    marked a fragment (a broken-off part of that digit), instead of dropped.
+    """
     tall = [g for g in groups if g.height >= config.small_height * height]
     if not tall:  # a number of zeros only: every group is of the line's own height
         return groups
     kept = []
     for group in groups:
-        if group.height < ZERO_MIN_HEIGHT * height:
-            continue  # lower than any ۰: a fleck
-        if group.height < config.small_height * height:
+        off = group.height < ZERO_MIN_HEIGHT * height  # lower than any ۰: a fleck
+        if not off and group.height < config.small_height * height:
             middle = _middle(tall, (group.x0 + group.x1) / 2)
-            if abs((group.y0 + group.y1) / 2 - middle) > config.mid_band * height:
+            off = abs((group.y0 + group.y1) / 2 - middle) > config.mid_band * height
+        if off:
+            if not (fragments and any(_gap(group, t) <= config.attach_gap * height for t in tall)):
                 continue
+            group.fragment = True
         kept.append(group)
     return kept
+
+
+def _gap(a: _Group, b: _Group) -> int:
+    """Columns of paper between two groups' boxes (0 when they overlap horizontally)."""
+    return max(0, max(a.x0, b.x0) - min(a.x1, b.x1))
 
 
 def _projection(labels: np.ndarray, group: _Group) -> np.ndarray:

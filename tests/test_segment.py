@@ -92,6 +92,51 @@ def test_broken_digit_is_merged():
     assert segments[0].box == (30, 15, 37, 45)
 
 
+def three(image: np.ndarray, x: int, broken: bool) -> None:
+    """A ۳-like digit: a stem with two teeth on its upper right; `broken`: the second tooth apart (a fragment)."""
+    bar(image, x)
+    image[15:19, x + 5 : x + 9] = 255  # the stem's first tooth: joined to it
+    if not broken:
+        image[15:19, x + 9 : x + 11] = 255
+    image[13:21, x + 11 : x + 15] = 255  # the second tooth, 2 px right of the first when broken
+
+
+def tooth_score(images: np.ndarray) -> np.ndarray:
+    """A stand-in classifier that reads a ۳ when a piece has ink on its right (the teeth), else a ۱."""
+    probs = np.full((len(images), 10), 0.01)
+    right = images[:, :, CANVAS // 2 + 3 :].mean(axis=(1, 2)) > 8
+    probs[np.arange(len(images)), np.where(right, 3, 1)] = 0.9
+    return probs
+
+
+def test_a_broken_off_part_off_the_line_joins_its_digit():
+    # Hoda's strokes break: a ۳ whose second tooth stands apart, above the middle of the line and too small
+    # to be a digit. Without a classifier that fragment is dropped (the stem would be a ۱); with one, the
+    # dynamic programme may join it to its neighbour, and does when the whole reads better.
+    image = canvas()
+    three(image, 30, broken=True)
+    bar(image, 120)
+    assert [s.box for s in run(image)] == [(30, 15, 39, 45), (120, 15, 125, 45)]
+    segments = run(image, tooth_score)
+    assert [s.box for s in segments] == [(30, 13, 45, 45), (120, 15, 125, 45)]
+    assert [int(s.probs.argmax()) for s in segments] == [3, 1]
+    whole = canvas()
+    three(whole, 30, broken=False)
+    bar(whole, 120)
+    assert [s.box for s in run(whole, tooth_score)] == [s.box for s in segments]
+
+
+def test_a_fragment_is_never_a_digit_alone():
+    image = canvas()
+    bar(image, 30)
+    image[13:21, 37:41] = 255  # a mark off the middle, 2 px right of the ۱: joined or dropped, never a digit
+    image[8:14, 160:166] = 255  # the same, far from any digit: dropped as before
+    bar(image, 120)
+    segments = run(image, lambda images: np.tile(np.eye(10)[1] * 0.9 + 0.01, (len(images), 1)))
+    assert len(segments) == 2  # the classifier reads every piece alike: joining gains nothing, dropping costs
+    assert segments[1].box == (120, 15, 125, 45)
+
+
 def loop(image: np.ndarray, x: int, width: int = 20, top: int = 15, pen: int = 4) -> None:
     """A ۵-like closed loop, `width` wide and H tall."""
     image[top : top + H, x : x + width] = 255
