@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -42,7 +43,8 @@ VERIFIER_KEY = "verifier_int8_tflite"  # the manifest entry of the piece verifie
 MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone photo), checked before decoding
 MAX_DIGITS = 40  # more segments than this is not one number
 MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, so no number
-MIN_BATCH = 16  # smallest interpreter batch: a number's pieces are padded up to a power of two
+BATCH_STEP = 8  # interpreter batches are multiples of this (a number's pieces padded up to the next one)
+KEPT_SIZES = 8  # interpreters `Classifier` keeps open, one per batch size, the least recently used closed
 NO_INK = "no ink (a blank image, or only lines or an empty box)"
 MIN_CONFIDENCE = READ_MIN_CONFIDENCE  # default: a segment the model is less sure of than this is no digit
 
@@ -50,28 +52,41 @@ MIN_CONFIDENCE = READ_MIN_CONFIDENCE  # default: a segment the model is less sur
 class Classifier:
     """The model, kept loaded, classifying preprocessed digits in batches.
 
-    The one place `read` touches a runtime: a model handle (`runtimes.open_model`,
-    LiteRT with XNNPACK, fastest on a batch) whose batch is padded up to a power
-    of two, so that XNNPACK rarely has to plan the graph again for a new size.
+    The one place `read` touches a runtime: model handles (`runtimes.open_model`,
+    LiteRT with XNNPACK, fastest on a batch), one per batch size, each batch
+    padded up to a multiple of `BATCH_STEP`: XNNPACK plans a graph once per
+    handle and never again for a new size, and a batch of 33 pieces costs 40
+    images' work, not 64. The `KEPT_SIZES` sizes used last stay open.
     `classes` 2 opens the piece verifier (`verifier`), whose output is
     reduced to P(exactly one digit).
     """
 
     def __init__(self, model: bytes | str | os.PathLike, classes: int = NUM_CLASSES):
+        self.classes = classes
+        self.source = bytes(model) if isinstance(model, bytes | bytearray) else Path(model)
+        self.handles: OrderedDict[int, object] = OrderedDict()
+        self._handle(BATCH_STEP)  # opened now: a file that is no such model fails here, not on the first image
+
+    def _handle(self, batch: int):
         from .runtimes import open_model
 
-        self.classes = classes
-        with native_stderr_captured():  # XNNPACK's "Created delegate" INFO line
-            source = bytes(model) if isinstance(model, bytes | bytearray) else Path(model)
-            self.model = open_model(source, classes=classes)
+        handle = self.handles.pop(batch, None)
+        if handle is None:
+            with native_stderr_captured():  # XNNPACK's "Created delegate" INFO line
+                handle = open_model(self.source, classes=self.classes)
+            handle.set_batch(batch)
+        self.handles[batch] = handle  # the most recently used last
+        while len(self.handles) > KEPT_SIZES:
+            self.handles.popitem(last=False)
+        return handle
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 preprocessed digits -> (N, 10) float64 probabilities (verifier: (N,) P(one))."""
         n = len(images)
-        padded = np.zeros((max(MIN_BATCH, 1 << (n - 1).bit_length()), *images.shape[1:]), np.uint8)
+        padded = np.zeros((max(1, math.ceil(n / BATCH_STEP)) * BATCH_STEP, *images.shape[1:]), np.uint8)
         padded[:n] = images
-        self.model.set_batch(len(padded))
-        logits = self.model.logits(self.model.run(padded))[:n]
+        handle = self._handle(len(padded))
+        logits = handle.logits(handle.run(padded))[:n]
         return softmax(logits) if self.classes == NUM_CLASSES else one_digit(logits)
 
 

@@ -24,7 +24,17 @@ from lenet_edge.cli import main
 from lenet_edge.data.preprocess import INK_THRESHOLD
 from lenet_edge.data.synthetic import generate_numbers
 from lenet_edge.manifest import PERSIAN_DIGITS
-from lenet_edge.reading import MAX_DIGITS, MAX_PIXELS, MIN_CONFIDENCE, NO_INK, read, read_array
+from lenet_edge.reading import (
+    BATCH_STEP,
+    KEPT_SIZES,
+    MAX_DIGITS,
+    MAX_PIXELS,
+    MIN_CONFIDENCE,
+    NO_INK,
+    Classifier,
+    read,
+    read_array,
+)
 
 HUMAN_LINE = re.compile(r"^(\S+) +([۰-۹]+)  ([0-9]+) +(\d+\.\d)%$")
 
@@ -80,6 +90,24 @@ def test_api_reads_numbers_in_order(exported_run, tmp_path):
         assert abs(len(record["text"]) - len(text)) <= 2  # a model of bars still finds about the digits
     model = exported_run / "lenet5_int8.tflite"
     assert le.read(paths[:1], model=model, min_confidence=0) == records[:1]
+
+
+def test_classifier_batches_of_any_size_agree_with_one_batch(exported_run):
+    # every batch is padded to a multiple of BATCH_STEP on an interpreter of its own size: the padding and the
+    # batch a digit shares must not change its scores, and only the last KEPT_SIZES interpreters stay open
+    classify = Classifier((exported_run / "lenet5_int8.tflite").read_bytes())
+    images = np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    whole = classify(images)
+    assert whole.shape == (300, 10) and np.allclose(whole.sum(axis=1), 1)
+    starts = np.cumsum([0, 1, 9, 17, 25, 33, 41, 49, 57, 2])  # batches of 8, 16, ..., 64, then 8 again
+    parts = np.concatenate([classify(images[a:b]) for a, b in zip(starts[:-1], starts[1:])])  # noqa: B905
+    np.testing.assert_array_equal(parts, whole[: starts[-1]])
+    assert all(size % BATCH_STEP == 0 for size in classify.handles)
+    assert len(classify.handles) == KEPT_SIZES and 304 not in classify.handles  # the least recently used closed
+    assert next(reversed(classify.handles)) == 8  # the last used: 2 images on the 8-image interpreter
+    verify = Classifier((exported_run / "verifier_int8.tflite").read_bytes(), classes=2)
+    one = verify(images[:5])
+    assert one.shape == (5,) and ((one >= 0) & (one <= 1)).all()
 
 
 def test_bad_images_get_error_entries_and_the_others_are_read(exported_run, tmp_path):
