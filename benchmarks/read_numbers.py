@@ -37,7 +37,7 @@ from PIL import Image
 sys.path.insert(0, str(ROOT))
 
 from lenet_edge.data.cdb import read_cdb  # noqa: E402
-from lenet_edge.data.preprocess import to_white_on_black  # noqa: E402
+from lenet_edge.data.preprocess import preprocess_many, to_white_on_black  # noqa: E402
 from lenet_edge.inference import resolve_model  # noqa: E402
 from lenet_edge.machine import loadavg, machine_info  # noqa: E402
 from lenet_edge.reading import Classifier, read_array, resolve_verifier  # noqa: E402
@@ -96,10 +96,30 @@ def lcs(a: str, b: str) -> int:
     return row[-1]
 
 
+def alone(images: list[np.ndarray], labels: np.ndarray, classify, batch: int = 1024) -> np.ndarray:
+    """(N,) bool: each digit read right on its own, preprocessed as the dataset is (bench's top-1 on the split)."""
+    right = []
+    for start in range(0, len(images), batch):
+        digits = preprocess_many(images[start : start + batch])
+        right.append(classify(digits).argmax(axis=1) == labels[start : start + batch])
+    return np.concatenate(right)
+
+
 def evaluate(
-    images: list[np.ndarray], labels: np.ndarray, classify, per_cell: int, seed: int, verify=None, config=None
-) -> dict:
-    """Read `per_cell` numbers per (layout, length); return the per-number outcomes (the same numbers per seed)."""
+    images: list[np.ndarray],
+    labels: np.ndarray,
+    classify,
+    per_cell: int,
+    seed: int,
+    verify=None,
+    config=None,
+    right_alone: np.ndarray | None = None,
+) -> list[tuple]:
+    """Read `per_cell` numbers per (layout, length); return the per-number outcomes (the same numbers per seed).
+
+    Each outcome is (layout, length, truth, text read, refused, every digit read right on its own): the last
+    is the ceiling a perfect segmentation would reach with this digit model (`alone`; None without it).
+    """
     rng = np.random.default_rng(seed)
     rows = []
     for layout in LAYOUTS:
@@ -111,7 +131,8 @@ def evaluate(
                 image = render(line, scale, bool(rng.integers(0, 2)), rng)
                 result = read_array(to_white_on_black(image), classify, config=config, verify=verify)
                 text = result.get("text", "")
-                rows.append((layout, length, truth, text, "error" in result))
+                ceiling = None if right_alone is None else bool(right_alone[idx].all())
+                rows.append((layout, length, truth, text, "error" in result, ceiling))
     return rows
 
 
@@ -141,7 +162,7 @@ def confusion(rows, layout: str) -> dict:
     """The errors of the numbers read wrongly (not refused): digits missing (merged into a neighbour or
     dropped), extra (a digit split in two, or a speck), and read as another digit."""
     missing, extra, swapped = {}, {}, {}
-    for lay, _, truth, text, refused in rows:
+    for lay, _, truth, text, refused, _ in rows:
         if lay != layout or refused or truth == text:
             continue
         for t, r in alignment(truth, text):
@@ -180,16 +201,32 @@ def summarise(rows, key) -> list[tuple]:
     out = []
     for name, members in groups.items():
         n = len(members)
-        exact = sum(t == p for _, _, t, p, _ in members) / n
-        digits = sum(lcs(t, p) for _, _, t, p, _ in members) / sum(len(t) for _, _, t, _, _ in members)
-        count = sum(len(t) != len(p) for _, _, t, p, _ in members) / n
-        refused = sum(e for *_, e in members) / n
-        out.append((name, n, exact, digits, count, refused))
+        exact = sum(t == p for _, _, t, p, *_ in members) / n
+        digits = sum(lcs(t, p) for _, _, t, p, *_ in members) / sum(len(t) for _, _, t, *_ in members)
+        count = sum(len(t) != len(p) for _, _, t, p, *_ in members) / n
+        refused = sum(e for *_, e, _ in members) / n
+        ceiling = sum(c for *_, c in members) / n if members[0][-1] is not None else None
+        out.append((name, n, exact, digits, count, refused, ceiling))
     return out
 
 
+class Timed:
+    """A classifier that adds the nanoseconds spent inside it to `spent`."""
+
+    def __init__(self, classify):
+        self.classify, self.spent = classify, 0
+
+    def __call__(self, images):
+        start = time.perf_counter_ns()
+        try:
+            return self.classify(images)
+        finally:
+            self.spent += time.perf_counter_ns() - start
+
+
 def time_one(images, labels, classify, seed: int, verify=None) -> dict:
-    """p50/p90 ms to read one 11-digit number (tight and spaced, scale 1.0 and 2.5), interleaved."""
+    """p50/p90/min ms to read one 11-digit number (tight and spaced, scale 1.0 and 2.5), interleaved,
+    and the p50 of the share of each read spent inside the two models' calls."""
     rng = np.random.default_rng(seed)
     cases = {}
     for layout in LAYOUTS:
@@ -205,17 +242,30 @@ def time_one(images, labels, classify, seed: int, verify=None) -> dict:
             return classify(images)
 
         read_array(image, counting, verify=verify)
+    timed_classify, timed_verify = Timed(classify), Timed(verify) if verify is not None else None
     samples = {name: [] for name in cases}
+    models = {name: [] for name in cases}
     for image in cases.values():  # warm-up
         for _ in range(20):
             read_array(image, classify, verify=verify)
     for _ in range(TIMING_RUNS):
         for name, image in cases.items():
+            timed_classify.spent = 0
+            if timed_verify is not None:
+                timed_verify.spent = 0
             start = time.perf_counter_ns()
-            read_array(image, classify, verify=verify)
+            read_array(image, timed_classify, verify=timed_verify)
             samples[name].append(time.perf_counter_ns() - start)
+            models[name].append(timed_classify.spent + (timed_verify.spent if timed_verify is not None else 0))
     return {
-        name: (np.percentile(s, 50) / 1e6, np.percentile(s, 90) / 1e6, cases[name].shape, pieces[name], min(s) / 1e6)
+        name: (
+            np.percentile(s, 50) / 1e6,
+            np.percentile(s, 90) / 1e6,
+            cases[name].shape,
+            pieces[name],
+            min(s) / 1e6,
+            np.percentile(models[name], 50) / 1e6,
+        )
         for name, s in samples.items()
     }
 
@@ -237,11 +287,12 @@ def machine() -> str:
 
 def table(title: str, stats: list[tuple]) -> list[str]:
     lines = [
-        f"| {title} | numbers | exact number | digits | wrong digit count | refused |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| {title} | numbers | exact number | digits | wrong digit count | refused | every digit right alone |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, n, exact, digits, count, refused in stats:
+    for name, n, exact, digits, count, refused, ceiling in stats:
         cells = [str(n), f"**{percent(exact)}**", percent(digits), percent(count), percent(refused)]
+        cells.append("-" if ceiling is None else percent(ceiling))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -294,10 +345,11 @@ def main() -> None:
     modes = {"digit model alone": None, "with the piece verifier": verify}
     if args.no_before and args.split == "train":
         del modes["digit model alone"]
+    right_alone = alone(cdb.images, cdb.labels, classify)
     rows, seconds, timing = {}, {}, {}
     for mode, v in modes.items():
         started = time.perf_counter()
-        rows[mode] = evaluate(cdb.images, cdb.labels, classify, args.per_cell, args.seed, v, config)
+        rows[mode] = evaluate(cdb.images, cdb.labels, classify, args.per_cell, args.seed, v, config, right_alone)
         seconds[mode] = time.perf_counter() - started
     if not (args.no_timing and args.split == "train"):
         timing = time_one(cdb.images, cdb.labels, classify, args.seed + 1, verify)
@@ -314,8 +366,8 @@ def main() -> None:
             print(line)
         for line in confusion_lines(after):
             print(line)
-        for name, (p50, p90, shape, n, fastest) in timing.items():
-            print(f"{name} {shape}, {n} pieces: p50 {p50:.2f} ms, p90 {p90:.2f} ms, min {fastest:.2f} ms")
+        for name, (p50, _p90, shape, n, fastest, model) in timing.items():
+            print(f"{name} {shape}, {n} pieces: p50 {p50:.2f} ms (models {model:.2f}), min {fastest:.2f}")
         return
     n = len(after)
     lines = [
@@ -334,8 +386,9 @@ def main() -> None:
         "**What was tuned on what.** The verifier is trained by `lenet-edge train` on pieces of lines composed "
         "from the run's *training* digits only (its epochs chosen on pieces of the run's validation digits). "
         "The segmentation's thresholds with the verifier (`SegmentConfig.sure_one`, `piece_cost`, "
-        "`verified_min_piece`) were chosen on numbers composed from Hoda's *train* set (`--split train --set ...`); "
-        "the test numbers below were read once, with the defaults, to write this file.",
+        "`verified_min_piece`, and for broken digits `attach_gap` and `fragment_cost`) were chosen on numbers "
+        "composed from Hoda's *train* set (`--split train --set ...`); the test numbers below were read with the "
+        "defaults only, to write this file.",
         "",
         machine(),
         "",
@@ -344,7 +397,11 @@ def main() -> None:
         "",
         "*exact number*: every digit right and none missing or extra. *digits*: true digits read, matched by "
         "longest common subsequence. *wrong digit count*: numbers read with too few or too many digits. "
-        "*refused*: images answered with an error (counted as wrong).",
+        "*refused*: images answered with an error (counted as wrong). *every digit right alone*: the numbers "
+        "each of whose digits the digit model reads right when it is classified on its own, preprocessed as the "
+        f"Hoda test set is (the model's top-1 there: {percent(right_alone.mean())} of {len(right_alone):,} "
+        "digits): what a perfect segmentation would read exactly with this model, the ceiling of `read`'s "
+        "exact-number accuracy (about top-1 to the power of the length).",
         "",
         "## Before and after: the digit model alone, and with the piece verifier",
         "",
@@ -368,14 +425,18 @@ def main() -> None:
         "ink mask, segmentation (components, cut candidates), preprocessing of every candidate piece (each "
         "group whole, and each piece a group not surely one digit might be cut into), two batched calls each "
         "of the int8 digit model and of the int8 verifier, in kept LiteRT interpreters (XNNPACK, one thread), "
-        f"the record. p50, p90 and min of {TIMING_RUNS} runs after warm-up, the four numbers interleaved. "
-        "The machine was shared (see the load average above): the minimum is the closest to an idle one.",
+        f"the record. p50, p90 and min of {TIMING_RUNS} runs after warm-up, the four numbers interleaved; the "
+        "last column is the time inside the two models' calls (padding the batch, the interpreters, the "
+        "softmax), the rest is Python and NumPy around them. On a CPU where int8 is slower than float32 "
+        "(`lenet-edge bench`'s `p50 x` above 1), the calls take most of it. The load average above says "
+        "how busy the machine was: the minimum is the closest to an idle one.",
         "",
-        "| number | image (h x w px) | pieces classified | p50 | p90 | min |",
-        "|---|---|---:|---:|---:|---:|",
+        "| number | image (h x w px) | pieces classified | p50 | p90 | min | inside the models' calls (p50) |",
+        "|---|---|---:|---:|---:|---:|---:|",
         *(
-            f"| {name} | {shape[0]} x {shape[1]} | {n} | {p50:.2f} ms | {p90:.2f} ms | {fastest:.2f} ms |"
-            for name, (p50, p90, shape, n, fastest) in timing.items()
+            f"| {name} | {shape[0]} x {shape[1]} | {n} | {p50:.2f} ms | {p90:.2f} ms | {fastest:.2f} ms "
+            f"| {model:.2f} ms |"
+            for name, (p50, p90, shape, n, fastest, model) in timing.items()
         ),
     ]
     args.out.write_text(portable("\n".join(lines) + "\n"), encoding="utf-8")
