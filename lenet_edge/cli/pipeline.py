@@ -54,6 +54,16 @@ def best_differs(field: str, text: str) -> str:
 TRAIN_FIELDS = {"source": "data", "elastic": "elastic_alpha"}
 
 
+def recipe_option(flags: str, text: str, field: str | None = None, **kwargs):
+    """A `train` option whose default is the `fast` recipe's `field` (by default the option's own name), its help
+    naming `best`'s value where that differs."""
+    field = field or flags.split("/")[0].removeprefix("--").replace("-", "_")
+    default = getattr(RECIPE, field)
+    return click.option(
+        flags, default=default, show_default=default is not None, help=best_differs(field, text), **kwargs
+    )
+
+
 @main.command()
 @click.option(
     "--recipe",
@@ -72,121 +82,53 @@ TRAIN_FIELDS = {"source": "data", "elastic": "elastic_alpha"}
     show_default=True,
     help="lenet5: ReLU + max pooling (int8 in one XNNPACK partition). lenet5-classic: tanh + average pooling (1998).",
 )
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=RECIPE.epochs,
-    show_default=True,
-    help=best_differs("epochs", "Float pretraining epochs."),
-)
-@click.option(
-    "--qat-epochs",
-    type=click.IntRange(min=0),
-    default=RECIPE.qat_epochs,
-    show_default=True,
-    help=best_differs("qat_epochs", "Quantization-aware fine-tuning epochs (0: no QAT model)."),
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=RECIPE.batch_size,
-    show_default=True,
-    help=best_differs("batch_size", "Training batch size."),
-)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=RECIPE.lr,
-    show_default=True,
-    help=best_differs("lr", "Peak float learning rate (cosine decay)."),
-)
-@click.option(
-    "--qat-lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=RECIPE.qat_lr,
-    show_default=True,
-    help=best_differs("qat_lr", "QAT learning rate."),
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=RECIPE.seed,
-    show_default=True,
-    help="Seed for the split, initialisation, shuffling and augmentation.",
-)
-@click.option(
+@recipe_option("--epochs", "Float pretraining epochs.", type=click.IntRange(min=1))
+@recipe_option("--qat-epochs", "Quantization-aware fine-tuning epochs (0: no QAT model).", type=click.IntRange(min=0))
+@recipe_option("--batch-size", "Training batch size.", type=click.IntRange(min=1))
+@recipe_option("--lr", "Peak float learning rate (cosine decay).", type=click.FloatRange(min=0, min_open=True))
+@recipe_option("--qat-lr", "QAT learning rate.", type=click.FloatRange(min=0, min_open=True))
+@recipe_option("--seed", "Seed for the split, initialisation, shuffling and augmentation.", type=int)
+@recipe_option(
     "--val-fraction",
+    "Fraction of train held out (stratified) for choosing the best epoch.",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=RECIPE.val_fraction,
-    show_default=True,
-    help="Fraction of train held out (stratified) for choosing the best epoch.",
 )
-@click.option(
-    "--augment/--no-augment",
-    default=RECIPE.augment,
-    show_default=True,
-    help="Augment every batch: rotation, scale, shift, shear, stroke width (and --elastic).",
+@recipe_option(
+    "--augment/--no-augment", "Augment every batch: rotation, scale, shift, shear, stroke width (and --elastic)."
 )
-@click.option(
+@recipe_option(
     "--elastic",
+    "Elastic distortion strength (Simard et al.'s alpha; 0: none).",
+    field="elastic_alpha",
     type=click.FloatRange(0, 100),
-    default=RECIPE.elastic_alpha,
-    show_default=True,
-    help=best_differs("elastic_alpha", "Elastic distortion strength (Simard et al.'s alpha; 0: none)."),
 )
-@click.option(
-    "--elastic-sigma",
-    type=click.FloatRange(0.5, 10),
-    default=RECIPE.elastic_sigma,
-    show_default=True,
-    help=best_differs("elastic_sigma", "Smoothness of the elastic field, px."),
-)
-@click.option(
+@recipe_option("--elastic-sigma", "Smoothness of the elastic field, px.", type=click.FloatRange(0.5, 10))
+@recipe_option(
     "--label-smoothing",
+    "Soften the one-hot targets: less overconfidence, steadier epochs.",
     type=click.FloatRange(0, 1, max_open=True),
-    default=RECIPE.label_smoothing,
-    show_default=True,
-    help=best_differs("label_smoothing", "Soften the one-hot targets: less overconfidence, steadier epochs."),
 )
-@click.option(
-    "--teacher/--no-teacher",
-    default=RECIPE.teacher,
-    show_default=True,
-    help=best_differs("teacher", "Train a larger CNN first and distil the LeNet-5 from its soft targets."),
-)
-@click.option(
+@recipe_option("--teacher/--no-teacher", "Train a larger CNN first and distil the LeNet-5 from its soft targets.")
+@recipe_option(
     "--teacher-arch",
+    "The teacher: wide (a 5x wider LeNet, 0.88 M parameters) or deep (0.43 M).",
     type=click.Choice(TEACHER_ARCHITECTURES),
-    default=RECIPE.teacher_arch,
-    show_default=True,
-    help=best_differs("teacher_arch", "The teacher: wide (a 5x wider LeNet, 0.88 M parameters) or deep (0.43 M)."),
 )
-@click.option(
+@recipe_option(
     "--teacher-from",
+    "Reuse the teacher of this earlier run (same data and split) instead of training one; implies --teacher.",
     type=click.Path(file_okay=False, exists=True),
-    default=RECIPE.teacher_from,
-    help="Reuse the teacher of this earlier run (same data and split) instead of training one; implies --teacher.",
 )
-@click.option(
-    "--teacher-epochs",
-    type=click.IntRange(min=1),
-    default=RECIPE.teacher_epochs,
-    show_default=True,
-    help=best_differs("teacher_epochs", "The teacher's training epochs."),
-)
-@click.option(
+@recipe_option("--teacher-epochs", "The teacher's training epochs.", type=click.IntRange(min=1))
+@recipe_option(
     "--temperature",
+    "Distillation temperature: softens both models' scores.",
     type=click.FloatRange(min=0, min_open=True),
-    default=RECIPE.temperature,
-    show_default=True,
-    help=best_differs("temperature", "Distillation temperature: softens both models' scores."),
 )
-@click.option(
+@recipe_option(
     "--distill-alpha",
+    "Weight of the teacher's soft targets; the rest goes to the true labels.",
     type=click.FloatRange(0, 1),
-    default=RECIPE.distill_alpha,
-    show_default=True,
-    help=best_differs("distill_alpha", "Weight of the teacher's soft targets; the rest goes to the true labels."),
 )
 @click.option("--force", is_flag=True, help="Replace an existing run in --dir (only once the new one is complete).")
 @click.pass_context
