@@ -75,7 +75,7 @@ class SegmentConfig:
     # With a piece verifier (`verify`: P(exactly one digit | piece)), chosen on numbers of Hoda *train* digits
     # (benchmarks/read_numbers.py --split train --set NAME=VALUE; the figures are in benchmarks/NUMBERS.md):
     sure_one: float = 0.5  # ... a group is also only left uncut when the verifier gives it at least this
-    piece_cost: float = -1.0  # log-score each piece costs in the dynamic programme (< 0: a bonus, against merges)
+    piece_cost: float = -1.5  # log-score each piece costs in the dynamic programme (< 0: a bonus, against merges)
     verified_min_piece: float = 0.1  # min_piece with a verifier: it rejects the slivers a narrower cut can make
     contour_cuts: int = 2  # candidate cuts also at this many valleys of the upper and of the lower contour
     # Broken digits (a tooth of a ۳ or the hook of a ۴ apart from the rest: Hoda's 200 dpi strokes break). With a
