@@ -16,7 +16,10 @@ text. The steps:
 5. a small group (lower than `small_height * H`) is kept only when it sits
    within `mid_band * H` of the line's middle: that is ۰, written as a dot or a
    ring about a third of the others' height at mid-line. A small mark above or
-   below the line, or lower than any ۰, is dropped;
+   below the line, or lower than any ۰, is dropped, unless a classifier is
+   given and it lies within `attach_gap * H` of a digit: then it is a
+   fragment of that digit (a ۳'s tooth, a ۴'s hook), which step 6 joins to
+   its neighbour or drops, never a digit alone;
 6. touching digits split: every group is first classified whole (one batched
    `score` call); a group wider than `split_width * H` that is not read surely
    (`sure_whole`) is cut at a few candidate columns (minima of its vertical
