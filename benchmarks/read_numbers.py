@@ -226,7 +226,7 @@ class Timed:
 
 def time_one(images, labels, classify, seed: int, verify=None) -> dict:
     """p50/p90/min ms to read one 11-digit number (tight and spaced, scale 1.0 and 2.5), interleaved,
-    and the p50 of the share of each read spent inside the two models' calls."""
+    and the p50 of the ms of each read spent inside the two models' calls."""
     rng = np.random.default_rng(seed)
     cases = {}
     for layout in LAYOUTS:
