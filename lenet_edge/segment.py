@@ -6,7 +6,7 @@ returns one `Segment` per digit, ordered left to right: Persian numbers are
 written most significant digit first from the left, also inside right-to-left
 text. The steps:
 
-1. connected components of the ink (`scipy.ndimage.label`, 8-connected);
+1. connected components of the ink (8-connected);
 2. the line's ink height H: the median component height, weighted by area, so
    neither specks nor the small ۰ move it (a line lower than `min_height` px is
    dust: no digits);
@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
@@ -127,7 +128,8 @@ class _Group:
     def own(self, labels: np.ndarray) -> np.ndarray:
         """The group's ink in its box (computed once)."""
         if self.mask is None:
-            self.mask = np.isin(labels[self.y0 : self.y1, self.x0 : self.x1], self.labels)
+            box = labels[self.y0 : self.y1, self.x0 : self.x1]
+            self.mask = box == self.labels[0] if len(self.labels) == 1 else np.isin(box, self.labels)
         return self.mask
 
     @property
@@ -284,12 +286,13 @@ def _layout(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig, fragments:
     """
     if gray.shape != ink.shape or gray.ndim != 2:
         raise ValueError(f"gray {gray.shape} and ink {ink.shape} must be 2-D and of the same shape")
-    labels, n = ndimage.label(ink, structure=_EIGHT)
-    if n == 0:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(ink, np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    if count == 1:  # the background alone
         return None
-    slices = ndimage.find_objects(labels)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices])  # (n, 4) x0 y0 x1 y1
+    x, y, w, h, areas = stats[1:].T.astype(np.int64)
+    boxes = np.stack([x, y, x + w, y + h], axis=1)  # (n, 4) x0 y0 x1 y1 of components 1..n
     height = ink_height(boxes[:, 3] - boxes[:, 1], areas)
     if height < config.min_height:  # dust on a blank page, not writing
         return None
@@ -397,7 +400,7 @@ def _best_spans(
 def _merge(boxes: np.ndarray, kept: np.ndarray, config: SegmentConfig) -> list[_Group]:
     """Components whose column ranges overlap enough become one group; groups sorted by x0."""
     groups: list[_Group] = []
-    for i in sorted(kept, key=lambda i: boxes[i, 0]):
+    for i in kept[np.lexsort(boxes[kept].T[::-1])]:  # by x0, then y0, x1, y1: whatever order they were labelled in
         x0, y0, x1, y1 = (int(v) for v in boxes[i])
         for group in groups:
             overlap = min(group.x1, x1) - max(group.x0, x0)
