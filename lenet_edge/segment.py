@@ -192,7 +192,7 @@ def segment(
         for group, p, one in zip(groups, results, ones.tolist(), strict=True):
             whole[id(group)] = (*whole[id(group)][:3], p, one)
         boxes_whole = [whole[id(g)][1] for g in groups]
-        middles_whole = [_middle(tall, (b[0] + b[2]) / 2) for b in boxes_whole]
+        middles_whole = _middles(tall, [(b[0] + b[2]) / 2 for b in boxes_whole])
         surely = plausible(results, np.array(boxes_whole), height, middles_whole, config, graded=False).max(axis=1)
         sure_one = ones >= config.sure_one if verify is not None else np.ones(len(groups), bool)
         sure = {
@@ -233,7 +233,7 @@ def segment(
             if verify is not None:
                 ones.update(zip(todo, np.asarray(verify(batch), np.float64).tolist(), strict=True))
         boxes_of = {span: box for span, (_, box) in crops.items()}
-        middles = {span: _middle(tall, (box[0] + box[2]) / 2) for span, box in boxes_of.items()}
+        middles = dict(zip(boxes_of, _middles(tall, [(b[0] + b[2]) / 2 for b in boxes_of.values()]), strict=True))
         dropped = [atom[0].fragment for atom in atoms]
         chosen = _best_spans(
             len(atoms), probs, boxes_of, middles, height, config, ones if verify is not None else None, dropped
@@ -416,10 +416,17 @@ def _merge(boxes: np.ndarray, kept: np.ndarray, config: SegmentConfig) -> list[_
 
 def _middle(tall: list[_Group], x: float) -> float | None:
     """The line's middle near column x: from the two nearest tall groups, so a wavy baseline is followed."""
+    return _middles(tall, [x])[0]
+
+
+def _middles(tall: list[_Group], xs) -> list[float | None]:
+    """`_middle` at each of the columns `xs`, at once."""
     if not tall:
-        return None
-    near = sorted(tall, key=lambda g: abs((g.x0 + g.x1) / 2 - x))[:2]
-    return float(np.mean([(g.y0 + g.y1) / 2 for g in near]))
+        return [None] * len(xs)
+    centres = np.array([[(g.x0 + g.x1) / 2, (g.y0 + g.y1) / 2] for g in tall])  # (T, 2) x, y
+    distance = np.abs(centres[None, :, 0] - np.asarray(xs, np.float64)[:, None])  # (N, T)
+    near = np.argsort(distance, axis=1, kind="stable")[:, :2]  # the two nearest (the first on a tie)
+    return centres[near, 1].mean(axis=1).tolist()
 
 
 def _keep_small_at_mid_line(
