@@ -25,13 +25,14 @@ text. The steps:
    (`sure_whole`) is cut at a few candidate columns (minima of its vertical
    ink projection, columns where the ink's height jumps, as where a ۰
    touches a tall neighbour, and valleys of its contour), each moved to the
-   nearby column boundary the fewest strokes cross (`refine_cuts`), into atoms. Every run of consecutive atoms that
-   could be one digit (within a group, or across two groups overlapping by
-   `join_overlap * H`) is preprocessed and classified, all in a second batched
-   call; dynamic programming then picks the runs covering every atom whose
-   confidences, each weighted by a shape check (`plausible`), have the highest
-   product. Without `score`, a group is cut at its deepest minima only when
-   wider than `max_width * H`;
+   nearby column boundary the fewest strokes cross (`refine_cuts`), into
+   atoms. Every run of consecutive atoms that could be one digit (within a
+   group, or across two groups overlapping by `join_overlap * H`) is
+   preprocessed and classified, all in a second batched call; dynamic
+   programming then picks the runs covering every atom whose confidences,
+   each weighted by a shape check (`plausible`), have the highest product.
+   Without `score`, a group is cut at its deepest minima only when wider
+   than `max_width * H`;
 7. the segments, ordered by the centres of their boxes.
 
 Each segment's crop keeps only its own ink (a neighbour's stroke inside its
