@@ -509,10 +509,9 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
     inner = np.arange(margin, group.width - margin + 1)
     if inner.size == 0:
         return []
-    left = smooth[np.clip(inner - 1, 0, None)]
-    right = smooth[np.clip(inner, 0, group.width - 1)]
+    before, after = np.clip(inner - 1, 0, None), np.clip(inner, 0, group.width - 1)  # the columns each cut is between
     # a cut at column c separates columns < c from >= c: rate it by the lower of the two columns it falls between
-    depth = np.minimum(left, right)
+    depth = np.minimum(smooth[before], smooth[after])
     is_min = np.r_[True, depth[1:] <= depth[:-1]] & np.r_[depth[:-1] <= depth[1:], True]
     cuts: list[int] = []
     for c in inner[is_min][np.argsort(depth[is_min], kind="stable")]:
@@ -561,7 +560,7 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
         reach = max(1, round(config.refine_cuts * height))
         own = group.own(labels)
         crossing = np.r_[0, (own[:, :-1] & own[:, 1:]).sum(axis=0), 0][inner]  # strokes across each boundary
-        thin = np.minimum(profile[np.clip(inner - 1, 0, None)], profile[np.clip(inner, 0, group.width - 1)])
+        thin = np.minimum(profile[before], profile[after])
         moved: list[int] = []
         for c in cuts:
             near = np.flatnonzero(np.abs(inner - c) <= reach)
