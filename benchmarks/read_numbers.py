@@ -387,9 +387,8 @@ def main() -> None:
         "from the run's *training* digits only (its epochs chosen on pieces of the run's validation digits). "
         "The segmentation's thresholds with the verifier (`SegmentConfig.sure_one`, `piece_cost`, "
         "`verified_min_piece`, `refine_cuts`, and for broken digits `attach_gap` and `fragment_cost`) were chosen on "
-        "numbers "
-        "composed from Hoda's *train* set (`--split train --set ...`); the test numbers below were read with the "
-        "defaults only, to write this file.",
+        "numbers composed from Hoda's *train* set (`--split train --set ...`); the test numbers below were read with "
+        "the defaults only, to write this file.",
         "",
         machine(),
         "",
