@@ -46,7 +46,6 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from .data.preprocess import preprocess
 from .shapes import IMPLAUSIBLE, ZERO_MIN_HEIGHT, shape_weights
@@ -54,7 +53,6 @@ from .shapes import IMPLAUSIBLE, ZERO_MIN_HEIGHT, shape_weights
 Score = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) uint8 preprocessed digits -> (N, 10) probabilities
 Verify = Callable[[np.ndarray], np.ndarray]  # (N, 28, 28) uint8 preprocessed pieces -> (N,) P(exactly one digit)
 _FLOOR = 1e-6  # probabilities are clipped to this before their log: an int8 model's 0 is "below its resolution"
-_EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal step of a thin stroke stays one component
 
 
 @dataclass(frozen=True)
@@ -500,7 +498,11 @@ def plausible(
 
 def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: SegmentConfig) -> list[int]:
     """Up to `max_cuts` columns at local minima of the ink projection, lowest first, spaced apart."""
-    profile = _projection(labels, group).astype(np.float64)
+    own = group.own(labels)
+    profile = own.sum(axis=0).astype(np.float64)  # the ink projection
+    has = profile > 0
+    top = np.where(has, own.argmax(axis=0), own.shape[0])  # (width,) first ink row of each column
+    bottom = np.where(has, own.shape[0] - own[::-1].argmax(axis=0), 0)  # and one past its last
     smooth = np.convolve(np.pad(profile, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
     margin = max(1, round(config.min_piece * height))
     wide = group.width > config.wide * height  # likely two or more digits: look closer
@@ -521,25 +523,18 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
             break
     if config.extent_jump:
         # where the ink's vertical extent changes abruptly: a small ۰ at mid-line against a tall neighbour
-        own = group.own(labels)
-        has = own.any(axis=0)
-        top = np.where(has, own.argmax(axis=0), own.shape[0])
-        bottom = np.where(has, own.shape[0] - own[::-1].argmax(axis=0), 0)
         extent = np.maximum(bottom - top, 0).astype(np.float64)
         jump = np.abs(np.diff(extent))  # jump[c - 1]: between columns c - 1 and c
-        jumps = [c for c in inner if c < group.width and jump[c - 1] >= config.extent_jump * height]
-        for c in sorted(jumps, key=lambda c: -jump[c - 1])[:2]:
+        steep = jump[np.minimum(inner, group.width - 1) - 1] >= config.extent_jump * height
+        jumps = inner[(inner < group.width) & steep]
+        for c in jumps[np.argsort(-jump[jumps - 1], kind="stable")][:2].tolist():
             if all(abs(c - d) >= margin for d in cuts):
                 cuts.append(int(c))
     if config.contour_cuts:
         # valleys of the outer contour: where the upper edge of the ink dips down, or the lower edge rises,
         # between two higher shoulders (two touching digits meet there even where the projection is not low)
-        own = group.own(labels)
-        has = own.any(axis=0)
-        top = np.where(has, own.argmax(axis=0), own.shape[0]).astype(np.float64)  # (width,) first ink row
-        bottom = np.where(has, own.shape[0] - own[::-1].argmax(axis=0), 0).astype(np.float64)
         columns = inner[inner < group.width]
-        for edge in (top, own.shape[0] - bottom):  # distance of each edge from its side of the box
+        for edge in (top.astype(np.float64), (own.shape[0] - bottom).astype(np.float64)):  # each edge from its side
             left = np.minimum.accumulate(edge)  # left[c]: the highest edge in columns 0..c
             right = np.minimum.accumulate(edge[::-1])[::-1]
             # how far each column's edge lies below the lower of the highest edges on its two sides
@@ -558,7 +553,6 @@ def _candidate_cuts(labels: np.ndarray, group: _Group, height: float, config: Se
         # on both sides), the thinner then the nearer on a tie: the smoothed minima, the contour valleys and the
         # height jumps fall near where two touching digits meet, often a pixel or two beside it
         reach = max(1, round(config.refine_cuts * height))
-        own = group.own(labels)
         crossing = np.r_[0, (own[:, :-1] & own[:, 1:]).sum(axis=0), 0][inner]  # strokes across each boundary
         thin = np.minimum(profile[before], profile[after])
         moved: list[int] = []
@@ -600,9 +594,9 @@ def _crop(
         own[group.y0 - y0 : group.y1 - y0, a - x0 : b - x0] |= group.own(labels)[:, a - group.x0 : b - group.x0]
         cut |= (a, b) != (group.x0, group.x1)
     if cut:
-        parts, n = ndimage.label(own, structure=_EIGHT)
-        if n > 1:
-            sizes = np.bincount(parts.ravel())
+        n, parts, stats, _ = cv2.connectedComponentsWithStats(own.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        if n > 2:  # the background and more than one part
+            sizes = stats[:, cv2.CC_STAT_AREA].copy()
             sizes[0] = 0
             keep = min(max(config.speck_area * height * height, 0.2 * sizes.max()), sizes.max())  # the largest stays
             own = (sizes >= keep)[parts]
