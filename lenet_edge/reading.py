@@ -43,8 +43,8 @@ VERIFIER_KEY = "verifier_int8_tflite"  # the manifest entry of the piece verifie
 MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone photo), checked before decoding
 MAX_DIGITS = 40  # more segments than this is not one number
 MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, so no number
-BATCH_STEP = 8  # interpreter batches are multiples of this (a number's pieces padded up to the next one)
-KEPT_SIZES = 8  # interpreters `Classifier` keeps open, one per batch size, the least recently used closed
+BATCH_STEP = 4  # interpreter batches are multiples of this (a number's pieces padded up to the next one)
+KEPT_SIZES = 12  # interpreters `Classifier` keeps open, one per batch size, the least recently used closed
 NO_INK = "no ink (a blank image, or only lines or an empty box)"
 MIN_CONFIDENCE = READ_MIN_CONFIDENCE  # default: a segment the model is less sure of than this is no digit
 
@@ -55,7 +55,7 @@ class Classifier:
     The one place `read` touches a runtime: model handles (`runtimes.open_model`,
     LiteRT with XNNPACK, fastest on a batch), one per batch size, each batch
     padded up to a multiple of `BATCH_STEP`: XNNPACK plans a graph once per
-    handle and never again for a new size, and a batch of 33 pieces costs 40
+    handle and never again for a new size, and a batch of 33 pieces costs 36
     images' work, not 64. The `KEPT_SIZES` sizes used last stay open.
     `classes` 2 opens the piece verifier (`verifier`), whose output is
     reduced to P(exactly one digit).
