@@ -36,7 +36,7 @@ from lenet_edge.data import load_run_splits
 from lenet_edge.data.preprocess import to_model_input
 from lenet_edge.machine import loadavg, machine_info
 from lenet_edge.mixed import convert_mixed, mixed_model, weighted_layers
-from lenet_edge.model import load_float, load_qat
+from lenet_edge.model import build_lenet5, load_float, load_qat
 
 ROUNDS, WARMUP = 4000, 500
 
@@ -177,7 +177,7 @@ def main() -> None:
     order = weighted_layers(arch)
     names = ["+".join(order[:k]) for k in range(1, len(order))]
     for name in names:
-        models[f"mixed {name}"] = convert_mixed(mixed_model(qat, arch, name.split("+")))
+        models[f"mixed {name}"] = convert_mixed(mixed_model(qat, build_lenet5(arch), name.split("+")))
     for name in ("float32", "int8"):
         models[f"file {name}"] = (args.dir / artifacts[f"{name}_tflite"]["path"]).read_bytes()
     load_start = loadavg()

@@ -207,49 +207,60 @@ VERIFIER_SEED = 101  # apart from the seeds `train` composes its pieces with (th
 VERIFIER_LINES = 300  # lines of the benched split's digits composed into held-out pieces for the verifier
 
 
-def bench_verifier(run_dir, manifest: dict, split, config: BenchConfig, progress=None) -> dict:
-    """The run's piece verifier on held-out pieces of the benched split's digits: accuracy and latency.
+# manifest key -> bench.json key of each piece verifier `export` may write (`--mixed` adds the second)
+VERIFIERS = {"verifier_int8_tflite": "verifier", "verifier_mixed_tflite": "verifier_mixed"}
+
+
+def bench_verifiers(run_dir, manifest: dict, split, config: BenchConfig, progress=None) -> dict[str, dict]:
+    """The run's piece verifiers on held-out pieces of the benched split's digits: accuracy and latency.
 
     The pieces are made as for training (`verifier.training_pieces`, other lines and seed) from the
     digits of the split being benched, so on `--split test` no piece was seen in training. Latency:
     one piece end to end (`ModelHandle.time_one`, LiteRT with XNNPACK, one thread), p50/p90 after warm-up.
+    Returns bench.json key (`VERIFIERS`) -> result, for each verifier the run has.
     """
     from .manifest import artifact_path
     from .verifier import CLASSES, held_out, scores, training_pieces
 
     say = progress or (lambda message: None)
-    path = artifact_path(run_dir, manifest, "verifier_int8_tflite")
+    keys = [key for key in VERIFIERS if key in manifest.get("artifacts", {})]
+    if not keys:
+        return {}
     lines = max(4, min(VERIFIER_LINES, len(split.labels) // 8))
     say(f"verifier: composing {lines} lines of the split's digits into pieces")
     pieces, labels = training_pieces(split.images, split.labels, lines, seed=VERIFIER_SEED)
-    handle = open_model(path, threads=config.threads, classes=CLASSES)
-    accuracy = held_out(scores(handle.scores(pieces)) >= 0.5, labels)
-    say(f"verifier: timing {config.runs} single pieces")
-    for i in range(config.warmup):
-        handle.time_one(pieces[i % len(pieces)][None])
-    end_to_end = np.array([handle.time_one(pieces[i % len(pieces)][None])[0] for i in range(config.runs)])
-    return {
-        "file": path.name,
-        "sha256": sha256_file(path),
-        "bytes": path.stat().st_size,
-        **accuracy,
-        "ones": int((labels == 1).sum()),
-        "lines": lines,
-        "p50_us": float(np.percentile(end_to_end, 50) / 1e3),
-        "p90_us": float(np.percentile(end_to_end, 90) / 1e3),
-        "runs": int(config.runs),
-    }
+    results = {}
+    for key in keys:
+        path = artifact_path(run_dir, manifest, key)
+        handle = open_model(path, threads=config.threads, classes=CLASSES)
+        accuracy = held_out(scores(handle.scores(pieces)) >= 0.5, labels)
+        say(f"verifier: timing {path.name} on {config.runs} single pieces")
+        for i in range(config.warmup):
+            handle.time_one(pieces[i % len(pieces)][None])
+        end_to_end = np.array([handle.time_one(pieces[i % len(pieces)][None])[0] for i in range(config.runs)])
+        results[VERIFIERS[key]] = {
+            "file": path.name,
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+            **accuracy,
+            "ones": int((labels == 1).sum()),
+            "lines": lines,
+            "p50_us": float(np.percentile(end_to_end, 50) / 1e3),
+            "p90_us": float(np.percentile(end_to_end, 90) / 1e3),
+            "runs": int(config.runs),
+        }
+    return results
 
 
-def verifier_line(entry: dict) -> str:
-    """One line for bench's table and bench.md: the piece verifier's held-out accuracy and latency."""
-    v = entry["verifier"]
-    return (
+def verifier_lines(entry: dict) -> list[str]:
+    """A line for bench's table and bench.md per piece verifier: its held-out accuracy and latency."""
+    return [
         f"Piece verifier {v['file']} ({v['bytes']:,} bytes): {100 * v['accuracy']:.2f}% of {v['pieces']:,} held-out "
         f"pieces ({100 * v['one_accuracy']:.2f}% of the {v['ones']:,} single digits, "
         f"{100 * v['not_one_accuracy']:.2f}% of the others); one piece p50 {v['p50_us']:.1f} µs, "
         f"p90 {v['p90_us']:.1f} µs (LiteRT, XNNPACK)"
-    )
+        for v in (entry[name] for name in VERIFIERS.values() if name in entry)
+    ]
 
 
 def bench_run(
@@ -353,8 +364,8 @@ def bench_run(
                     data_info=data_info,
                     progress=progress,
                 )
-            if not models and "verifier_int8_tflite" in manifest.get("artifacts", {}):
-                host_results["verifier"] = bench_verifier(run_dir, manifest, data, config, progress)
+            if not models:
+                host_results.update(bench_verifiers(run_dir, manifest, data, config, progress))
             entries.append({"target": "host", "kind": "host", **host_results})
         local_entries = iter(run_local([t for t in targets if t.kind != "ssh"], job, progress or (lambda m: None)))
         remote_entries = iter(sessions.results())

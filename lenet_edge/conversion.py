@@ -49,7 +49,7 @@ from .manifest import (
     remove_stale_artifacts,
     stage_manifest,
 )
-from .model import NUM_CLASSES, load_float, load_qat
+from .model import NUM_CLASSES, build_lenet5, load_float, load_qat
 from .runtimes import SCORES_BATCH, TensorSpec, contract_problems, open_model, predict_tflite
 from .runtimes.litert import ModelSource, inspect_tflite, io_quantization, label, xnnpack_delegation
 from .tasks import MEDIAPIPE_FILE
@@ -61,6 +61,7 @@ INT8_PTQ_FILE = "lenet5_int8_ptq.tflite"
 MIXED_FILE = "lenet5_mixed.tflite"
 TEACHER_FILE = "teacher_float32.tflite"
 VERIFIER_FILE = "verifier_int8.tflite"
+VERIFIER_MIXED_FILE = "verifier_mixed.tflite"
 VERIFIER_TFLM_PIECES = 200  # validation pieces the int8 verifier is also run on in TensorFlow Lite Micro
 VERIFIER_TFLM_STEPS = 1  # largest difference, in int8 output steps, allowed between TFLM and LiteRT's reference
 
@@ -349,7 +350,8 @@ def export_run(
         say("converting the QAT model for MediaPipe's ImageClassifier (uint8 RGB in, probabilities out)")
         mediapipe = _mediapipe_variant(qat_model, results["int8_tflite"]["data"], card, val, say)
     if verifier_weights is not None:
-        results["verifier_int8_tflite"] = _verifier(verifier_weights, manifest, splits, config, say)
+        mixed_layers = results["mixed_tflite"]["float_layers"] if config.mixed else None
+        results.update(_verifier(verifier_weights, manifest, splits, config, say, mixed_layers))
     if teacher_keras is not None:
         say("converting the distillation teacher to float32 TFLite (a reference for bench)")
         teacher = load_float(teacher_keras)
@@ -450,6 +452,7 @@ EXPORT_FILES = {
     "mixed_tflite": MIXED_FILE,
     "teacher_tflite": TEACHER_FILE,
     "verifier_int8_tflite": VERIFIER_FILE,
+    "verifier_mixed_tflite": VERIFIER_MIXED_FILE,
     "c_header": f"{C_NAME}.h",
     "c_source": f"{C_NAME}.cc",
     **{key: f"{MICRO_DIR}/{name}" for key, name in MICRO_FILES.items()},
@@ -473,7 +476,7 @@ def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say, 
     else:
         layers, timing = config.float_layers, None
         say(f"converting the QAT model with {', '.join(layers)} in float32 to {MIXED_FILE}")
-        data = mixed.convert_mixed(mixed.mixed_model(qat_model, arch, layers))
+        data = mixed.convert_mixed(mixed.mixed_model(qat_model, build_lenet5(arch), layers))
     try:
         check = mixed.verify_mixed(data)
     except ModelError as exc:
@@ -483,17 +486,21 @@ def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say, 
     return result
 
 
-def _verifier(weights: Path, manifest: dict, splits: Mapping, config: ExportConfig, say) -> dict[str, Any]:
-    """verifier_int8.tflite: the QAT piece verifier in full int8, verified like the digit model.
+def _verifier(
+    weights: Path, manifest: dict, splits: Mapping, config: ExportConfig, say, mixed_layers=None
+) -> dict[str, dict[str, Any]]:
+    """verifier_int8.tflite (and with `mixed_layers`, verifier_mixed.tflite): the QAT piece verifier, verified
+    like the digit model. Returns manifest key -> result.
 
     Its validation pieces are composed again from the validation split exactly as `train` made them
-    (same lines, same seed); the int8 model must agree with the QAT Keras model on `min_agreement` of
-    them, and give TensorFlow Lite Micro's interpreter the same int8 outputs as LiteRT's reference
-    kernels on the first `VERIFIER_TFLM_PIECES`, within `VERIFIER_TFLM_STEPS` (so `read` could run on a
-    microcontroller).
+    (same lines, same seed); each model must agree with the QAT Keras model on `min_agreement` of
+    them. The int8 one must also give TensorFlow Lite Micro's interpreter the same int8 outputs as
+    LiteRT's reference kernels on the first `VERIFIER_TFLM_PIECES`, within `VERIFIER_TFLM_STEPS` (so
+    `read` could run on a microcontroller). The mixed one has as many float32 layers as the digit
+    model's mixed model (`mixed.same_depth`): `read` pairs it with that model, on CPUs where int8 loses.
     """
     from .runtimes.micro import MicroModel
-    from .verifier import CLASSES, load_verifier_qat, training_pieces
+    from .verifier import CLASSES, build_verifier, load_verifier_qat, training_pieces
 
     record = manifest.get("verifier", {})
     lines = record.get("data", {}).get("lines", {})
@@ -508,13 +515,7 @@ def _verifier(weights: Path, manifest: dict, splits: Mapping, config: ExportConf
         verification = verify_int8(data, classes=CLASSES)
     except ModelError as exc:
         raise ModelError(f"{VERIFIER_FILE}: {exc}") from None
-    say(f"comparing {VERIFIER_FILE} with the Keras verifier on {len(labels)} validation pieces")
-    agreement = parity(data, model, pieces, labels, classes=CLASSES)
-    if agreement["agreement"] < config.min_agreement:
-        raise ModelError(
-            f"{VERIFIER_FILE}: agrees with the Keras verifier on {agreement['agreement']:.4f} of {agreement['n']} "
-            f"validation pieces, below the required {config.min_agreement}"
-        )
+    agreement = _verifier_parity(VERIFIER_FILE, data, model, pieces, labels, config, say)
     say(f"running {VERIFIER_FILE} in TensorFlow Lite Micro on {VERIFIER_TFLM_PIECES} pieces")
     sample = pieces[:VERIFIER_TFLM_PIECES]
     try:
@@ -529,19 +530,57 @@ def _verifier(weights: Path, manifest: dict, splits: Mapping, config: ExportConf
             f"{VERIFIER_FILE}: TensorFlow Lite Micro's int8 outputs differ from LiteRT's reference kernels' by up "
             f"to {tflm['max_abs_diff']:.0f} steps on {len(sample)} pieces (at most {VERIFIER_TFLM_STEPS} allowed)"
         )
-    delegation = xnnpack_delegation(data)
-    return {
-        "file": VERIFIER_FILE,
-        "data": data,
-        "metadata": None,
-        "quantization": verification["quantization"],
-        "requantize_ops": verification["requantize_ops"],
-        "ops": verification["ops"],
-        "parity": agreement,
-        "tflm": {"pieces": int(len(sample)), **tflm},
-        "xnnpack_partitions": delegation["partitions"] or None,
-        "xnnpack": delegation,
+    results = {
+        "verifier_int8_tflite": {
+            "file": VERIFIER_FILE,
+            "data": data,
+            "metadata": None,
+            "quantization": verification["quantization"],
+            "requantize_ops": verification["requantize_ops"],
+            "ops": verification["ops"],
+            "parity": agreement,
+            "tflm": {"pieces": int(len(sample)), **tflm},
+            **_delegation(data),
+        }
     }
+    if mixed_layers is not None:
+        from . import mixed
+
+        layers = mixed.same_depth(mixed_layers, build_verifier())
+        say(f"converting the QAT piece verifier with {', '.join(layers)} in float32 to {VERIFIER_MIXED_FILE}")
+        data = mixed.convert_mixed(mixed.mixed_model(model, build_verifier(), layers))
+        try:
+            check = mixed.verify_mixed(data)
+        except ModelError as exc:
+            raise ModelError(f"{VERIFIER_MIXED_FILE}: {exc}") from None
+        results["verifier_mixed_tflite"] = {
+            "file": VERIFIER_MIXED_FILE,
+            "data": data,
+            "metadata": None,
+            "parity": _verifier_parity(VERIFIER_MIXED_FILE, data, model, pieces, labels, config, say),
+            "float_layers": list(layers),
+            "precision": check["precision"],
+            **_delegation(data),
+        }
+    return results
+
+
+def _verifier_parity(name: str, data: bytes, model, pieces, labels, config: ExportConfig, say) -> dict[str, Any]:
+    from .verifier import CLASSES
+
+    say(f"comparing {name} with the Keras verifier on {len(labels)} validation pieces")
+    agreement = parity(data, model, pieces, labels, classes=CLASSES)
+    if agreement["agreement"] < config.min_agreement:
+        raise ModelError(
+            f"{name}: agrees with the Keras verifier on {agreement['agreement']:.4f} of {agreement['n']} "
+            f"validation pieces, below the required {config.min_agreement}"
+        )
+    return agreement
+
+
+def _delegation(data: bytes) -> dict[str, Any]:
+    delegation = xnnpack_delegation(data)
+    return {"xnnpack_partitions": delegation["partitions"] or None, "xnnpack": delegation}
 
 
 def _card_maker(run_dir: Path, manifest: dict, config: ExportConfig, weights: Path):
@@ -625,8 +664,7 @@ def _checked(file, data, keras_model, val, say, *, int8=False, min_agreement=Non
             f"{agreement['top1_keras']:.4f} Keras), below the required {min_agreement}"
         )
     result["parity"] = agreement
-    delegation = xnnpack_delegation(data)
-    result.update(xnnpack_partitions=delegation["partitions"] or None, xnnpack=delegation)
+    result.update(_delegation(data))
     return result
 
 
@@ -653,6 +691,12 @@ def format_summary(summary: Mapping) -> str:
     mixed = next((f for f in summary["files"] if f["key"] == "mixed_tflite"), None)
     if mixed is not None:
         lines.append(_mixed_line(mixed))
+    verifier = next((f for f in summary["files"] if f["key"] == "verifier_mixed_tflite"), None)
+    if verifier is not None:
+        lines.append(
+            f"{verifier['file']}: the piece verifier with {', '.join(verifier['float_layers'])} in float32, "
+            f"the rest int8; `lenet-edge read --model {summary['run_dir']}/{mixed['file']}` cuts with it"
+        )
     metadata = next(iter(summary.get("metadata", {}).values()), None)
     if metadata:
         lines.append(

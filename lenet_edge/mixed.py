@@ -39,17 +39,30 @@ from .model import build_lenet5
 from .runtimes.litert import ModelSource, inspect_tflite, label, load_interpreter, op_details, op_precisions
 
 
-def weighted_layers(arch: str) -> list[str]:
-    """The layers of `arch` that carry weights (conv and dense), in graph order: what can be float or int8."""
-    return [layer.name for layer in build_lenet5(arch).layers if layer.weights]
+def weighted_layers(arch: str | keras.Model) -> list[str]:
+    """The layers of `arch` (a name, or a float model) that carry weights (conv and dense), in graph order:
+    what can be float or int8."""
+    model = build_lenet5(arch) if isinstance(arch, str) else arch
+    return [layer.name for layer in model.layers if layer.weights]
 
 
-def mixed_model(qat_model: keras.Model, arch: str, float_layers: Sequence[str]) -> keras.Model:
+def same_depth(float_layers: Sequence[str], model: keras.Model) -> tuple[str, ...]:
+    """As many of `model`'s leading weighted layers as `float_layers` has (at least one left int8).
+
+    The piece verifier's mixed model takes the digit model's float depth: the same first convolution
+    on one input channel, the layer int8 loses on x86, and the same choice of how far float goes.
+    """
+    order = weighted_layers(model)
+    return tuple(order[: min(len(float_layers), len(order) - 1)])
+
+
+def mixed_model(qat_model: keras.Model, float_model: keras.Model, float_layers: Sequence[str]) -> keras.Model:
     """A QAT graph with `float_layers` (a prefix, see `config.parse_float_layers`) and what lies between them in float.
 
-    Weights and learned ranges are copied from `qat_model` (a trained `model.quantize_aware` model).
+    `float_model` is a freshly built float model of `qat_model`'s architecture (`build_lenet5(arch)`, or
+    `verifier.build_verifier()`); weights and learned ranges are copied from `qat_model` (a trained
+    `model.quantize_aware` model).
     """
-    float_model = build_lenet5(arch)
     names = [layer.name for layer in float_model.layers]
     last = names.index(float_layers[-1])
     keep_float = set(names[: last + 1])
@@ -177,7 +190,7 @@ def fastest_split(
     candidates = {}
     for k in range(1, len(order)):
         say(f"converting the candidate with {', '.join(order[:k])} in float32")
-        candidates["+".join(order[:k])] = convert_mixed(mixed_model(qat_model, arch, order[:k]))
+        candidates["+".join(order[:k])] = convert_mixed(mixed_model(qat_model, build_lenet5(arch), order[:k]))
     models = {**baselines, **candidates}
     handles = {name: open_model(data, "litert", threads=1) for name, data in models.items()}
     failed: dict[str, str] = {}

@@ -40,6 +40,7 @@ from .verifier import CLASSES as VERIFIER_CLASSES
 from .verifier import scores as one_digit
 
 VERIFIER_KEY = "verifier_int8_tflite"  # the manifest entry of the piece verifier `export --int8` writes
+MIXED_KEY, MIXED_VERIFIER_KEY = "mixed_tflite", "verifier_mixed_tflite"  # `export --mixed`'s pair
 MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone photo), checked before decoding
 MAX_DIGITS = 40  # more segments than this is not one number
 MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, so no number
@@ -91,11 +92,13 @@ class Classifier:
 
 
 def resolve_verifier(model: str | os.PathLike, log: Callable[[str], None] | None = None) -> Path | None:
-    """The piece verifier exported beside the digit model `model` (its run's `verifier_int8.tflite`), or None.
+    """The piece verifier exported beside the digit model `model`, or None.
 
-    Found through the manifest in `model`'s directory and sha256-checked against it; a model without a
-    manifest beside it, or a run without a verifier (trained before it existed, or for another
-    architecture), has none: `read` then cuts by the digit model alone (said through `log`).
+    Found through the manifest in `model`'s directory and sha256-checked against it: `verifier_mixed.tflite`
+    beside the run's mixed model (`export --mixed`: float32 where int8 loses on this CPU, for both
+    models), `verifier_int8.tflite` beside any other. A model without a manifest beside it, or a run
+    without a verifier (trained before it existed, or for another architecture), has none: `read` then
+    cuts by the digit model alone (said through `log`).
 
     Raises:
         ModelError: the manifest names a verifier whose file is missing or fails its sha256.
@@ -104,14 +107,16 @@ def resolve_verifier(model: str | os.PathLike, log: Callable[[str], None] | None
     if not manifest_path(folder).is_file():
         return None
     manifest = read_manifest(folder)
-    if VERIFIER_KEY not in manifest.get("artifacts", {}):
+    artifacts = manifest.get("artifacts", {})
+    if VERIFIER_KEY not in artifacts:
         if log:
             log(
                 f"{folder}: no piece verifier (train and export the run again with this lenet-edge to add one); "
                 "touching digits are cut by the digit model alone"
             )
         return None
-    return artifact_path(folder, manifest, VERIFIER_KEY)
+    mixed = artifacts.get(MIXED_KEY, {}).get("path") == Path(model).name and MIXED_VERIFIER_KEY in artifacts
+    return artifact_path(folder, manifest, MIXED_VERIFIER_KEY if mixed else VERIFIER_KEY)
 
 
 def read_array(

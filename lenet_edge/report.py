@@ -186,10 +186,9 @@ def format_table(results: dict) -> str:
             out += [*_fixed_width(*kind.table(entry)), *kind.notes(entry)]
         else:
             out += [*_fixed_width(*_rows(entry)), _footer(entry), *_precision_lines(entry)]
-        if "verifier" in entry:
-            from .benchmark import verifier_line
+        from .benchmark import verifier_lines
 
-            out.append(verifier_line(entry))
+        out += verifier_lines(entry)
         if "tflm" in entry:
             out += ["", *_fixed_width(*_micro_rows(entry["tflm"])), _micro_footer(entry["tflm"])]
     if len(entries) > 1:
@@ -277,11 +276,9 @@ def _markdown_target(entry: dict, headed: bool = False) -> list[str]:
 
 
 def _verifier_lines(entry: dict) -> list[str]:
-    if "verifier" not in entry:
-        return []
-    from .benchmark import verifier_line
+    from .benchmark import verifier_lines
 
-    return ["", verifier_line(entry) + "."]
+    return [text for line in verifier_lines(entry) for text in ("", line + ".")]
 
 
 def _markdown_micro(entry: dict, level: str) -> list[str]:

@@ -21,12 +21,15 @@ from lenet_edge.benchmark import bench_run
 from lenet_edge.cli import main
 from lenet_edge.config import WEIGHTED_LAYERS, BenchConfig, ExportConfig, parse_float_layers
 from lenet_edge.conversion import predict_keras
+from lenet_edge.data import load_run_splits
 from lenet_edge.errors import ModelError
-from lenet_edge.model import load_qat
+from lenet_edge.model import build_lenet5, load_qat
+from lenet_edge.reading import resolve_verifier
 from lenet_edge.report import format_markdown, precision_summary
 from lenet_edge.runtimes import open_model
 from lenet_edge.runtimes.litert import inspect_tflite, load_interpreter
 from lenet_edge.verdict import recommendation
+from lenet_edge.verifier import load_verifier_qat, training_pieces
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def images(tiny_npz):
 
 @pytest.fixture(scope="module")
 def mixed_c1(qat) -> bytes:
-    return mixed.convert_mixed(mixed.mixed_model(qat, "lenet5", ("c1",)))
+    return mixed.convert_mixed(mixed.mixed_model(qat, build_lenet5("lenet5"), ("c1",)))
 
 
 def test_the_weighted_layers_are_the_models():
@@ -132,6 +135,9 @@ def test_export_and_bench_the_mixed_model(exported_run, tmp_path):
     entry = manifest["export"]["models"]["mixed_tflite"]
     assert entry["float_layers"] == ["c1", "c3"] and entry["auto"] is None
     assert manifest["artifacts"]["mixed_tflite"]["size_bytes"] == (run / "lenet5_mixed.tflite").stat().st_size
+    paired = f"`lenet-edge read --model {run}/lenet5_mixed.tflite` cuts with it"
+    assert f"verifier_mixed.tflite: the piece verifier with c1, c3 in float32, the rest int8; {paired}" in result.output
+    check_mixed_verifier(run, manifest)
 
     config = BenchConfig(runs=20, warmup=2, batch_sizes=(1, 4), throughput_seconds=0.05, load_repeats=1, micro_runs=10)
     results, _ = bench_run(run, config, write=False)
@@ -141,6 +147,29 @@ def test_export_and_bench_the_mixed_model(exported_run, tmp_path):
     text = format_markdown(results)
     assert "- mixed: float32 (CONV_2D, MAX_POOL_2D, CONV_2D) -> QUANTIZE float32->int8 -> int8" in text
     assert "On this CPU ship " in results["targets"][0]["verdict"]
+    files = [results[key]["file"] for key in ("verifier", "verifier_mixed")]
+    assert files == ["verifier_int8.tflite", "verifier_mixed.tflite"]
+    assert "Piece verifier verifier_mixed.tflite" in text
+
+
+def check_mixed_verifier(run, manifest):
+    """The piece verifier's mixed model: the digit model's float depth, QAT's numbers, paired with it by `read`."""
+    assert manifest["export"]["models"]["verifier_mixed_tflite"]["float_layers"] == ["c1", "c3"]
+    path = run / "verifier_mixed.tflite"
+    kinds = [r["precision"] for r in mixed.verify_mixed(path)["precision"]]
+    assert kinds == ["float32"] * 3 + ["float32->int8"] + ["int8"] * 4  # c1, s2, c3; s4, flatten, f5, logits
+    assert resolve_verifier(run / "lenet5_mixed.tflite") == path
+    assert resolve_verifier(run / "lenet5_int8.tflite") == run / "verifier_int8.tflite"
+    splits = load_run_splits(manifest)[1]
+    pieces, _ = training_pieces(splits["val"].images, splits["val"].labels, 8, seed=5)
+    handle = open_model(path, classes=2)
+    logits = handle.scores(pieces)
+    keras_logits = predict_keras(load_verifier_qat(run / "verifier_qat.weights.h5"), pieces)
+    # two float layers where QAT fake-quantizes: within a few output steps, the same call wherever the margin is wider
+    tolerance = 6 * handle.output.scale
+    assert len(pieces) > 50 and np.abs(logits - keras_logits).max() <= tolerance
+    clear = np.abs(keras_logits[:, 1] - keras_logits[:, 0]) > 2 * tolerance
+    assert clear.sum() > 50 and (logits.argmax(1) == keras_logits.argmax(1))[clear].all()
 
 
 def test_bad_float_layers_is_a_usage_error(exported_run):

@@ -94,7 +94,8 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, qu
     "--verifier/--no-verifier",
     default=True,
     show_default=True,
-    help="Cut touching digits with the run's piece verifier (verifier_int8.tflite beside the model), if it has one.",
+    help="Cut touching digits with the run's piece verifier (verifier_int8.tflite beside the model; "
+    "verifier_mixed.tflite beside lenet5_mixed.tflite), if it has one.",
 )
 @JSON_OPTION
 @QUIET_OPTION
