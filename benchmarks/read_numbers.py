@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,8 @@ LENGTHS = tuple(range(4, 12))
 SCALE = (0.8, 2.5)
 MARGIN = 12  # px of paper around the number before scaling
 NOISE_SIGMA = 12.0  # Gaussian noise on 0-255 grey levels
-TIMING_RUNS = 300
+TIMED_NUMBERS = 50  # different 11-digit numbers timed per layout and scale
+TIMING_ROUNDS = 6  # reads of each
 
 
 def compose(digits: list[np.ndarray], layout: str, rng: np.random.Generator) -> tuple[np.ndarray, float]:
@@ -224,50 +226,76 @@ class Timed:
             self.spent += time.perf_counter_ns() - start
 
 
-def time_one(images, labels, classify, seed: int, verify=None) -> dict:
-    """p50/p90/min ms to read one 11-digit number (tight and spaced, scale 1.0 and 2.5), interleaved,
-    and the p50 of the ms of each read spent inside the two models' calls."""
+def time_numbers(images, labels, pairs: dict, seed: int) -> dict:
+    """How long reading one 11-digit number takes with each pair of models (`pairs`: name -> (digit classifier,
+    verifier)): `TIMED_NUMBERS` different numbers per layout and scale (1.0 and 2.5), each read `TIMING_ROUNDS`
+    times, every number and pair interleaved in each round. Returns (pair name, layout and scale) -> (p50 ms,
+    p90 ms, median image shape, median pieces classified, p50 ms inside the two models' calls)."""
     rng = np.random.default_rng(seed)
     cases = {}
     for layout in LAYOUTS:
-        idx = rng.integers(0, len(images), size=11)
-        line, _ = compose([images[i] for i in idx], layout, rng)
+        lines = []
+        for _ in range(TIMED_NUMBERS):
+            idx = rng.integers(0, len(images), size=11)
+            lines.append(compose([images[i] for i in idx], layout, rng)[0])
         for scale in (1.0, 2.5):
-            cases[f"{layout}, {scale}x"] = to_white_on_black(render(line, scale, True, rng))
-    pieces = {name: 0 for name in cases}
-    for name, image in cases.items():  # how many pieces the interpreter calls classify in all
+            cases[f"{layout}, {scale}x"] = [to_white_on_black(render(line, scale, True, rng)) for line in lines]
+    runs = [(pair, name, k) for name in cases for k in range(TIMED_NUMBERS) for pair in pairs]
+    pieces = dict.fromkeys(runs, 0)
+    for pair, name, k in runs:  # how many pieces the interpreter calls classify in all; also the warm-up
 
-        def counting(images, name=name):
-            pieces[name] += len(images)
+        def counting(images, key=(pair, name, k), classify=pairs[pair][0]):
+            pieces[key] += len(images)
             return classify(images)
 
-        read_array(image, counting, verify=verify)
-    timed_classify, timed_verify = Timed(classify), Timed(verify) if verify is not None else None
-    samples = {name: [] for name in cases}
-    models = {name: [] for name in cases}
-    for image in cases.values():  # warm-up
-        for _ in range(20):
-            read_array(image, classify, verify=verify)
-    for _ in range(TIMING_RUNS):
-        for name, image in cases.items():
-            timed_classify.spent = 0
-            if timed_verify is not None:
-                timed_verify.spent = 0
+        read_array(cases[name][k], counting, verify=pairs[pair][1])
+    timed = {pair: (Timed(classify), Timed(verify)) for pair, (classify, verify) in pairs.items()}
+    samples = {key: [] for key in runs}
+    models = {key: [] for key in runs}
+    for _ in range(TIMING_ROUNDS):
+        for pair, name, k in runs:
+            classify, verify = timed[pair]
+            classify.spent = verify.spent = 0
             start = time.perf_counter_ns()
-            read_array(image, timed_classify, verify=timed_verify)
-            samples[name].append(time.perf_counter_ns() - start)
-            models[name].append(timed_classify.spent + (timed_verify.spent if timed_verify is not None else 0))
-    return {
-        name: (
-            np.percentile(s, 50) / 1e6,
-            np.percentile(s, 90) / 1e6,
-            cases[name].shape,
-            pieces[name],
-            min(s) / 1e6,
-            np.percentile(models[name], 50) / 1e6,
-        )
-        for name, s in samples.items()
-    }
+            read_array(cases[name][k], classify, verify=verify)
+            samples[pair, name, k].append(time.perf_counter_ns() - start)
+            models[pair, name, k].append(classify.spent + verify.spent)
+    out = {}
+    for pair in pairs:
+        for name, numbers in cases.items():
+            keys = [(pair, name, k) for k in range(TIMED_NUMBERS)]
+            reads = np.concatenate([samples[key] for key in keys]) / 1e6
+            shape = tuple(int(np.median([image.shape[i] for image in numbers])) for i in (0, 1))
+            out[pair, name] = (
+                np.percentile(reads, 50),
+                np.percentile(reads, 90),
+                shape,
+                int(np.median([pieces[key] for key in keys])),
+                np.percentile(np.concatenate([models[key] for key in keys]), 50) / 1e6,
+            )
+    return out
+
+
+MIXED_MODE = "with the piece verifier, mixed models"
+
+
+def model_pairs(run: Path) -> dict[str, tuple[Classifier, Classifier]]:
+    """The run's digit model and piece verifier, kept loaded: "int8" (`export --int8`), and "mixed" when the run
+    also has `export --mixed`'s pair (float32 first layers where int8 loses on the CPU it was exported on)."""
+    pairs = {}
+    for kind, model in (("int8", resolve_model(None, run)), ("mixed", run / "lenet5_mixed.tflite")):
+        verifier = resolve_verifier(model) if model.is_file() else None
+        if verifier is None and kind == "int8":
+            sys.exit(f"{run}: no piece verifier; train and export the run with this lenet-edge (benchmarks/hoda.py)")
+        if verifier is not None and (kind == "int8" or verifier.name == "verifier_mixed.tflite"):
+            pairs[kind] = (Classifier(model.read_bytes()), Classifier(verifier.read_bytes(), classes=VERIFIER_CLASSES))
+    return pairs
+
+
+def mixed_layers(run: Path) -> str:
+    """The float32 layers of the run's mixed verifier, as export recorded them ("c1 and c3")."""
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    return " and ".join(manifest["export"]["models"]["verifier_mixed_tflite"]["float_layers"])
 
 
 def machine() -> str:
@@ -334,25 +362,23 @@ def main() -> None:
             sys.exit(f"--set {item}: no SegmentConfig field {key!r}")
         overrides[key] = type(getattr(SegmentConfig(), key))(value)
     config = SegmentConfig(**overrides)
-    model = resolve_model(None, args.run)
-    classify = Classifier(model.read_bytes())
-    verifier = resolve_verifier(model)
-    if verifier is None:
-        sys.exit(f"{args.run}: no piece verifier; train and export the run with this lenet-edge (benchmarks/hoda.py)")
-    verify = Classifier(verifier.read_bytes(), classes=VERIFIER_CLASSES)
+    pairs = model_pairs(args.run)
+    classify, verify = pairs["int8"]
     cdb = read_cdb(args.data / name)
     load_start = open("/proc/loadavg").read().split()[0]
-    modes = {"digit model alone": None, "with the piece verifier": verify}
+    modes = {"digit model alone": (classify, None), "with the piece verifier": (classify, verify)}
     if args.no_before and args.split == "train":
         del modes["digit model alone"]
+    if "mixed" in pairs:
+        modes[MIXED_MODE] = pairs["mixed"]
     right_alone = alone(cdb.images, cdb.labels, classify)
     rows, seconds, timing = {}, {}, {}
-    for mode, v in modes.items():
+    for mode, (c, v) in modes.items():
         started = time.perf_counter()
-        rows[mode] = evaluate(cdb.images, cdb.labels, classify, args.per_cell, args.seed, v, config, right_alone)
+        rows[mode] = evaluate(cdb.images, cdb.labels, c, args.per_cell, args.seed, v, config, right_alone)
         seconds[mode] = time.perf_counter() - started
     if not (args.no_timing and args.split == "train"):
-        timing = time_one(cdb.images, cdb.labels, classify, args.seed + 1, verify)
+        timing = time_numbers(cdb.images, cdb.labels, pairs, args.seed + 1)
     load_end = open("/proc/loadavg").read().split()[0]
     after = rows["with the piece verifier"]
     by_layout = {mode: summarise(r, lambda r: r[0]) for mode, r in rows.items()}
@@ -366,8 +392,8 @@ def main() -> None:
             print(line)
         for line in confusion_lines(after):
             print(line)
-        for name, (p50, _p90, shape, n, fastest, model) in timing.items():
-            print(f"{name} {shape}, {n} pieces: p50 {p50:.2f} ms (models {model:.2f}), min {fastest:.2f}")
+        for (pair, name), (p50, p90, shape, n, model) in timing.items():
+            print(f"{pair}, {name} {shape}, {n} pieces: p50 {p50:.2f} ms (models {model:.2f}), p90 {p90:.2f}")
         return
     n = len(after)
     lines = [
@@ -381,7 +407,16 @@ def main() -> None:
         "`lenet_edge.reading.read_array` (the photo front end, which passes these clean images unchanged; "
         "segmentation; then the int8 QAT digit model of the Hoda run) after the polarity step of `load_image`, "
         "twice: with the digit model alone, and with the run's int8 piece verifier (`verifier_int8.tflite`, "
-        "P(exactly one digit | piece)) choosing the cuts, as `lenet-edge read` does by default.",
+        "P(exactly one digit | piece)) choosing the cuts, as `lenet-edge read` does by default"
+        + (
+            "; and a third time with the run's mixed models (`export --mixed`: `lenet5_mixed.tflite` and "
+            f"`verifier_mixed.tflite`, {mixed_layers(args.run)} in float32 and the rest int8, as `lenet-edge read "
+            "--model RUN/lenet5_mixed.tflite` reads), which read "
+            f"{sum(a[3] == b[3] for a, b in zip(after, rows[MIXED_MODE], strict=True)):,} of the {n:,} numbers "
+            "exactly as the int8 models do."
+            if MIXED_MODE in rows
+            else "."
+        ),
         "",
         "**What was tuned on what.** The verifier is trained by `lenet-edge train` on pieces of lines composed "
         "from the run's *training* digits only (its epochs chosen on pieces of the run's validation digits). "
@@ -424,19 +459,22 @@ def main() -> None:
         "End to end from the grayscale array, with the piece verifier: the front end's clean-image test and "
         "ink mask, segmentation (components, cut candidates), preprocessing of every candidate piece (each "
         "group whole, and each piece a group not surely one digit might be cut into), two batched calls each "
-        "of the int8 digit model and of the int8 verifier, in kept LiteRT interpreters (XNNPACK, one thread), "
-        f"the record. p50, p90 and min of {TIMING_RUNS} runs after warm-up, the four numbers interleaved; the "
-        "last column is the time inside the two models' calls (padding the batch, the interpreters, the "
-        "softmax), the rest is Python and NumPy around them. On a CPU where int8 is slower than float32 "
-        "(`lenet-edge bench`'s `p50 x` above 1), the calls take most of it. The load average above says "
-        "how busy the machine was: the minimum is the closest to an idle one.",
+        "of the digit model and of the verifier, in kept LiteRT interpreters (XNNPACK, one thread), the record. "
+        f"{TIMED_NUMBERS} different numbers of 11 test digits per layout and scale, each read {TIMING_ROUNDS} "
+        "times after a warm-up read, every number and pair of models interleaved; p50 and p90 over all those "
+        "reads. The pieces classified (median over the numbers) say how much cutting a number took: a long "
+        "run of touching digits takes many more than 11. The last column is the time inside the two models' "
+        "calls (padding the batch, the interpreters, the softmax), the rest is Python and NumPy around them. "
+        "On a CPU where int8 is slower than float32 (`lenet-edge bench`'s `p50 x` above 1), the int8 calls take "
+        "most of it, and the mixed models, float32 where int8 loses, are the ones to read with. The load "
+        "average above says how busy the machine was.",
         "",
-        "| number | image (h x w px) | pieces classified | p50 | p90 | min | inside the models' calls (p50) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| models | number | image (h x w px, median) | pieces classified (median) | p50 | p90 "
+        "| inside the models' calls (p50) |",
+        "|---|---|---|---:|---:|---:|---:|",
         *(
-            f"| {name} | {shape[0]} x {shape[1]} | {n} | {p50:.2f} ms | {p90:.2f} ms | {fastest:.2f} ms "
-            f"| {model:.2f} ms |"
-            for name, (p50, p90, shape, n, fastest, model) in timing.items()
+            f"| {pair} | {name} | {shape[0]} x {shape[1]} | {n} | {p50:.2f} ms | {p90:.2f} ms | {model:.2f} ms |"
+            for (pair, name), (p50, p90, shape, n, model) in timing.items()
         ),
     ]
     args.out.write_text(portable("\n".join(lines) + "\n"), encoding="utf-8")
