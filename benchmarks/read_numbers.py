@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,8 @@ from lenet_edge.data.cdb import read_cdb  # noqa: E402
 from lenet_edge.data.preprocess import preprocess_many, to_white_on_black  # noqa: E402
 from lenet_edge.inference import resolve_model  # noqa: E402
 from lenet_edge.machine import loadavg, machine_info  # noqa: E402
-from lenet_edge.reading import Classifier, read_array, resolve_verifier  # noqa: E402
+from lenet_edge.manifest import artifact_path, read_manifest  # noqa: E402
+from lenet_edge.reading import MIXED_KEY, MIXED_VERIFIER_KEY, Classifier, read_array, resolve_verifier  # noqa: E402
 from lenet_edge.segment import SegmentConfig  # noqa: E402
 from lenet_edge.verifier import CLASSES as VERIFIER_CLASSES  # noqa: E402
 
@@ -282,20 +282,22 @@ MIXED_MODE = "with the piece verifier, mixed models"
 def model_pairs(run: Path) -> dict[str, tuple[Classifier, Classifier]]:
     """The run's digit model and piece verifier, kept loaded: "int8" (`export --int8`), and "mixed" when the run
     also has `export --mixed`'s pair (float32 first layers where int8 loses on the CPU it was exported on)."""
+    manifest = read_manifest(run)
+    models = {"int8": resolve_model(None, run)}
+    if MIXED_VERIFIER_KEY in manifest.get("artifacts", {}):
+        models["mixed"] = artifact_path(run, manifest, MIXED_KEY)
     pairs = {}
-    for kind, model in (("int8", resolve_model(None, run)), ("mixed", run / "lenet5_mixed.tflite")):
-        verifier = resolve_verifier(model) if model.is_file() else None
-        if verifier is None and kind == "int8":
+    for kind, model in models.items():
+        verifier = resolve_verifier(model)
+        if verifier is None:
             sys.exit(f"{run}: no piece verifier; train and export the run with this lenet-edge (benchmarks/hoda.py)")
-        if verifier is not None and (kind == "int8" or verifier.name == "verifier_mixed.tflite"):
-            pairs[kind] = (Classifier(model.read_bytes()), Classifier(verifier.read_bytes(), classes=VERIFIER_CLASSES))
+        pairs[kind] = (Classifier(model.read_bytes()), Classifier(verifier.read_bytes(), classes=VERIFIER_CLASSES))
     return pairs
 
 
 def mixed_layers(run: Path) -> str:
     """The float32 layers of the run's mixed verifier, as export recorded them ("c1 and c3")."""
-    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    return " and ".join(manifest["export"]["models"]["verifier_mixed_tflite"]["float_layers"])
+    return " and ".join(read_manifest(run)["export"]["models"][MIXED_VERIFIER_KEY]["float_layers"])
 
 
 def machine() -> str:

@@ -477,10 +477,7 @@ def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say, 
         layers, timing = config.float_layers, None
         say(f"converting the QAT model with {', '.join(layers)} in float32 to {MIXED_FILE}")
         data = mixed.convert_mixed(mixed.mixed_model(qat_model, build_lenet5(arch), layers))
-    try:
-        check = mixed.verify_mixed(data)
-    except ModelError as exc:
-        raise ModelError(f"{MIXED_FILE}: {exc}") from None
+    check = _float_then_int8(MIXED_FILE, data)
     result = _checked(MIXED_FILE, data, qat_model, val, say, min_agreement=config.min_agreement, card=card)
     result.update(float_layers=list(layers), precision=check["precision"], auto=timing)
     return result
@@ -546,13 +543,11 @@ def _verifier(
     if mixed_layers is not None:
         from . import mixed
 
-        layers = mixed.same_depth(mixed_layers, build_verifier())
+        architecture = build_verifier()
+        layers = mixed.same_depth(mixed_layers, architecture)
         say(f"converting the QAT piece verifier with {', '.join(layers)} in float32 to {VERIFIER_MIXED_FILE}")
-        data = mixed.convert_mixed(mixed.mixed_model(model, build_verifier(), layers))
-        try:
-            check = mixed.verify_mixed(data)
-        except ModelError as exc:
-            raise ModelError(f"{VERIFIER_MIXED_FILE}: {exc}") from None
+        data = mixed.convert_mixed(mixed.mixed_model(model, architecture, layers))
+        check = _float_then_int8(VERIFIER_MIXED_FILE, data)
         results["verifier_mixed_tflite"] = {
             "file": VERIFIER_MIXED_FILE,
             "data": data,
@@ -563,6 +558,16 @@ def _verifier(
             **_delegation(data),
         }
     return results
+
+
+def _float_then_int8(file: str, data: bytes) -> dict[str, Any]:
+    """`mixed.verify_mixed` of a model about to be written as `file`, its error naming the file."""
+    from . import mixed
+
+    try:
+        return mixed.verify_mixed(data)
+    except ModelError as exc:
+        raise ModelError(f"{file}: {exc}") from None
 
 
 def _verifier_parity(name: str, data: bytes, model, pieces, labels, config: ExportConfig, say) -> dict[str, Any]:

@@ -174,6 +174,8 @@ def _headed(entries: list[dict]) -> bool:
 
 def format_table(results: dict) -> str:
     """The results for the terminal: a table per target, the cross-target summary, the verdicts."""
+    from .benchmark import verifier_lines
+
     entries = targets(results)
     out = []
     for entry in entries:
@@ -186,8 +188,6 @@ def format_table(results: dict) -> str:
             out += [*_fixed_width(*kind.table(entry)), *kind.notes(entry)]
         else:
             out += [*_fixed_width(*_rows(entry)), _footer(entry), *_precision_lines(entry)]
-        from .benchmark import verifier_lines
-
         out += verifier_lines(entry)
         if "tflm" in entry:
             out += ["", *_fixed_width(*_micro_rows(entry["tflm"])), _micro_footer(entry["tflm"])]
