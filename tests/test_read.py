@@ -26,7 +26,7 @@ from lenet_edge.data.synthetic import generate_numbers
 from lenet_edge.manifest import PERSIAN_DIGITS
 from lenet_edge.reading import (
     BATCH_STEP,
-    KEPT_SIZES,
+    MAX_BATCH,
     MAX_DIGITS,
     MAX_PIXELS,
     MIN_CONFIDENCE,
@@ -93,20 +93,18 @@ def test_api_reads_numbers_in_order(exported_run, tmp_path):
 
 
 def test_classifier_batches_of_any_size_agree_with_one_batch(exported_run):
-    # every batch is padded to a multiple of BATCH_STEP on an interpreter of its own size: the padding and the
-    # batch a digit shares must not change its scores, and only the last KEPT_SIZES interpreters stay open
+    # pieces go through in chunks of MAX_BATCH, the last padded to a multiple of BATCH_STEP: the padding and the
+    # chunk a digit shares must not change its scores, and one interpreter per padded size serves every call
     classify = Classifier((exported_run / "lenet5_int8.tflite").read_bytes())
     images = np.random.default_rng(0).integers(0, 256, (400, 28, 28), dtype=np.uint8)
     whole = classify(images)
     assert whole.shape == (400, 10) and np.allclose(whole.sum(axis=1), 1)
-    # batches padded to 1, 2, ..., KEPT_SIZES + 1 steps, then to one step again
-    sizes = [1, *(k * BATCH_STEP + 1 for k in range(1, KEPT_SIZES + 1)), 2]
+    sizes = [1, *(k * BATCH_STEP + 1 for k in range(1, 2 * MAX_BATCH // BATCH_STEP)), MAX_BATCH, 2]
     starts = np.cumsum([0, *sizes])
     parts = np.concatenate([classify(images[a:b]) for a, b in zip(starts[:-1], starts[1:])])  # noqa: B905
     np.testing.assert_array_equal(parts, whole[: starts[-1]])
-    assert all(size % BATCH_STEP == 0 for size in classify.handles)
-    assert len(classify.handles) == KEPT_SIZES and 400 not in classify.handles  # the least recently used closed
-    assert next(reversed(classify.handles)) == BATCH_STEP  # the last used: 2 images on the smallest interpreter
+    assert sorted(classify.handles) == list(range(BATCH_STEP, MAX_BATCH + 1, BATCH_STEP))
+    assert classify(images[:0]).shape == (0, 10)
     verify = Classifier((exported_run / "verifier_int8.tflite").read_bytes(), classes=2)
     one = verify(images[:5])
     assert one.shape == (5,) and ((one >= 0) & (one <= 1)).all()
