@@ -6,6 +6,7 @@ measured by benchmarks/read_numbers.py on Hoda.
 """
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -83,6 +84,31 @@ def test_dynamic_programme_follows_the_verifier(digits):
     config = SegmentConfig(sure_whole=1.1)  # never sure: always try cuts
     assert len(segment(gray, ink, sure, config, verify=narrow)) >= 2
     assert all(s.one is not None for s in segment(gray, ink, sure, config, verify=narrow))
+
+
+def test_pieces_the_verifier_rules_out_are_not_shown_to_the_digit_model(digits):
+    images, labels = digits
+    pick = [i for i in range(len(labels)) if labels[i] not in (0, 1)][:3]
+    gray, _, _ = compose_line(images[pick], labels[pick], np.random.default_rng(3), tight=True)
+    ink = gray > INK_THRESHOLD
+    config = SegmentConfig(sure_whole=1.1)  # never sure: every group is cut
+
+    def verify(images):  # a piece wider than tall (in the 28x28 frame) is surely not one digit
+        cols = (images > INK_THRESHOLD).any(axis=1).sum(axis=1)
+        rows = (images > INK_THRESHOLD).any(axis=2).sum(axis=1)
+        return np.where(cols <= rows, 0.95, config.ruled_out / 2)
+
+    def pieces_shown(config):  # the batches the digit model is given: the groups whole, then their pieces
+        batches = []
+        found = segment(gray, ink, lambda x: batches.append(x) or np.full((len(x), 10), 0.1), config, verify)
+        assert len(batches) == 2 and found
+        return batches[1], found
+
+    shown, found = pieces_shown(config)
+    assert (verify(shown) >= config.ruled_out).all()
+    everything, _ = pieces_shown(replace(config, ruled_out=0.0))
+    assert len(everything) > len(shown) and (verify(everything) < config.ruled_out).any()
+    assert all(s.one >= config.ruled_out or not s.probs.any() for s in found)  # a ruled-out piece reads as no digit
 
 
 def test_train_trains_and_export_exports_the_verifier(exported_run):
