@@ -423,7 +423,8 @@ def main() -> None:
         "**What was tuned on what.** The verifier is trained by `lenet-edge train` on pieces of lines composed "
         "from the run's *training* digits only (its epochs chosen on pieces of the run's validation digits). "
         "The segmentation's thresholds with the verifier (`SegmentConfig.sure_one`, `piece_cost`, "
-        "`verified_min_piece`, `refine_cuts`, and for broken digits `attach_gap` and `fragment_cost`) were chosen on "
+        "`verified_min_piece`, `refine_cuts`, `ruled_out`, and for broken digits `attach_gap`, `fragment_cost`, "
+        "`join_gap` and `join_spacing`) were chosen on "
         "numbers composed from Hoda's *train* set (`--split train --set ...`); the test numbers below were read with "
         "the defaults only, to write this file.",
         "",

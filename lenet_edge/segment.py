@@ -27,7 +27,9 @@ text. The steps:
    touches a tall neighbour, and valleys of its contour), each moved to the
    nearby column boundary the fewest strokes cross (`refine_cuts`), into
    atoms. Every run of consecutive atoms that could be one digit (within a
-   group, or across two groups overlapping by `join_overlap * H`) is
+   group, across two groups overlapping by `join_overlap * H`, or across two
+   groups much closer than the number's digits are spaced, with a verifier:
+   `join_gap`) is
    preprocessed and classified, all in a second batched call (with a piece
    verifier, it goes first, and a piece it rules out, below `ruled_out`, is
    not shown to the digit model); dynamic programming then picks the runs covering every atom whose confidences,
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -66,6 +69,11 @@ class SegmentConfig:
     mid_band: float = 0.2  # a small group's centre must lie within this * H of the line's middle
     merge_overlap: float = 0.5  # horizontal overlap, as a fraction of the narrower piece, that makes one digit
     join_overlap: float = 0.1  # two groups overlapping horizontally by this * H may be one digit (a ۸ not closed)
+    # ... and, with a piece verifier to judge them, two groups closer than `join_gap * H` may be the broken parts of
+    # one digit (a ۰ drawn as two arcs, the stem of a ۴ apart from its hook), where they are also closer than
+    # `join_spacing` x the number's median gap between groups: not where the digits themselves nearly touch
+    join_gap: float = 0.1
+    join_spacing: float = 0.3
     split_width: float = 0.45  # groups wider than this * H are tried with cuts (۱ + ۱ touching is ~0.55 H)
     max_width: float = 1.5  # no single digit is wider than this * H (Hoda's widest: ~1.4 H)
     min_piece: float = 0.15  # a cut leaves pieces at least this * H wide
@@ -216,7 +224,7 @@ def segment(
         atoms += _atoms_of(labels, group, cuts)
     spans = [(i, i + 1) for i in range(len(atoms))]
     if score is not None:
-        spans = _spans(atoms, height, config)
+        spans = _spans(atoms, height, config, _join_limit(groups, height, config) if verify is not None else 0.0)
     crops, images, probs, ones = {}, {}, {}, {}
     for span in spans:
         first, last = atoms[span[0]], atoms[span[1] - 1]
@@ -274,7 +282,7 @@ def candidate_pieces(
         wide = group.width > config.split_width * height
         atoms += _atoms_of(labels, group, _candidate_cuts(labels, group, height, config) if wide else [])
     pieces = []
-    for start, stop in _spans(atoms, height, config):
+    for start, stop in _spans(atoms, height, config, _join_limit(groups, height, config)):
         crop, box = _crop(gray, ink, labels, atoms[start:stop], height, config)
         pieces.append((box, crop, preprocess(crop)))
     return pieces
@@ -319,14 +327,23 @@ def _atoms_of(labels: np.ndarray, group: _Group, cuts: list[int]) -> list[tuple[
     return [(group, a, b) for a, b in zip(points, points[1:]) if own[:, a - group.x0 : b - group.x0].any()]  # noqa: B905
 
 
-def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentConfig) -> list[tuple[int, int]]:
+def _join_limit(groups: list[_Group], height: float, config: SegmentConfig) -> float:
+    """Two groups less than this many px apart may be the broken parts of one digit (see `join_gap`)."""
+    gaps = [_gap(a, b) for a, b in pairwise(groups) if not (a.fragment or b.fragment)]
+    return min(config.join_gap * height, config.join_spacing * float(np.median(gaps))) if gaps else 0.0
+
+
+def _spans(
+    atoms: list[tuple[_Group, int, int]], height: float, config: SegmentConfig, join_limit: float = 0.0
+) -> list[tuple[int, int]]:
     """Runs of consecutive atoms that could be one digit.
 
-    Atoms join within their group, and across two groups whose boxes overlap horizontally by
-    `join_overlap * H` (the two strokes of a ۸ that do not meet, say); the run must not be wider
-    than a digit, unless it is one atom. Each run is a candidate piece, classified in `segment`'s batch.
+    Atoms join within their group, across two groups whose boxes overlap horizontally by
+    `join_overlap * H` (the two strokes of a ۸ that do not meet, say), and across two groups less
+    than `join_limit` px apart (`_join_limit`); the run must not be wider than a digit, unless it is
+    one atom. Each run is a candidate piece, classified in `segment`'s batch.
     """
-    joined = [_joined(atoms[i][0], atoms[i + 1][0], height, config) for i in range(len(atoms) - 1)]
+    joined = [_joined(atoms[i][0], atoms[i + 1][0], height, config, join_limit) for i in range(len(atoms) - 1)]
     spans = []
     for start in range(len(atoms)):
         for stop in range(start + 1, len(atoms) + 1):
@@ -341,14 +358,17 @@ def _spans(atoms: list[tuple[_Group, int, int]], height: float, config: SegmentC
     return spans
 
 
-def _joined(a: _Group, b: _Group, height: float, config: SegmentConfig) -> bool:
+def _joined(a: _Group, b: _Group, height: float, config: SegmentConfig, join_limit: float = 0.0) -> bool:
     """May atoms of groups a and b (neighbours, a left of b) be one digit?
 
     Within one group; across groups overlapping by `join_overlap * H` (the two strokes of a ۸ that do
-    not meet); and a fragment within `attach_gap * H` of its neighbour (a broken-off tooth or hook).
-    A small mark at mid-line is not attached: it may be a ۰ beside its neighbour.
+    not meet) or less than `join_limit` px apart (a digit's stroke broken); and a fragment within
+    `attach_gap * H` of its neighbour (a broken-off tooth or hook). A small mark at mid-line is not
+    attached: it may be a ۰ beside its neighbour.
     """
     if a is b or a.x1 - b.x0 >= config.join_overlap * height:
+        return True
+    if not (a.fragment or b.fragment) and _gap(a, b) < join_limit:
         return True
     return (a.fragment or b.fragment) and _gap(a, b) <= config.attach_gap * height
 

@@ -10,7 +10,7 @@ import pytest
 
 from lenet_edge.data.preprocess import CANVAS, INK_THRESHOLD, preprocess, to_white_on_black
 from lenet_edge.data.synthetic import generate_numbers
-from lenet_edge.segment import Segment, SegmentConfig, ink_height, plausible, segment
+from lenet_edge.segment import Segment, SegmentConfig, candidate_pieces, ink_height, plausible, segment
 
 H = 30  # height of an ordinary digit in these drawings, px
 
@@ -124,6 +124,33 @@ def test_a_broken_off_part_off_the_line_joins_its_digit():
     three(whole, 30, broken=False)
     bar(whole, 120)
     assert [s.box for s in run(whole, tooth_score)] == [s.box for s in segments]
+
+
+def test_close_groups_may_be_one_broken_digit_where_the_digits_are_spaced():
+    # a digit whose stroke broke (two marks 2 px apart) in a number whose digits stand ~50 px apart: a piece
+    # may join the two marks. Where every digit stands as close as that, the digits nearly touch: no join
+    spaced = canvas(300)
+    for x in (20, 80, 140, 147, 200):
+        bar(spaced, x)
+    boxes = [box for box, _, _ in candidate_pieces(spaced, spaced > INK_THRESHOLD)]
+    assert (140, 15, 152, 45) in boxes and len(boxes) == 6
+    tight = canvas(300)
+    for x in (20, 27, 34, 41):
+        bar(tight, x)
+    boxes = [box for box, _, _ in candidate_pieces(tight, tight > INK_THRESHOLD)]
+    assert [box[2] - box[0] for box in boxes] == [5, 5, 5, 5]  # each mark alone
+
+    def ones(images):  # every piece a ۱
+        return np.tile(np.eye(10)[1] * 0.9 + 0.01, (len(images), 1))
+
+    def verify(images):  # one digit: a piece as wide as the two marks together (in the 28x28 frame)
+        return np.where((images > INK_THRESHOLD).any(axis=1).sum(axis=1) > 5, 0.9, 0.1)
+
+    ink = spaced > INK_THRESHOLD
+    assert len(segment(spaced, ink, ones)) == 5  # without a verifier to judge a join, none is tried
+    joined = segment(spaced, ink, ones, verify=verify)
+    assert [s.box for s in joined][2:4] == [(140, 15, 152, 45), (200, 15, 205, 45)] and len(joined) == 4
+    assert len(segment(spaced, ink, ones, SegmentConfig(join_gap=0), verify=verify)) == 5
 
 
 def test_a_fragment_is_never_a_digit_alone():
