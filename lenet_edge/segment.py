@@ -328,9 +328,14 @@ def _atoms_of(labels: np.ndarray, group: _Group, cuts: list[int]) -> list[tuple[
 
 
 def _join_limit(groups: list[_Group], height: float, config: SegmentConfig) -> float:
-    """Two groups less than this many px apart may be the broken parts of one digit (see `join_gap`)."""
+    """Two groups less than this many px apart may be the broken parts of one digit (see `join_gap`).
+
+    Under one pixel it joins nothing: the number's digits nearly touch, and two groups whose boxes overlap
+    (a gap of 0) are more likely two digits than one.
+    """
     gaps = [_gap(a, b) for a, b in pairwise(groups) if not (a.fragment or b.fragment)]
-    return min(config.join_gap * height, config.join_spacing * float(np.median(gaps))) if gaps else 0.0
+    limit = min(config.join_gap * height, config.join_spacing * float(np.median(gaps))) if gaps else 0.0
+    return limit if limit >= 1 else 0.0
 
 
 def _spans(
