@@ -27,12 +27,12 @@ text. The steps:
    touches a tall neighbour, and valleys of its contour), each moved to the
    nearby column boundary the fewest strokes cross (`refine_cuts`), into
    atoms. Every run of consecutive atoms that could be one digit (within a
-   group, across two groups overlapping by `join_overlap * H`, or across two
-   groups much closer than the number's digits are spaced, with a verifier:
-   `join_gap`) is
-   preprocessed and classified, all in a second batched call (with a piece
-   verifier, it goes first, and a piece it rules out, below `ruled_out`, is
-   not shown to the digit model); dynamic programming then picks the runs covering every atom whose confidences,
+   group, across two groups overlapping by `join_overlap * H`, or, with a
+   verifier, across two groups much closer than the number's digits are
+   spaced: `join_gap`) is preprocessed and classified, all in a second
+   batched call (with a piece verifier, it goes first, and a piece it rules
+   out, below `ruled_out`, is not shown to the digit model); dynamic
+   programming then picks the runs covering every atom whose confidences,
    each weighted by a shape check (`plausible`), have the highest product.
    Without `score`, a group is cut at its deepest minima only when wider
    than `max_width * H`;
@@ -330,8 +330,8 @@ def _atoms_of(labels: np.ndarray, group: _Group, cuts: list[int]) -> list[tuple[
 def _join_limit(groups: list[_Group], height: float, config: SegmentConfig) -> float:
     """Two groups less than this many px apart may be the broken parts of one digit (see `join_gap`).
 
-    Under one pixel it joins nothing: the number's digits nearly touch, and two groups whose boxes overlap
-    (a gap of 0) are more likely two digits than one.
+    Under one pixel it joins nothing: the number's digits nearly touch there, and every two neighbours
+    whose boxes overlap (a gap of 0) would be joined.
     """
     gaps = [_gap(a, b) for a, b in pairwise(groups) if not (a.fragment or b.fragment)]
     limit = min(config.join_gap * height, config.join_spacing * float(np.median(gaps))) if gaps else 0.0
