@@ -252,15 +252,73 @@ def bench_verifiers(run_dir, manifest: dict, split, config: BenchConfig, progres
     return results
 
 
-def verifier_lines(entry: dict) -> list[str]:
-    """A line for bench's table and bench.md per piece verifier: its held-out accuracy and latency."""
-    return [
+LINE_SEED = 103  # apart from the seeds `train` composes its numbers with (the run's seed and seed + 1)
+LINE_NUMBERS = 300  # numbers of the benched split's digits the line model reads
+
+
+def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progress=None) -> dict[str, dict]:
+    """The run's line model on numbers composed of the benched split's digits: exact numbers and latency.
+
+    The numbers are made as for training (`line_model.training_lines`, another seed) from the digits
+    of the split being benched, so on `--split test` no digit was seen in training. Latency: one
+    number's strip end to end (`reading.LineReader`: LiteRT with XNNPACK, one thread, as `read` runs
+    it), p50/p90 after warm-up. Returns `{"line_model": result}`, or {} for a run without one.
+    """
+    import time
+
+    from .line_model import best_path, training_lines
+    from .manifest import artifact_path
+    from .reading import LINE_KEY, LineReader
+
+    if LINE_KEY not in manifest.get("artifacts", {}):
+        return {}
+    say = progress or (lambda message: None)
+    numbers = max(8, min(LINE_NUMBERS, len(split.labels) // 4))
+    say(f"line model: composing {numbers} numbers of the split's digits")
+    strips, digits = training_lines(split.images, split.labels, numbers, seed=LINE_SEED)
+    path = artifact_path(run_dir, manifest, LINE_KEY)
+    reader = LineReader(path.read_bytes())
+    exact = np.mean([[d for d, *_ in best_path(reader(s))] == t.tolist() for s, t in zip(strips, digits, strict=True)])
+    say(f"line model: timing {path.name} on {config.runs} numbers")
+    for i in range(config.warmup):
+        reader(strips[i % len(strips)])
+    end_to_end = []
+    for i in range(config.runs):
+        start = time.perf_counter_ns()
+        reader(strips[i % len(strips)])
+        end_to_end.append(time.perf_counter_ns() - start)
+    return {
+        "line_model": {
+            "file": path.name,
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+            "numbers": int(numbers),
+            "exact": float(exact),
+            "median_width_px": int(np.median([s.shape[1] for s in strips])),
+            "p50_us": float(np.percentile(end_to_end, 50) / 1e3),
+            "p90_us": float(np.percentile(end_to_end, 90) / 1e3),
+            "runs": int(config.runs),
+        }
+    }
+
+
+def reading_lines(entry: dict) -> list[str]:
+    """A line for bench's table and bench.md per model `read` uses beside the digit model: accuracy and latency."""
+    lines = [
         f"Piece verifier {v['file']} ({v['bytes']:,} bytes): {100 * v['accuracy']:.2f}% of {v['pieces']:,} held-out "
         f"pieces ({100 * v['one_accuracy']:.2f}% of the {v['ones']:,} single digits, "
         f"{100 * v['not_one_accuracy']:.2f}% of the others); one piece p50 {v['p50_us']:.1f} µs, "
         f"p90 {v['p90_us']:.1f} µs (LiteRT, XNNPACK)"
         for v in (entry[name] for name in VERIFIERS.values() if name in entry)
     ]
+    if "line_model" in entry:
+        v = entry["line_model"]
+        lines.append(
+            f"Line model {v['file']} ({v['bytes']:,} bytes): {100 * v['exact']:.2f}% of {v['numbers']:,} held-out "
+            f"numbers of 1-12 digits read exactly on its own; one number (median strip {v['median_width_px']} px "
+            f"wide) p50 {v['p50_us']:.1f} µs, p90 {v['p90_us']:.1f} µs (LiteRT, XNNPACK, one thread)"
+        )
+    return lines
 
 
 def bench_run(
@@ -366,6 +424,7 @@ def bench_run(
                 )
             if not models:
                 host_results.update(bench_verifiers(run_dir, manifest, data, config, progress))
+                host_results.update(bench_line_model(run_dir, manifest, data, config, progress))
             entries.append({"target": "host", "kind": "host", **host_results})
         local_entries = iter(run_local([t for t in targets if t.kind != "ssh"], job, progress or (lambda m: None)))
         remote_entries = iter(sessions.results())

@@ -80,6 +80,8 @@ class TrainConfig:
     distill_alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to the (smoothed) true labels
     # The piece verifier `read` cuts touching digits with (verifier.py), trained after the lenet5 digit model.
     verifier: bool = True
+    # The line model whose reading of a whole number may overrule the segmentation's (line_model.py), trained last.
+    line_model: bool = True
 
     def __post_init__(self):
         checks = [
@@ -125,6 +127,18 @@ class VerifierConfig:
     lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
     qat_lr: float = 1e-4
     label_smoothing: float = 0.05  # keeps log P(one) finite for the dynamic programme's sums
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """The line model's recipe (`line_model.train_line_model`), the same for every run that trains one."""
+
+    lines: int = 100_000  # numbers composed of training digits, at most 2 per digit (Hoda's 54,000: 100,000)
+    epochs: int = 8  # float epochs; the one reading most validation numbers exactly is kept
+    qat_epochs: int = 2
+    batch_size: int = 64
+    lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
+    qat_lr: float = 1e-4
 
 
 RECIPE_NAMES = ("fast", "best")

@@ -62,6 +62,7 @@ MIXED_FILE = "lenet5_mixed.tflite"
 TEACHER_FILE = "teacher_float32.tflite"
 VERIFIER_FILE = "verifier_int8.tflite"
 VERIFIER_MIXED_FILE = "verifier_mixed.tflite"
+LINE_FILE = "line_int8.tflite"
 VERIFIER_TFLM_PIECES = 200  # validation pieces the int8 verifier is also run on in TensorFlow Lite Micro
 VERIFIER_TFLM_STEPS = 1  # largest difference, in int8 output steps, allowed between TFLM and LiteRT's reference
 
@@ -171,9 +172,16 @@ def _int8_problems(info: Mapping, classes: int = NUM_CLASSES) -> list[str]:
         for side in ("inputs", "outputs")
     }
     problems = contract_problems(specs["inputs"], specs["outputs"], classes)  # the contract every stage checks
-    for side, entries in (("input", specs["inputs"]), ("output", specs["outputs"])):
-        problems += [f"{side} {e.name!r} is {e.dtype}, not int8" for e in entries[:1] if e.dtype != "int8"]
+    return problems + _integer_only_problems(info)
 
+
+def _integer_only_problems(info: Mapping) -> list[str]:
+    """What keeps a graph (`inspect_tflite`) from being integer-only: float input or output, float ops."""
+    problems = []
+    for side in ("inputs", "outputs"):
+        problems += [
+            f"{side[:-1]} {e['name']!r} is {e['dtype']}, not int8" for e in info[side][:1] if e["dtype"] != "int8"
+        ]
     tensors = {t["index"]: t for t in info["tensors"]}
     produced = {t for op in info["ops"] for t in op["outputs"]}
     graph_inputs = {entry["index"] for entry in info["inputs"]}
@@ -298,6 +306,8 @@ def export_run(
     teacher_keras = artifact_path(run_dir, manifest, "teacher_keras") if has_teacher else None
     has_verifier = config.int8 and "verifier_qat_weights" in manifest.get("artifacts", {})
     verifier_weights = artifact_path(run_dir, manifest, "verifier_qat_weights") if has_verifier else None
+    has_line = config.int8 and "line_qat_weights" in manifest.get("artifacts", {})
+    line_weights = artifact_path(run_dir, manifest, "line_qat_weights") if has_line else None
     if splits is None:
         from .data import load_run_splits  # the data layer pulls in PIL and the dataset readers; only needed here
 
@@ -352,6 +362,8 @@ def export_run(
     if verifier_weights is not None:
         mixed_layers = results["mixed_tflite"]["float_layers"] if config.mixed else None
         results.update(_verifier(verifier_weights, manifest, splits, config, say, mixed_layers))
+    if line_weights is not None:
+        results["line_int8_tflite"] = _line_model(line_weights, manifest, splits, config, say)
     if teacher_keras is not None:
         say("converting the distillation teacher to float32 TFLite (a reference for bench)")
         teacher = load_float(teacher_keras)
@@ -453,6 +465,7 @@ EXPORT_FILES = {
     "teacher_tflite": TEACHER_FILE,
     "verifier_int8_tflite": VERIFIER_FILE,
     "verifier_mixed_tflite": VERIFIER_MIXED_FILE,
+    "line_int8_tflite": LINE_FILE,
     "c_header": f"{C_NAME}.h",
     "c_source": f"{C_NAME}.cc",
     **{key: f"{MICRO_DIR}/{name}" for key, name in MICRO_FILES.items()},
@@ -558,6 +571,74 @@ def _verifier(
             **_delegation(data),
         }
     return results
+
+
+def _line_model(weights: Path, manifest: dict, splits: Mapping, config: ExportConfig, say) -> dict[str, Any]:
+    """line_int8.tflite: the QAT line model, full-integer int8, stored with input width `STORED_WIDTH`.
+
+    Its validation numbers are composed again from the validation split exactly as `train` made them;
+    the int8 model must read the same digits as the QAT Keras model on `min_agreement` of them. The
+    parity's `top1_*` are the shares of numbers each reads exactly (`line_model.best_path`).
+    """
+    from .line_model import FRAME, STORED_WIDTH, batch, best_path, load_line_qat, log_softmax, training_lines
+    from .reading import LineReader
+
+    lines = manifest.get("line_model", {}).get("data", {}).get("lines", {})
+    seed = manifest.get("config", {}).get("seed", 0)
+    say("composing the line model's validation numbers again")
+    strips, digits = training_lines(splits["val"].images, splits["val"].labels, int(lines.get("val", 8)), seed + 1)
+    model = load_line_qat(weights)
+    say(f"converting the QAT line model to full-integer int8 TFLite ({LINE_FILE})")
+
+    def representative_dataset():  # QAT's ranges come from training: these only satisfy the converter
+        for strip in strips[: config.calibration_size]:
+            x = np.zeros((1, FRAME, STORED_WIDTH, 1), np.float32)  # (1, 40, 256, 1)
+            width = min(STORED_WIDTH, strip.shape[1])
+            x[0, :, :width, 0] = strip[:, :width] / 255.0
+            yield [x]
+
+    # a fixed width in the file (every runtime can load it as it is), which LiteRT resizes to each number's
+    call = tf.function(lambda x: model(x, training=False))
+    spec = tf.TensorSpec((1, FRAME, STORED_WIDTH, 1), tf.float32, name="line")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function(spec)], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    data = _convert(converter)
+    info = inspect_tflite(data)
+    problems = _integer_only_problems(info)
+    if problems:
+        raise ModelError(f"{LINE_FILE} is not a full-integer int8 model: " + "; ".join(problems[:3]))
+    say(f"comparing {LINE_FILE} with the Keras line model on {len(strips)} validation numbers")
+    reader = LineReader(data)
+    read_tflite, read_keras = [], []
+    for strip in strips:
+        read_tflite.append([d for d, *_ in best_path(reader(strip))])
+        logits = model(batch([strip]), training=False).numpy()[0, 0]
+        read_keras.append([d for d, *_ in best_path(log_softmax(logits))])
+    truth = [d.tolist() for d in digits]
+    agreement = {
+        "n": len(truth),
+        "top1_tflite": float(np.mean([a == t for a, t in zip(read_tflite, truth, strict=True)])),
+        "top1_keras": float(np.mean([a == t for a, t in zip(read_keras, truth, strict=True)])),
+        "agreement": float(np.mean([a == b for a, b in zip(read_tflite, read_keras, strict=True)])),
+        "disagreements": int(sum(a != b for a, b in zip(read_tflite, read_keras, strict=True))),
+    }
+    if agreement["agreement"] < config.min_agreement:
+        raise ModelError(
+            f"{LINE_FILE}: reads {agreement['agreement']:.4f} of {agreement['n']} validation numbers as the Keras "
+            f"line model does, below the required {config.min_agreement}"
+        )
+    return {
+        "file": LINE_FILE,
+        "data": data,
+        "metadata": None,
+        "quantization": io_quantization(info),
+        "ops": dict(sorted(Counter(op["op"] for op in info["ops"]).items())),
+        "parity": agreement,
+        **_delegation(data),
+    }
 
 
 def _float_then_int8(file: str, data: bytes) -> dict[str, Any]:

@@ -126,6 +126,11 @@ def load_qat(weights_path, arch: str) -> keras.Model:
     matches), so `train` stores the QAT weights and the architecture name, and
     this rebuilds the graph from our own code. Nothing from the file is executed.
     """
-    model = quantize_aware(build_lenet5(arch))
+    return rebuilt_qat(build_lenet5(arch), weights_path)
+
+
+def rebuilt_qat(model: keras.Model, weights_path) -> keras.Model:
+    """`model` (float, freshly built by our own code) wrapped for QAT, with the QAT weights of `weights_path`."""
+    model = quantize_aware(model)
     model.load_weights(weights_path)
     return model

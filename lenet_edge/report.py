@@ -174,7 +174,7 @@ def _headed(entries: list[dict]) -> bool:
 
 def format_table(results: dict) -> str:
     """The results for the terminal: a table per target, the cross-target summary, the verdicts."""
-    from .benchmark import verifier_lines
+    from .benchmark import reading_lines
 
     entries = targets(results)
     out = []
@@ -188,7 +188,7 @@ def format_table(results: dict) -> str:
             out += [*_fixed_width(*kind.table(entry)), *kind.notes(entry)]
         else:
             out += [*_fixed_width(*_rows(entry)), _footer(entry), *_precision_lines(entry)]
-        out += verifier_lines(entry)
+        out += reading_lines(entry)
         if "tflm" in entry:
             out += ["", *_fixed_width(*_micro_rows(entry["tflm"])), _micro_footer(entry["tflm"])]
     if len(entries) > 1:
@@ -270,15 +270,15 @@ def _markdown_target(entry: dict, headed: bool = False) -> list[str]:
         "invoke, get_tensor, argmax of the raw output); `p50 x` is the median over timing rounds of the "
         "per-round ratio to the reference, the models being interleaved round by round.",
         *_precision_lines(entry),
-        *_verifier_lines(entry),
+        *_reading_lines(entry),
         *_markdown_micro(entry, "###" if headed else "##"),
     ]
 
 
-def _verifier_lines(entry: dict) -> list[str]:
-    from .benchmark import verifier_lines
+def _reading_lines(entry: dict) -> list[str]:
+    from .benchmark import reading_lines
 
-    return [text for line in verifier_lines(entry) for text in ("", line + ".")]
+    return [text for line in reading_lines(entry) for text in ("", line + ".")]
 
 
 def _markdown_micro(entry: dict, level: str) -> list[str]:

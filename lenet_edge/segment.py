@@ -103,6 +103,10 @@ class SegmentConfig:
     attach_gap: float = 0.15
     fragment_cost: float = -1.5
     max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
+    # With a line model (`line_model`, used by `reading.read_array`): a reading of another number of digits than the
+    # segmentation's replaces it when the line model finds it more likely by more than this log-likelihood (chosen
+    # on numbers of the run's validation digits: `benchmarks/read_numbers.py --split val`)
+    line_margin: float = 6.0
 
 
 class TooManyMarks(ValueError):
@@ -186,10 +190,10 @@ def segment(
     """
     if verify is not None:
         config = verified(config)
-    layout = _layout(gray, ink, config, fragments=score is not None)
-    if layout is None:
+    found = layout(gray, ink, config, fragments=score is not None)
+    if found is None:
         return []
-    labels, height, groups, tall = layout
+    labels, height, groups, tall = found
     whole: dict[int, tuple] = {}  # id(group) -> (crop, box, image, probs, one) of the group taken as one digit
     for group in groups:
         crop, box = _crop(gray, ink, labels, [(group, group.x0, group.x1)], height, config)
@@ -273,10 +277,10 @@ def candidate_pieces(
         TooManyMarks: as `segment`.
     """
     config = verified(config)
-    layout = _layout(gray, ink, config, fragments=True)
-    if layout is None:
+    found = layout(gray, ink, config, fragments=True)
+    if found is None:
         return []
-    labels, height, groups, _ = layout
+    labels, height, groups, _ = found
     atoms: list[tuple[_Group, int, int]] = []
     for group in groups:
         wide = group.width > config.split_width * height
@@ -293,7 +297,7 @@ def verified(config: SegmentConfig) -> SegmentConfig:
     return replace(config, min_piece=config.verified_min_piece)
 
 
-def _layout(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig, fragments: bool = False):
+def layout(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig, fragments: bool = False):
     """Steps 1-5: `(labels, H, groups sorted by centre, the tall groups)`, or None without writing.
 
     `fragments`: small marks off the line's middle beside a digit are kept as fragment groups (see

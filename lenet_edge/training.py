@@ -11,6 +11,10 @@ from train and trains the digit model (`train_digit_model`):
 3. tfmot's `quantize_model` around it, fine-tuned at a lower rate with the
    same targets (again keeping the best validation epoch).
 
+For lenet5, `read`'s two helpers follow, each trained in float and then with
+QAT on numbers composed of the training digits: the piece verifier
+(`verifier.train_verifier`) and the line model (`line_model.train_line_model`).
+
 Then the manifest is built and every artifact is written. The test split is
 only evaluated at the end, for the report; it never chooses anything.
 
@@ -32,10 +36,11 @@ import numpy as np
 from . import __version__
 from .augment import augment
 from .compat import keras, tf, versions
-from .config import TrainConfig, VerifierConfig
+from .config import LineConfig, TrainConfig, VerifierConfig
 from .distill import Distiller
 from .errors import ModelError
 from .fileio import sha256_file, staged_files, sweep_temporaries
+from .line_model import LINE_MODEL_FLOAT, LINE_MODEL_QAT_WEIGHTS
 from .manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -133,6 +138,11 @@ def train(
         verifier = train_verifier(VerifierConfig(), splits, config.seed, log)
     elif config.verifier:
         log(f"verifier: not trained for --arch {config.arch} (only for lenet5); `read` cuts by the digit model alone")
+    line = None
+    if config.line_model and config.arch == "lenet5":
+        from .line_model import train_line_model
+
+        line = train_line_model(LineConfig(), splits, config.seed, log)
 
     val_x, val_labels = to_model_input(splits["val"].images), splits["val"].labels
     metrics = {
@@ -162,6 +172,7 @@ def train(
         },
         **({"teacher": digits.teacher} if digits.teacher else {}),
         **({"verifier": _verifier_record(verifier)} if verifier else {}),
+        **({"line_model": _line_record(line)} if line else {}),
         "versions": versions(),
         "metrics": metrics,
         "history": digits.history,
@@ -179,6 +190,10 @@ def train(
             verifier.models["float"].save(stage(VERIFIER_FLOAT_MODEL))
             if "qat" in verifier.models:
                 verifier.models["qat"].save_weights(stage(VERIFIER_QAT_WEIGHTS, suffix=".weights.h5"))
+        if line is not None:
+            line.models["float"].save(stage(LINE_MODEL_FLOAT))
+            if "qat" in line.models:
+                line.models["qat"].save_weights(stage(LINE_MODEL_QAT_WEIGHTS, suffix=".weights.h5"))
     if "teacher" in digits.models:
         record_artifact(manifest, "teacher_keras", run_dir / TEACHER_MODEL)
     record_artifact(manifest, "float_keras", run_dir / FLOAT_MODEL)
@@ -189,6 +204,10 @@ def train(
         record_artifact(manifest, "verifier_float_keras", run_dir / VERIFIER_FLOAT_MODEL)
         if "qat" in verifier.models:
             record_artifact(manifest, "verifier_qat_weights", run_dir / VERIFIER_QAT_WEIGHTS)
+    if line is not None:
+        record_artifact(manifest, "line_float_keras", run_dir / LINE_MODEL_FLOAT)
+        if "qat" in line.models:
+            record_artifact(manifest, "line_qat_weights", run_dir / LINE_MODEL_QAT_WEIGHTS)
     manifest["wall_time_s"]["total"] = round(time.perf_counter() - started, 2)
     write_manifest(run_dir, manifest)
     remove_stale_artifacts(run_dir, old_manifest, manifest)
@@ -207,17 +226,22 @@ def _verifier_record(verifier) -> dict:
     for stage, model in verifier.models.items():
         logits = model.predict((val_x.astype(np.float32) / 255.0)[..., None], batch_size=1024, verbose=0)
         metrics[stage] = {**held_out(scores(logits) >= 0.5, val_y), "best_epoch": verifier.best_epoch[stage]}
+    shapes = (
+        "float32 (B, 28, 28, 1) = uint8 / 255, a preprocessed piece",
+        "logits (B, 2): not one digit, exactly one digit",
+    )
+    return _helper_record(verifier, VerifierConfig(), shapes, metrics)
+
+
+def _helper_record(helper, config, shapes: tuple[str, str], metrics: dict) -> dict:
+    """The manifest's section for one of `read`'s helpers (the verifier, the line model)."""
     return {
-        "model": {
-            "parameters": int(verifier.models["float"].count_params()),
-            "input": "float32 (B, 28, 28, 1) = uint8 / 255, a preprocessed piece",
-            "output": "logits (B, 2): not one digit, exactly one digit",
-        },
-        "config": asdict(VerifierConfig()),
-        "data": verifier.data,
+        "model": {"parameters": int(helper.models["float"].count_params()), "input": shapes[0], "output": shapes[1]},
+        "config": asdict(config),
+        "data": helper.data,
         "metrics": metrics,
-        "history": verifier.history,
-        "wall_time_s": {k: round(v, 2) for k, v in verifier.seconds.items()},
+        "history": helper.history,
+        "wall_time_s": {k: round(v, 2) for k, v in helper.seconds.items()},
     }
 
 
@@ -265,6 +289,25 @@ def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], No
     else:
         history["qat"] = []
     return DigitModel(models, history, best, seconds, cpu, record)
+
+
+def _line_record(line) -> dict:
+    """The manifest's record of the line model: its model, data, validation figures and history."""
+    from .line_model import evaluate
+
+    metrics = {}
+    for stage, model in line.models.items():
+        exact, loss = evaluate(model, *line.val)
+        metrics[stage] = {
+            "val_exact": round(exact, 5),
+            "val_loss": round(loss, 5),
+            "best_epoch": line.best_epoch[stage],
+        }
+    shapes = (
+        "float32 (1, 40, W, 1) = uint8 / 255, W a multiple of 32",
+        "logits (1, 1, W/2, 11): digits 0-9, then the CTC blank",
+    )
+    return _helper_record(line, LineConfig(), shapes, metrics)
 
 
 def reused_teacher(config: TrainConfig, data: dict) -> tuple:

@@ -69,11 +69,9 @@ def build_verifier():
 
 def load_verifier_qat(weights_path):
     """The QAT verifier rebuilt from our own code, its weights loaded (as `model.load_qat`)."""
-    from .model import quantize_aware
+    from .model import rebuilt_qat
 
-    model = quantize_aware(build_verifier())
-    model.load_weights(weights_path)
-    return model
+    return rebuilt_qat(build_verifier(), weights_path)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -94,12 +92,17 @@ def _scaled(crop: np.ndarray, height: float) -> np.ndarray:
 
 
 def compose_line(
-    images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, tight: bool
+    images: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    tight: bool,
+    heights: tuple[float, float] = (0.85, 1.0),
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Preprocessed digits on one line: `(gray, owner, ink per digit)`.
 
     `gray` is white on black; `owner[y, x]` is 1 + the index of the digit whose ink is brightest
-    there (0: paper). Heights follow Hoda's: every digit but ۰ 85-100% of the line's height, ۰ 30-50%.
+    there (0: paper). Heights follow Hoda's: every digit but ۰ `heights` (a range) of the line's
+    height, ۰ 30-50%.
     """
     line_height = rng.uniform(24, 70)
     unit = line_height / 30  # Hoda's digits are about 30 px tall at 200 dpi: gaps are drawn at that scale
@@ -108,7 +111,7 @@ def compose_line(
         crop = _ink_crop(image)
         if crop.size == 0:
             continue
-        share = rng.uniform(0.3, 0.5) if label == ZERO else rng.uniform(0.85, 1.0)
+        share = rng.uniform(0.3, 0.5) if label == ZERO else rng.uniform(*heights)
         crops.append(_scaled(crop, share * line_height))
     widths = [c.shape[1] for c in crops]
     if tight:
@@ -228,18 +231,18 @@ def training_pieces(
 
 
 @dataclass
-class Verifier:
-    """What `train_verifier` hands on: the models, their history and what the data held."""
+class Trained:
+    """What training one of `read`'s helpers (`train_verifier`, `line_model.train_line_model`) hands on."""
 
     models: dict  # "float", "qat" -> Keras model
     history: dict[str, list[dict]]
     best_epoch: dict[str, int]
     seconds: dict[str, float]
-    data: dict  # counts of pieces per split and label
-    val: tuple[np.ndarray, np.ndarray]  # the validation pieces (export checks the int8 model on them)
+    data: dict  # how much data was composed per split, and how long it took
+    val: tuple  # the validation data: (pieces, labels), or (strips, digits) for the line model
 
 
-def train_verifier(config: VerifierConfig, splits: dict, seed: int, log: Callable[[str], None]) -> Verifier:
+def train_verifier(config: VerifierConfig, splits: dict, seed: int, log: Callable[[str], None]) -> Trained:
     """Compose pieces from the train split (and, to choose epochs, the validation split), train float then QAT.
 
     Args:
@@ -295,7 +298,7 @@ def train_verifier(config: VerifierConfig, splits: dict, seed: int, log: Callabl
             qat, x, targets, val_xy, config.qat_epochs, keras.optimizers.Adam(config.qat_lr), config, log, "qat"
         )
         models["qat"] = qat
-    return Verifier(models, history, best, seconds, data, (val_x, val_y))
+    return Trained(models, history, best, seconds, data, (val_x, val_y))
 
 
 def _fit(model, x, targets, val_xy, epochs, optimizer, config: VerifierConfig, log, stage="float"):

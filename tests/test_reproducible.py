@@ -22,7 +22,8 @@ What is pinned, and how:
   weights; for a QAT model the calibration sample does not change a byte.
 
 So `lenet5_int8.tflite`, `lenet5_float32.tflite` and `lenet5_qat.weights.h5`
-are byte-identical, and so are the manifests' metrics and per-epoch history.
+are byte-identical, as are the line model's `line_int8.tflite` and
+`line_qat.weights.h5`, and so are the manifests' metrics and per-epoch history.
 
 What is not, found by diffing two runs, and why it does not matter:
 
@@ -31,8 +32,8 @@ What is not, found by diffing two runs, and why it does not matter:
   modification time. The other members (`config.json`, the weights) are
   byte-identical; the test unpacks the zip and checks that.
 - the manifest's `created` timestamp, `wall_time_s`, `cpu_time_s`, each history row's
-  `seconds`, and the sha256/size recorded for `lenet5_float.keras` (which
-  follow from the date above). Everything else in the manifest is equal.
+  `seconds` (the piece verifier's and the line model's too), and the sha256/size
+  recorded for the `.keras` files (which follow from the date above). Everything else in the manifest is equal.
 
 This holds on one machine. Across CPUs, oneDNN may pick other kernels (the
 "oneDNN custom operations are on" notice says as much) and float sums may
@@ -52,7 +53,13 @@ import numpy as np
 import pytest
 from conftest import TINY_DISTILLED, TINY_RUN
 
-IDENTICAL = ("lenet5_int8.tflite", "lenet5_float32.tflite", "lenet5_qat.weights.h5")
+IDENTICAL = (
+    "lenet5_int8.tflite",
+    "lenet5_float32.tflite",
+    "lenet5_qat.weights.h5",
+    "line_int8.tflite",  # the line model, trained by its own loop (a tf.function step over width-sorted batches)
+    "line_qat.weights.h5",
+)
 TIMES = ("created", "wall_time_s", "cpu_time_s")  # manifest keys that record when and how long, not what
 
 
@@ -117,13 +124,13 @@ def test_manifests_differ_only_in_times_and_the_keras_file_hash(first, second):
         for stage in manifest["history"].values():
             for row in stage:
                 row.pop("seconds")
-        verifier = manifest.get("verifier")
-        if verifier:  # the piece verifier's own timings
-            verifier.pop("wall_time_s"), verifier["data"].pop("seconds")
-            for stage in verifier["history"].values():
-                for row in stage:
-                    row.pop("seconds", None)
-        for key in ("float_keras", "verifier_float_keras"):
+        for model in ("verifier", "line_model"):  # the piece verifier's and the line model's own timings
+            if model in manifest:
+                manifest[model].pop("wall_time_s"), manifest[model]["data"].pop("seconds")
+                for stage in manifest[model]["history"].values():
+                    for row in stage:
+                        row.pop("seconds", None)
+        for key in ("float_keras", "verifier_float_keras", "line_float_keras"):
             if key in manifest["artifacts"]:
                 entry = manifest["artifacts"][key]
                 entry.pop("sha256"), entry.pop("size_bytes")  # the save date is inside the file

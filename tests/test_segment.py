@@ -320,7 +320,7 @@ def test_refined_cuts_find_where_touching_digits_meet():
 
     from lenet_edge.data.preprocess import preprocess_many
     from lenet_edge.data.synthetic import generate
-    from lenet_edge.segment import _candidate_cuts, _layout, verified
+    from lenet_edge.segment import _candidate_cuts, layout, verified
     from lenet_edge.verifier import compose_line
 
     raw, labels = generate(200, seed=5)
@@ -342,7 +342,7 @@ def test_refined_cuts_find_where_touching_digits_meet():
             good = set(np.flatnonzero(wrong <= wrong.min() + 0.03 * min(left.sum(), right.sum())).tolist())
             for reach in found:
                 config = verified(SegmentConfig(refine_cuts=reach))  # the cuts `read` weighs with a verifier
-                labelled, height, groups, _ = _layout(gray, ink, config)
+                labelled, height, groups, _ = layout(gray, ink, config)
                 cuts = [c for g in groups for c in _candidate_cuts(labelled, g, height, config)]
                 found[reach] += bool(good & set(cuts))
     assert pairs >= 20

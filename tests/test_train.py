@@ -12,6 +12,7 @@ from lenet_edge.training import TrainConfig, train
 
 def tiny_config(data, **overrides):
     settings = dict(data=str(data), epochs=2, qat_epochs=2, batch_size=32, lr=3e-3, val_fraction=0.2, seed=7)
+    settings["line_model"] = False  # trained and checked by the shared tiny run (test_line_model.py)
     return TrainConfig(**{**settings, **overrides})
 
 

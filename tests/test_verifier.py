@@ -151,7 +151,7 @@ def test_no_verifier_for_the_classic_arch_is_said(tiny_npz, tmp_path):
     assert "verifier" not in read_manifest(tmp_path / "run")
 
 
-def test_bench_reports_the_verifier(exported_run):
+def test_bench_reports_the_verifier_and_the_line_model(exported_run):
     from lenet_edge.benchmark import bench_run
     from lenet_edge.config import BenchConfig
     from lenet_edge.report import format_markdown, format_table
@@ -161,3 +161,6 @@ def test_bench_reports_the_verifier(exported_run):
     assert v["pieces"] > 0 and 0 <= v["accuracy"] <= 1 and v["p50_us"] > 0 and v["runs"] == 20
     assert "Piece verifier verifier_int8.tflite" in format_table(results)
     assert "Piece verifier verifier_int8.tflite" in format_markdown(results)
+    line = results["line_model"]
+    assert line["numbers"] > 0 and 0 <= line["exact"] <= 1 and line["p50_us"] > 0 and line["runs"] == 20
+    assert "Line model line_int8.tflite" in format_table(results) and "Line model" in format_markdown(results)

@@ -97,9 +97,16 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, qu
     help="Cut touching digits with the run's piece verifier (verifier_int8.tflite beside the model; "
     "verifier_mixed.tflite beside lenet5_mixed.tflite), if it has one.",
 )
+@click.option(
+    "--line-model/--no-line-model",
+    default=True,
+    show_default=True,
+    help="Let the run's line model (line_int8.tflite beside the model), if it has one, overrule the cuts: it "
+    "reads the whole number at once, and its reading wins where it finds the cut one much less likely.",
+)
 @JSON_OPTION
 @QUIET_OPTION
-def read_numbers(images, run_dir, model_path, min_confidence, verifier, as_json, quiet):
+def read_numbers(images, run_dir, model_path, min_confidence, verifier, line_model, as_json, quiet):
     """Read whole handwritten numbers (postal codes, phone numbers, amounts) in image files.
 
     IMAGES are files or directories (searched recursively), one number per
@@ -121,7 +128,15 @@ def read_numbers(images, run_dir, model_path, min_confidence, verifier, as_json,
     say = lambda message: click.echo(message, err=True)  # noqa: E731
     model = resolve_model(model_path, run_dir, log=say)
     with ProgressBars("reading", shown=not quiet) as bar:
-        results = run_read(images, model, min_confidence=min_confidence, verifier=verifier, progress=bar, log=say)
+        results = run_read(
+            images,
+            model,
+            min_confidence=min_confidence,
+            verifier=verifier,
+            line_model=line_model,
+            progress=bar,
+            log=say,
+        )
     echo_records(
         results,
         as_json,

@@ -130,6 +130,10 @@ def recipe_option(flags: str, text: str, field: str | None = None, **kwargs):
     "Weight of the teacher's soft targets; the rest goes to the true labels.",
     type=click.FloatRange(0, 1),
 )
+@recipe_option(
+    "--line-model/--no-line-model",
+    "Also train the line model `read` checks its cuts with (lenet5 only; on Hoda the longest part of the run).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing run in --dir (only once the new one is complete).")
 @click.pass_context
 def train(ctx, recipe, run_dir, force, **options):

@@ -1,0 +1,369 @@
+"""The line model: reads a whole number at once, a second opinion on the cuts `segment` chooses.
+
+`segment` reads a number digit by digit: it must first decide where touching
+digits end, and a wrong cut (two digits read as one, one read as two) is a
+wrong number however well each piece is then read. The line model needs no
+cuts. A small fully convolutional network slides along the number, scaled so
+that its digits are `LINE_HEIGHT` px tall in a `FRAME` px high strip, and says
+at every `STRIDE`-th column which digit is there, or none (the blank). Trained
+with connectionist temporal classification (CTC: Graves et al. 2006, the loss
+of line recognizers from handwriting to licence plates) on lines composed of
+training digits, it learns where digits begin and end from the lines alone.
+
+It is the better judge of how many digits there are, and the digit model
+(which sees each digit alone at full size) the better judge of which digit
+each one is. So `read` asks both: where the line model reads another number of
+digits than the segmentation, and finds its own reading more likely than the
+segmentation's by more than `SegmentConfig.line_margin` (log-likelihoods by the
+CTC forward algorithm), its reading is the answer; otherwise the
+segmentation's stands.
+
+Its data (`training_lines`) is made from the *training* split only: lines of
+1-12 digits (`verifier.compose_line`: spaced or touching, each digit's height
+70-100% of the line's, a ۰ 25-50%), with Gaussian noise and specks, put through
+the same `line_image` step `read` uses. `train_line_model` trains it in float,
+then with quantization-aware training; `export --int8` converts it to
+`line_int8.tflite`, whose input width follows the number's (XNNPACK plans one
+graph per width, multiples of `WIDTH_STEP`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .config import LineConfig
+from .data.preprocess import INK_THRESHOLD
+from .segment import SegmentConfig, layout
+from .verifier import Trained, compose_line
+
+FRAME = 40  # px: the strip's height
+LINE_HEIGHT = 20  # px: the line's ordinary digits (`segment`'s H) are scaled to this height
+MARGIN = 8  # px of paper left and right of the ink
+STRIDE = 2  # input columns per output frame (one 2x2 pooling)
+WIDTH_STEP = 32  # strips are padded to a multiple of this width: a handful of interpreter shapes serve every number
+STORED_WIDTH = 256  # px: the width `line_int8.tflite` is stored with (about 11 digits); LiteRT resizes it per number
+MAX_WIDTH = 2048  # px: a wider strip (over ~80 digits) is no number; the segmentation's reading stands alone
+BLANK = 10  # the CTC blank: no digit at this frame
+CLASSES = 11  # the ten digits, then the blank
+LINE_MODEL_FLOAT = "line_float.keras"
+LINE_MODEL_QAT_WEIGHTS = "line_qat.weights.h5"
+
+
+@dataclass(frozen=True)
+class LineImage:
+    """A number as the line model sees it, and the way back to the image's pixels."""
+
+    pixels: np.ndarray  # (FRAME, W) uint8, white on black; W a multiple of WIDTH_STEP
+    x0: float  # the image column at strip column MARGIN
+    column: float  # image columns per strip column
+    ink: np.ndarray  # (h, w) bool: the kept ink (specks and stray marks dropped) in the image window the strip shows
+    origin: tuple[int, int]  # (row, column) of that window in the image
+
+    def columns(self, first: int, last: int) -> tuple[int, int]:
+        """Frames `first`..`last` (inclusive) as a range of image columns `[x0, x1)` inside the window."""
+        a = self.x0 + (first * STRIDE - MARGIN) * self.column
+        b = self.x0 + ((last + 1) * STRIDE - MARGIN) * self.column
+        left, width = self.origin[1], self.ink.shape[1]
+        return min(max(left, math.floor(a)), left + width), max(left, min(left + width, math.ceil(b)))
+
+
+def line_image(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig | None = None) -> LineImage | None:
+    """The strip the line model reads: the number's kept ink, its ordinary digits `LINE_HEIGHT` px tall.
+
+    The ink `segment` would read (specks, and marks off the line that are neither a ۰ nor beside a
+    digit, dropped) is scaled so that the line's ink height H becomes `LINE_HEIGHT`, centred on the
+    line's middle in a `FRAME` px strip (ink more than FRAME/2 from the middle is cut off), with
+    `MARGIN` px of paper at each end. None without writing, or for a strip wider than `MAX_WIDTH`.
+    """
+    found = layout(gray, ink, config or SegmentConfig(), fragments=True)
+    if found is None or not found[2]:
+        return None
+    labels, height, groups, tall = found
+    x0, x1 = min(g.x0 for g in groups), max(g.x1 for g in groups)
+    middle = float(np.median([(g.y0 + g.y1) / 2 for g in (tall or groups)]))
+    scale = LINE_HEIGHT / height
+    width = max(1, round((x1 - x0) * scale))
+    padded = math.ceil((width + 2 * MARGIN) / WIDTH_STEP) * WIDTH_STEP
+    if padded > MAX_WIDTH:
+        return None
+    half = FRAME / 2 / scale
+    top, bottom = math.floor(middle - half), math.ceil(middle + half)
+    r0, r1 = max(0, top), min(gray.shape[0], bottom)
+    ids = [label for g in groups for label in g.labels]
+    wanted = np.zeros(max(ids) + 2, bool)  # component label -> kept; every label above them -> the last, False
+    wanted[ids] = True
+    window = labels[r0:r1, x0:x1]
+    kept = wanted[np.minimum(window, len(wanted) - 1)]
+    crop = np.pad(np.where(kept, gray[r0:r1, x0:x1], 0), ((r0 - top, bottom - r1), (0, 0)))
+    strip = cv2.resize(crop, (width, FRAME), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    pixels = np.zeros((FRAME, padded), np.uint8)
+    pixels[:, MARGIN : MARGIN + width] = strip
+    return LineImage(pixels, float(x0), (x1 - x0) / width, kept, (r0, x0))
+
+
+def build_line_model():
+    """Build an untrained line model: float32 `(B, FRAME, W, 1)` strips in [0, 1] -> `(B, 1, W/2, 11)` logits."""
+    from .compat import keras
+
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(shape=(FRAME, None, 1), name="line"),  # (B, 40, W, 1)
+            layers.Conv2D(16, 3, padding="same", activation="relu", name="c1"),  # (B, 40, W, 16)
+            layers.MaxPooling2D(2, name="s2"),  # (B, 20, W/2, 16): one frame per 2 columns from here on
+            layers.Conv2D(32, 3, padding="same", activation="relu", name="c3"),  # (B, 20, W/2, 32)
+            layers.MaxPooling2D((2, 1), name="s4"),  # (B, 10, W/2, 32)
+            layers.Conv2D(48, 3, padding="same", activation="relu", name="c5"),  # (B, 10, W/2, 48)
+            layers.MaxPooling2D((2, 1), name="s6"),  # (B, 5, W/2, 48)
+            layers.Conv2D(64, (FRAME // 8, 1), activation="relu", name="c7"),  # (B, 1, W/2, 64): the column
+            # two 5-frame convolutions: each frame sees 36 columns, 1.8 digit heights, a digit and its neighbours
+            layers.Conv2D(64, (1, 5), padding="same", activation="relu", name="c8"),  # (B, 1, W/2, 64)
+            layers.Conv2D(64, (1, 5), padding="same", activation="relu", name="c9"),  # (B, 1, W/2, 64)
+            layers.Conv2D(CLASSES, 1, name="logits"),  # (B, 1, W/2, 11)
+        ],
+        name="line_model",
+    )
+
+
+def load_line_qat(weights_path):
+    """The QAT line model rebuilt from our own code, its weights loaded (as `model.load_qat`)."""
+    from .model import rebuilt_qat
+
+    return rebuilt_qat(build_line_model(), weights_path)
+
+
+# --- decoding --------------------------------------------------------------------------------------
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """(T, 11) logits -> log-probabilities, in float64."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def best_path(logp: np.ndarray) -> list[tuple[int, int, int, float]]:
+    """Greedy CTC decoding: the most likely class per frame, repeats merged, blanks dropped.
+
+    Returns one `(digit, first frame, last frame, probability)` per digit read, left to right; the
+    probability is the highest its frames give it.
+    """
+    best = logp.argmax(axis=1)
+    digits = []
+    for t, k in enumerate(best.tolist()):
+        if k == BLANK:
+            continue
+        p = float(np.exp(logp[t, k]))
+        if t > 0 and best[t - 1] == k:  # the same digit over another frame
+            digit, first, _, q = digits[-1]
+            digits[-1] = (digit, first, t, max(p, q))
+        else:
+            digits.append((k, t, t, p))
+    return digits
+
+
+def log_likelihood(logp: np.ndarray, digits: Sequence[int]) -> float:
+    """log P(digits | strip): the CTC forward algorithm over the (T, 11) log-probabilities `logp`.
+
+    The digits interleaved with blanks (b d1 b d2 ... b) are the states; a path may skip a blank
+    between two different digits, never between two equal ones. -inf when T frames cannot hold them.
+    """
+    states = np.full(2 * len(digits) + 1, BLANK)
+    states[1::2] = digits
+    skip = np.zeros(len(states), bool)  # a state reachable from two back
+    skip[2:] = (states[2:] != BLANK) & (states[2:] != states[:-2])
+    alpha = np.full(len(states), -np.inf)
+    alpha[0] = logp[0, BLANK]
+    if len(states) > 1:
+        alpha[1] = logp[0, states[1]]
+    for t in range(1, len(logp)):
+        step = alpha.copy()
+        step[1:] = np.logaddexp(step[1:], alpha[:-1])
+        step[2:] = np.where(skip[2:], np.logaddexp(step[2:], alpha[:-2]), step[2:])
+        alpha = step + logp[t, states]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if len(states) > 1 else alpha[-1])
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def training_lines(
+    images: np.ndarray, labels: np.ndarray, count: int, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Strips of numbers composed from one split's preprocessed digits, and their digits.
+
+    Args:
+        images: (N, 28, 28) uint8 preprocessed digits (a training split's).
+        labels: (N,) their digits.
+        count: how many numbers (1-12 digits each; alternately tight and spaced).
+        seed: the generator's seed.
+
+    Returns:
+        `(strips, digits)`: `count` (FRAME, W) uint8 strips (`line_image`) and (L,) int32 digit arrays.
+    """
+    rng = np.random.default_rng(seed)
+    strips, digits = [], []
+    while len(strips) < count:
+        idx = rng.integers(0, len(images), size=int(rng.integers(1, 13)))
+        gray, _, _ = compose_line(images[idx], labels[idx], rng, len(strips) % 2 == 0, (0.7, 1.0))
+        gray = _on_paper(gray, rng)
+        strip = line_image(gray, gray > INK_THRESHOLD)
+        if strip is not None:  # a line of one ۰ may be lower than `min_height`
+            strips.append(strip.pixels)
+            digits.append(np.asarray(labels[idx], np.int32))
+    return strips, digits
+
+
+def _on_paper(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Up to three 1-2 px specks and Gaussian noise (sigma 12 grey levels), as a scan adds."""
+    image = gray.astype(np.float64)
+    for _ in range(rng.integers(0, 4)):
+        y, x = rng.integers(0, image.shape[0] - 2), rng.integers(0, image.shape[1] - 2)
+        image[y : y + rng.integers(1, 3), x : x + rng.integers(1, 3)] = 255
+    image += rng.normal(0, 12.0, image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def batch(strips: Sequence[np.ndarray], digits: Sequence[np.ndarray] | None = None):
+    """Strips padded on the right to the widest -> float32 `(B, FRAME, W, 1)` in [0, 1]; with `digits`, also
+    `(B, L)` int32 digits (0-padded) and `(B,)` their counts."""
+    width = max(s.shape[1] for s in strips)
+    x = np.zeros((len(strips), FRAME, width, 1), np.float32)
+    for k, s in enumerate(strips):
+        x[k, :, : s.shape[1], 0] = s / 255.0
+    if digits is None:
+        return x
+    y = np.zeros((len(digits), max(1, max(len(d) for d in digits))), np.int32)
+    for k, d in enumerate(digits):
+        y[k, : len(d)] = d
+    return x, y, np.array([len(d) for d in digits], np.int32)
+
+
+def _batches(widths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Index batches of similar widths (little padding), in random order."""
+    order = rng.permutation(len(widths))
+    batches = []
+    for start in range(0, len(order), size * 32):  # sorted by width within chunks of 32 batches
+        chunk = order[start : start + size * 32]
+        chunk = chunk[np.argsort(widths[chunk], kind="stable")]
+        batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+# --- training --------------------------------------------------------------------------------------
+
+
+def train_line_model(config: LineConfig, splits: dict, seed: int, log: Callable[[str], None]) -> Trained:
+    """Compose numbers from the train split (and, to choose epochs, the validation split); train float, then QAT.
+
+    Args:
+        config: the line model's recipe.
+        splits: "train" and "val" `Split`s of preprocessed digits (the test split is not looked at).
+        seed: the run's seed.
+        log: where progress lines go.
+    """
+    from .compat import keras
+    from .model import quantize_aware
+
+    begun = time.perf_counter()
+    train, val = splits["train"], splits["val"]
+    lines = min(config.lines, max(16, 2 * len(train.labels)))  # a number draws ~6.5 digits: each seen ~13 times
+    val_lines = max(8, lines // 16)
+    train_xy = training_lines(train.images, train.labels, lines, seed)
+    val_xy = training_lines(val.images, val.labels, val_lines, seed + 1)
+    made = time.perf_counter() - begun
+    data = {"lines": {"train": lines, "val": val_lines}, "seconds": round(made, 2)}
+    log(f"line model: {lines:,} numbers of training digits, {val_lines:,} of validation digits, {made:.0f} s")
+    keras.utils.set_random_seed(seed)
+    model = build_line_model()
+    steps = math.ceil(lines / config.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=config.epochs * steps, alpha=0.01)
+    rng = np.random.default_rng(seed)
+    history, best, seconds = {}, {}, {}
+    history["float"], best["float"], seconds["float"] = _fit(
+        model, train_xy, val_xy, config.epochs, keras.optimizers.Adam(schedule), config, rng, log, "float"
+    )
+    models = {"float": model}
+    if config.qat_epochs:
+        qat = quantize_aware(model)
+        history["qat"], best["qat"], seconds["qat"] = _fit(
+            qat, train_xy, val_xy, config.qat_epochs, keras.optimizers.Adam(config.qat_lr), config, rng, log, "qat"
+        )
+        models["qat"] = qat
+    return Trained(models, history, best, seconds, data, val_xy)
+
+
+def _fit(model, train_xy, val_xy, epochs, optimizer, config: LineConfig, rng, log, stage):
+    """Train on the CTC loss for `epochs`; keep the weights of the epoch that reads most validation numbers."""
+    from .compat import tf
+
+    spec = (
+        tf.TensorSpec((None, FRAME, None, 1), tf.float32),
+        tf.TensorSpec((None, None), tf.int32),
+        tf.TensorSpec((None,), tf.int32),
+    )
+
+    @tf.function(input_signature=spec)  # one trace for every batch shape
+    def step(x, y, counts):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(ctc_loss(model(x, training=True), y, counts))
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    strips, digits = train_xy
+    widths = np.array([s.shape[1] for s in strips])
+    rows, best_epoch, best_exact, weights, begun = [], 0, -1.0, None, time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        losses = [
+            float(step(*batch([strips[i] for i in b], [digits[i] for i in b])))
+            for b in _batches(widths, config.batch_size, rng)
+        ]
+        exact, val_loss = evaluate(model, *val_xy)
+        row = {
+            "epoch": epoch,
+            "seconds": round(time.perf_counter() - started, 2),
+            "loss": round(float(np.mean(losses)), 5),
+        }
+        row.update({"val_loss": round(val_loss, 5), "val_exact": round(exact, 5)})
+        rows.append(row)
+        if exact >= best_exact:  # ties to the later epoch, as for the digit model
+            best_epoch, best_exact, weights = epoch, exact, model.get_weights()
+        log(
+            f"line-{stage:5} epoch {epoch:>2}/{epochs}  loss {row['loss']:.4f}  val exact {exact:.2%}  "
+            f"val loss {val_loss:.4f}  {row['seconds']:.1f} s"
+        )
+    model.set_weights(weights)
+    return rows, best_epoch, time.perf_counter() - begun
+
+
+def ctc_loss(logits, digits, counts):
+    """Per-number CTC loss of `(B, 1, T, 11)` logits for `(B, L)` digits, `counts` of them each."""
+    from .compat import tf
+
+    logits = logits[:, 0]  # (B, T, 11)
+    frames = tf.fill([tf.shape(logits)[0]], tf.shape(logits)[1])
+    return tf.nn.ctc_loss(digits, logits, counts, frames, logits_time_major=False, blank_index=BLANK)
+
+
+def evaluate(model, strips: Sequence[np.ndarray], digits: Sequence[np.ndarray], size: int = 128) -> tuple[float, float]:
+    """`(share of numbers read exactly by best_path, mean CTC loss)` of a Keras line model."""
+    right, losses = 0, []
+    order = np.argsort([s.shape[1] for s in strips], kind="stable")
+    for start in range(0, len(order), size):
+        chosen = order[start : start + size]
+        x, y, counts = batch([strips[i] for i in chosen], [digits[i] for i in chosen])
+        logits = model(x, training=False)
+        losses.append(ctc_loss(logits, y, counts).numpy())
+        for k, i in enumerate(chosen):
+            read = [d for d, *_ in best_path(log_softmax(logits[k, 0].numpy()))]
+            right += read == digits[i].tolist()
+    return right / max(1, len(strips)), float(np.concatenate(losses).mean()) if losses else 0.0

@@ -1,0 +1,192 @@
+"""The line model: its strips, its CTC decoding and likelihood, its training, int8 export and use by `read`.
+
+The shared tiny run is trained on bars, not digits, so these tests check the
+numerics, the plumbing and the contract whatever the model learnt; how much it
+helps is measured by benchmarks/read_numbers.py on Hoda.
+"""
+
+import numpy as np
+import pytest
+
+from lenet_edge.line_model import (
+    BLANK,
+    CLASSES,
+    FRAME,
+    LINE_HEIGHT,
+    STRIDE,
+    WIDTH_STEP,
+    best_path,
+    line_image,
+    log_likelihood,
+    log_softmax,
+    training_lines,
+)
+from lenet_edge.manifest import read_manifest
+from lenet_edge.reading import LineReader, read_array
+from lenet_edge.segment import SegmentConfig
+
+
+def frames(*classes, sure=8.0):
+    """(T, 11) log-probabilities whose most likely class at frame t is classes[t] (by `sure` nats)."""
+    logits = np.zeros((len(classes), CLASSES))
+    logits[np.arange(len(classes)), classes] = sure
+    return log_softmax(logits)
+
+
+def test_log_likelihood_is_tensorflows_ctc_loss():
+    from lenet_edge.compat import tf
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (1, 14, CLASSES)).astype(np.float32)
+    for digits in ([3], [1, 1], [0, 9, 9, 2], [5, 5, 5], [7, 2, 7, 2, 7]):
+        expected = -tf.nn.ctc_loss(
+            np.array([digits], np.int32), logits, [len(digits)], [14], logits_time_major=False, blank_index=BLANK
+        ).numpy()[0]
+        assert log_likelihood(log_softmax(logits[0]), digits) == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_log_likelihood_needs_a_blank_between_equal_digits():
+    logp = frames(1, 1)  # two frames cannot hold "1, blank, 1"
+    assert log_likelihood(logp, [1, 1]) == -np.inf
+    assert np.isfinite(log_likelihood(logp, [1])) and np.isfinite(log_likelihood(frames(1, BLANK, 1), [1, 1]))
+
+
+def test_best_path_merges_repeats_and_drops_blanks():
+    read = best_path(frames(BLANK, 4, 4, BLANK, 4, 0, 0, BLANK))
+    assert [(d, first, last) for d, first, last, _ in read] == [(4, 1, 2), (4, 4, 4), (0, 5, 6)]
+    assert all(0.99 < p <= 1 for *_, p in read)
+    assert best_path(frames(BLANK, BLANK)) == []
+
+
+def test_line_image_scales_the_line_and_maps_frames_back():
+    gray = np.zeros((120, 400), np.uint8)
+    for x in (40, 120, 200):  # three 60 px tall "digits", 30 px wide
+        gray[30:90, x : x + 30] = 255
+    gray[5, 390] = 255  # a speck far off the line: dropped
+    strip = line_image(gray, gray > 64)
+    assert strip.pixels.shape[0] == FRAME and strip.pixels.shape[1] % WIDTH_STEP == 0
+    rows = np.flatnonzero((strip.pixels > 64).any(axis=1))
+    assert abs(len(rows) - LINE_HEIGHT) <= 1  # the line's ink height H becomes LINE_HEIGHT
+    cols = np.flatnonzero((strip.pixels > 64).any(axis=0))
+    assert cols[0] == 8 and abs((cols[-1] + 1 - cols[0]) - 190 * LINE_HEIGHT / 60) <= 1  # 40..230 px, scaled
+    top, left = strip.origin
+    assert left == 40 and strip.ink.shape[1] == 190 and strip.ink[40 - top, 50 - left]  # the speck is outside
+    first, last = (cols[0] // STRIDE), (cols[-1] // STRIDE)  # the frames the ink spans map back onto it
+    x0, x1 = strip.columns(first, last)
+    frame = STRIDE * 60 / LINE_HEIGHT  # image columns per frame
+    assert abs(x0 - 40) <= frame and abs(x1 - 230) <= frame
+    assert line_image(np.zeros((50, 50), np.uint8), np.zeros((50, 50), bool)) is None
+
+
+def test_training_lines_are_reproducible(tiny_npz):
+    from lenet_edge.data import load_splits
+
+    split = load_splits(str(tiny_npz), 0.2, 0)[1]["train"]
+    strips, digits = training_lines(split.images, split.labels, 12, seed=3)
+    assert len(strips) == len(digits) == 12
+    assert all(s.dtype == np.uint8 and s.shape[0] == FRAME and s.shape[1] % WIDTH_STEP == 0 for s in strips)
+    assert all(1 <= len(d) <= 12 for d in digits) and len({len(d) for d in digits}) > 1
+    again = training_lines(split.images, split.labels, 12, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(strips, again[0], strict=True))
+
+
+def test_train_trains_and_export_exports_the_line_model(exported_run):
+    from lenet_edge.runtimes.litert import inspect_tflite
+
+    manifest = read_manifest(exported_run)
+    artifacts = manifest["artifacts"]
+    assert {"line_float_keras", "line_qat_weights", "line_int8_tflite"} <= set(artifacts)
+    record = manifest["line_model"]
+    assert record["data"]["lines"]["train"] > 0 and set(record["metrics"]) == {"float", "qat"}
+    assert 0 <= record["metrics"]["qat"]["val_exact"] <= 1
+    path = exported_run / artifacts["line_int8_tflite"]["path"]
+    info = inspect_tflite(path)
+    assert {op["op"] for op in info["ops"]} <= {"CONV_2D", "MAX_POOL_2D"}  # integer-only, nothing else
+    assert info["inputs"][0]["dtype"] == info["outputs"][0]["dtype"] == "int8"
+    parity = manifest["export"]["models"]["line_int8_tflite"]["parity"]
+    assert parity["n"] == record["data"]["lines"]["val"] and parity["agreement"] >= 0.9
+    reader = LineReader(path.read_bytes())
+    for width in (64, 320, 64):  # any multiple of WIDTH_STEP; a width seen before reuses its interpreter
+        logp = reader(np.zeros((FRAME, width), np.uint8))
+        assert logp.shape == (width // STRIDE, CLASSES) and np.allclose(np.exp(logp).sum(axis=1), 1)
+    assert len(reader.handles) == 3  # the first-opened width, 64 and 320
+
+
+def test_a_file_that_is_no_line_model_is_refused(exported_run):
+    from lenet_edge.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a line model"):
+        LineReader((exported_run / "lenet5_int8.tflite").read_bytes())
+
+
+class Sure:
+    """A stand-in digit model sure that every piece is a ۳."""
+
+    def __call__(self, images):
+        probs = np.full((len(images), 10), 0.01)
+        probs[:, 3] = 0.91
+        return probs
+
+
+class Line:
+    """A stand-in line model reading `digits` along the strip, `sure` nats above the rest at their frames."""
+
+    def __init__(self, digits, sure=8.0):
+        self.digits, self.sure, self.calls = digits, sure, 0
+
+    def __call__(self, pixels):
+        self.calls += 1
+        classes = [BLANK] * (pixels.shape[1] // STRIDE)
+        ink = np.flatnonzero((pixels > 64).any(axis=0)) // STRIDE
+        for k, d in enumerate(self.digits):  # spread over the ink's frames
+            classes[ink[0] + (k + 1) * (ink[-1] - ink[0]) // (len(self.digits) + 1)] = d
+        return frames(*classes, sure=self.sure)
+
+
+def test_the_line_model_overrules_only_another_digit_count_and_only_when_much_surer():
+    gray = np.zeros((100, 300), np.uint8)
+    for x in (40, 130):  # two marks: the segmentation reads two digits, ۳۳
+        gray[20:80, x : x + 40] = 255
+    assert read_array(gray, Sure(), min_confidence=0)["text"] == "33"
+    overruled = read_array(gray, Sure(), min_confidence=0, line=Line([4, 5, 6]))
+    assert overruled["text"] == "456" and overruled["persian"] == "۴۵۶"
+    boxes = [d["box"] for d in overruled["digits"]]
+    assert all(0 <= b[0] < b[2] <= 300 and 20 <= b[1] < b[3] <= 80 for b in boxes)
+    assert [b[0] for b in boxes] == sorted(b[0] for b in boxes)
+    assert all(0.99 < d["confidence"] <= 1 for d in overruled["digits"])
+    # the line model finds "33" as likely as its own reading: the segmentation's stands
+    unsure = read_array(gray, Sure(), min_confidence=0, line=Line([4, 5, 6], sure=0.5))
+    assert unsure["text"] == "33"
+    agreed = Line([3, 3])
+    assert read_array(gray, Sure(), min_confidence=0, line=agreed)["text"] == "33" and agreed.calls == 1
+    # as many digits as the cuts found: the digit model's reading of them stands, however sure the line model
+    assert read_array(gray, Sure(), min_confidence=0, line=Line([4, 5], sure=20.0))["text"] == "33"
+    margin = SegmentConfig(line_margin=1e9)  # a margin nothing overcomes: the segmentation always stands
+    assert read_array(gray, Sure(), min_confidence=0, config=margin, line=Line([4, 5, 6]))["text"] == "33"
+
+
+def test_read_uses_the_runs_line_model_unless_told_not_to(exported_run, tmp_path, monkeypatch):
+    from conftest import copy_run
+    from PIL import Image
+
+    import lenet_edge as le
+    from lenet_edge import reading
+    from lenet_edge.manifest import write_manifest
+
+    image = np.zeros((60, 160), np.uint8)
+    for x in (20, 60, 100):
+        image[15:45, x : x + 6] = 255
+    path = tmp_path / "bars.png"
+    Image.fromarray(image).save(path)
+    given = []
+    monkeypatch.setattr(reading, "read_array", lambda gray, classify, **kw: given.append(kw["line"]) or {"text": ""})
+    le.read([path], run_dir=exported_run)
+    le.read([path], run_dir=exported_run, line_model=False)
+    assert isinstance(given[0], LineReader) and given[1] is None
+    old = copy_run(exported_run, tmp_path / "old-run")  # a run exported before the line model existed
+    manifest = read_manifest(old)
+    del manifest["artifacts"]["line_int8_tflite"]
+    write_manifest(old, manifest)
+    messages = []
+    le.read([path], run_dir=old, log=messages.append)
+    assert given[2] is None and any("no line model" in m for m in messages)
