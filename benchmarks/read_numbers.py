@@ -18,8 +18,10 @@ digits), the share of numbers whose digit count came out wrong, and images
 refused; plus the time to read one 11-digit number end to end.
 
 The segmentation was developed on synthetic numbers and on numbers composed
-from Hoda's TRAIN digits (`--split train`, which prints its tables and writes no file);
-the test split is only ever used here, to write benchmarks/NUMBERS.md.
+from Hoda's TRAIN digits (`--split train`), the line model's margin on numbers
+of the run's VALIDATION digits (`--split val`: the part of the train file no
+model of the run was trained on); both print their tables and write no file.
+The test split is only ever used here, to write benchmarks/NUMBERS.md.
 """
 
 from __future__ import annotations
@@ -38,10 +40,19 @@ sys.path.insert(0, str(ROOT))
 
 from lenet_edge.data.cdb import read_cdb  # noqa: E402
 from lenet_edge.data.preprocess import preprocess_many, to_white_on_black  # noqa: E402
+from lenet_edge.data.sources import train_val_split  # noqa: E402
 from lenet_edge.inference import resolve_model  # noqa: E402
 from lenet_edge.machine import loadavg, machine_info  # noqa: E402
 from lenet_edge.manifest import artifact_path, read_manifest  # noqa: E402
-from lenet_edge.reading import MIXED_KEY, MIXED_VERIFIER_KEY, Classifier, read_array, resolve_verifier  # noqa: E402
+from lenet_edge.reading import (  # noqa: E402
+    MIXED_KEY,
+    MIXED_VERIFIER_KEY,
+    Classifier,
+    LineReader,
+    read_array,
+    resolve_line_model,
+    resolve_verifier,
+)
 from lenet_edge.segment import SegmentConfig  # noqa: E402
 from lenet_edge.verifier import CLASSES as VERIFIER_CLASSES  # noqa: E402
 
@@ -116,9 +127,11 @@ def evaluate(
     verify=None,
     config=None,
     right_alone: np.ndarray | None = None,
+    line_model=None,
 ) -> list[tuple]:
     """Read `per_cell` numbers per (layout, length); return the per-number outcomes (the same numbers per seed).
 
+    `verify` and `line_model` are the piece verifier and the line model to read with (None: without).
     Each outcome is (layout, length, truth, text read, refused, every digit read right on its own): the last
     is the ceiling a perfect segmentation would reach with this digit model (`alone`; None without it).
     """
@@ -131,7 +144,7 @@ def evaluate(
                 truth = "".join(str(labels[i]) for i in idx)
                 line, scale = compose([images[i] for i in idx], layout, rng)
                 image = render(line, scale, bool(rng.integers(0, 2)), rng)
-                result = read_array(to_white_on_black(image), classify, config=config, verify=verify)
+                result = read_array(to_white_on_black(image), classify, config=config, verify=verify, line=line_model)
                 text = result.get("text", "")
                 ceiling = None if right_alone is None else bool(right_alone[idx].all())
                 rows.append((layout, length, truth, text, "error" in result, ceiling))
@@ -227,10 +240,10 @@ class Timed:
 
 
 def time_numbers(images, labels, pairs: dict, seed: int) -> dict:
-    """How long reading one 11-digit number takes with each pair of models (`pairs`: name -> (digit classifier,
-    verifier)): `TIMED_NUMBERS` different numbers per layout and scale (1.0 and 2.5), each read `TIMING_ROUNDS`
-    times, every number and pair interleaved in each round. Returns (pair name, layout and scale) -> (p50 ms,
-    p90 ms, median image shape, median pieces classified, p50 ms inside the two models' calls)."""
+    """How long reading one 11-digit number takes with each set of models (`pairs`: name -> (digit classifier,
+    verifier, line model or None)): `TIMED_NUMBERS` different numbers per layout and scale (1.0 and 2.5), each
+    read `TIMING_ROUNDS` times, every number and set interleaved in each round. Returns (set name, layout and
+    scale) -> (p50 ms, p90 ms, median image shape, median pieces classified, p50 ms inside the models' calls)."""
     rng = np.random.default_rng(seed)
     cases = {}
     for layout in LAYOUTS:
@@ -248,18 +261,20 @@ def time_numbers(images, labels, pairs: dict, seed: int) -> dict:
             pieces[key] += len(images)
             return classify(images)
 
-        read_array(cases[name][k], counting, verify=pairs[pair][1])
-    timed = {pair: (Timed(classify), Timed(verify)) for pair, (classify, verify) in pairs.items()}
+        read_array(cases[name][k], counting, verify=pairs[pair][1], line=pairs[pair][2])
+    timed = {pair: tuple(None if m is None else Timed(m) for m in models) for pair, models in pairs.items()}
     samples = {key: [] for key in runs}
     models = {key: [] for key in runs}
     for _ in range(TIMING_ROUNDS):
         for pair, name, k in runs:
-            classify, verify = timed[pair]
-            classify.spent = verify.spent = 0
+            classify, verify, line = timed[pair]
+            for m in timed[pair]:
+                if m is not None:
+                    m.spent = 0
             start = time.perf_counter_ns()
-            read_array(cases[name][k], classify, verify=verify)
+            read_array(cases[name][k], classify, verify=verify, line=line)
             samples[pair, name, k].append(time.perf_counter_ns() - start)
-            models[pair, name, k].append(classify.spent + verify.spent)
+            models[pair, name, k].append(sum(m.spent for m in timed[pair] if m is not None))
     out = {}
     for pair in pairs:
         for name, numbers in cases.items():
@@ -276,22 +291,29 @@ def time_numbers(images, labels, pairs: dict, seed: int) -> dict:
     return out
 
 
-MIXED_MODE = "with the piece verifier, mixed models"
+VERIFIER_MODE = "with the piece verifier"
+LINE_MODE = "with the piece verifier and the line model"
+MIXED_MODE = "with the piece verifier and the line model, mixed models"
 
 
-def model_pairs(run: Path) -> dict[str, tuple[Classifier, Classifier]]:
-    """The run's digit model and piece verifier, kept loaded: "int8" (`export --int8`), and "mixed" when the run
-    also has `export --mixed`'s pair (float32 first layers where int8 loses on the CPU it was exported on)."""
+def model_pairs(run: Path) -> dict[str, tuple[Classifier, Classifier, LineReader]]:
+    """The run's digit model, piece verifier and line model, kept loaded: "int8" (`export --int8`), and "mixed"
+    when the run also has `export --mixed`'s pair (float32 first layers where int8 loses on the CPU it was
+    exported on), read with the same int8 line model, as `lenet-edge read` reads."""
     manifest = read_manifest(run)
     models = {"int8": resolve_model(None, run)}
     if MIXED_VERIFIER_KEY in manifest.get("artifacts", {}):
         models["mixed"] = artifact_path(run, manifest, MIXED_KEY)
     pairs = {}
     for kind, model in models.items():
-        verifier = resolve_verifier(model)
-        if verifier is None:
-            sys.exit(f"{run}: no piece verifier; train and export the run with this lenet-edge (benchmarks/hoda.py)")
-        pairs[kind] = (Classifier(model.read_bytes()), Classifier(verifier.read_bytes(), classes=VERIFIER_CLASSES))
+        verifier, line = resolve_verifier(model), resolve_line_model(model)
+        if verifier is None or line is None:
+            sys.exit(f"{run}: no piece verifier or line model; train and export the run with this lenet-edge")
+        pairs[kind] = (
+            Classifier(model.read_bytes()),
+            Classifier(verifier.read_bytes(), classes=VERIFIER_CLASSES),
+            LineReader(line.read_bytes()),
+        )
     return pairs
 
 
@@ -336,7 +358,12 @@ def main() -> None:
         default=HERE / "runs" / "lenet5",
         help="a run trained on Hoda with the default recipe, exported with --int8 (benchmarks/hoda.py writes this one)",
     )
-    parser.add_argument("--split", choices=["test", "train"], default="test", help="train: for tuning only")
+    parser.add_argument(
+        "--split",
+        choices=["test", "train", "val"],
+        default="test",
+        help="train: Hoda's train file; val: the run's validation digits in it (both for tuning only)",
+    )
     parser.add_argument("--per-cell", type=int, default=150, help="numbers per layout and length")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -344,19 +371,20 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="(--split train only) a SegmentConfig field to try, e.g. --set piece_cost=0.5",
+        help="(--split train or val) a SegmentConfig field to try, e.g. --set piece_cost=0.5",
     )
-    parser.add_argument("--no-timing", action="store_true", help="(--split train only) skip the latency runs")
+    parser.add_argument("--no-timing", action="store_true", help="(--split train or val) skip the latency runs")
     parser.add_argument(
-        "--no-before", action="store_true", help="(--split train only) skip reading with the digit model alone"
+        "--no-before", action="store_true", help="(--split train or val) skip reading with the digit model alone"
     )
     parser.add_argument("--out", type=Path, default=HERE / "NUMBERS.md")
     args = parser.parse_args()
-    name = {"test": "Test 20000.cdb", "train": "Train 60000.cdb"}[args.split]
+    name = {"test": "Test 20000.cdb", "train": "Train 60000.cdb", "val": "Train 60000.cdb"}[args.split]
     if not (args.data / name).is_file():
         sys.exit(f"{args.data}: no '{name}' there; pass --data DIR")
-    if args.set and args.split == "test":
-        sys.exit("--set is for tuning on --split train; the test numbers are read with the defaults only")
+    tuning = args.split != "test"
+    if args.set and not tuning:
+        sys.exit("--set is for tuning on --split train or val; the test numbers are read with the defaults only")
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -365,28 +393,37 @@ def main() -> None:
         overrides[key] = type(getattr(SegmentConfig(), key))(value)
     config = SegmentConfig(**overrides)
     pairs = model_pairs(args.run)
-    classify, verify = pairs["int8"]
+    classify, verify, line = pairs["int8"]
     cdb = read_cdb(args.data / name)
+    images, labels = cdb.images, np.asarray(cdb.labels)
+    if args.split == "val":  # the digits `lenet-edge train` held out of this run's training (same carve-out)
+        data = read_manifest(args.run)["data"]
+        held_out = train_val_split(labels, data["val_fraction"], data["split_seed"])[1]
+        images, labels = [images[i] for i in held_out], labels[held_out]
     load_start = open("/proc/loadavg").read().split()[0]
-    modes = {"digit model alone": (classify, None), "with the piece verifier": (classify, verify)}
-    if args.no_before and args.split == "train":
+    modes = {
+        "digit model alone": (classify, None, None),
+        VERIFIER_MODE: (classify, verify, None),
+        LINE_MODE: (classify, verify, line),
+    }
+    if args.no_before and tuning:
         del modes["digit model alone"]
     if "mixed" in pairs:
         modes[MIXED_MODE] = pairs["mixed"]
-    right_alone = alone(cdb.images, cdb.labels, classify)
+    right_alone = alone(images, labels, classify)
     rows, seconds, timing = {}, {}, {}
-    for mode, (c, v) in modes.items():
+    for mode, (c, v, lm) in modes.items():
         started = time.perf_counter()
-        rows[mode] = evaluate(cdb.images, cdb.labels, c, args.per_cell, args.seed, v, config, right_alone)
+        rows[mode] = evaluate(images, labels, c, args.per_cell, args.seed, v, config, right_alone, lm)
         seconds[mode] = time.perf_counter() - started
-    if not (args.no_timing and args.split == "train"):
-        timing = time_numbers(cdb.images, cdb.labels, pairs, args.seed + 1)
+    if not (args.no_timing and tuning):
+        timing = time_numbers(images, labels, pairs, args.seed + 1)
     load_end = open("/proc/loadavg").read().split()[0]
-    after = rows["with the piece verifier"]
+    after = rows[LINE_MODE]
     by_layout = {mode: summarise(r, lambda r: r[0]) for mode, r in rows.items()}
     by_length = summarise(after, lambda r: (r[0], r[1]))
     compared = [(f"{layout}, {mode}", *rest) for mode, stats in by_layout.items() for layout, *rest in stats]
-    if args.split != "test":
+    if tuning:
         print(f"config: {overrides or 'defaults'}; load {load_start} -> {load_end}")
         for line in table("layout", compared):
             print(line)
@@ -408,12 +445,14 @@ def main() -> None:
         f"Gaussian noise (sigma {NOISE_SIGMA:.0f} grey levels) and up to three specks each. Read by "
         "`lenet_edge.reading.read_array` (the photo front end, which passes these clean images unchanged; "
         "segmentation; then the int8 QAT digit model of the Hoda run) after the polarity step of `load_image`, "
-        "twice: with the digit model alone, and with the run's int8 piece verifier (`verifier_int8.tflite`, "
-        "P(exactly one digit | piece)) choosing the cuts, as `lenet-edge read` does by default"
+        "three times: with the digit model alone; with the run's int8 piece verifier (`verifier_int8.tflite`, "
+        "P(exactly one digit | piece)) choosing the cuts; and with the verifier and the run's int8 line model "
+        "(`line_int8.tflite`, which reads the whole number at once and replaces the segmentation's reading when "
+        "it finds another number of digits much more likely), as `lenet-edge read` does by default"
         + (
-            "; and a third time with the run's mixed models (`export --mixed`: `lenet5_mixed.tflite` and "
-            f"`verifier_mixed.tflite`, {mixed_layers(args.run)} in float32 and the rest int8, as `lenet-edge read "
-            "--model RUN/lenet5_mixed.tflite` reads), which read "
+            "; and a fourth time with the run's mixed models (`export --mixed`: `lenet5_mixed.tflite` and "
+            f"`verifier_mixed.tflite`, {mixed_layers(args.run)} in float32 and the rest int8, with the same int8 "
+            "line model, as `lenet-edge read --model RUN/lenet5_mixed.tflite` reads), which read "
             f"{sum(a[3] == b[3] for a, b in zip(after, rows[MIXED_MODE], strict=True)):,} of the {n:,} numbers "
             "exactly as the int8 models do."
             if MIXED_MODE in rows
@@ -425,8 +464,12 @@ def main() -> None:
         "The segmentation's thresholds with the verifier (`SegmentConfig.sure_one`, `piece_cost`, "
         "`verified_min_piece`, `refine_cuts`, `ruled_out`, and for broken digits `attach_gap`, `fragment_cost`, "
         "`join_gap` and `join_spacing`) were chosen on "
-        "numbers composed from Hoda's *train* set (`--split train --set ...`); the test numbers below were read with "
-        "the defaults only, to write this file.",
+        "numbers composed from Hoda's *train* set (`--split train --set ...`). The line model is trained by "
+        "`lenet-edge train` on numbers of the run's training digits (its epoch chosen on numbers of its validation "
+        "digits), and `line_margin`, the log-likelihood by which its reading must beat the segmentation's, was "
+        "chosen on these benchmark numbers composed from the run's *validation* digits (`--split val`), which no "
+        "model of the run was trained on. The test numbers below were read with the defaults only, to write this "
+        "file.",
         "",
         machine(),
         "",
@@ -441,15 +484,15 @@ def main() -> None:
         "digits): what a perfect segmentation would read exactly with this model, the ceiling of `read`'s "
         "exact-number accuracy (about top-1 to the power of the length).",
         "",
-        "## Before and after: the digit model alone, and with the piece verifier",
+        "## Before and after: the digit model alone, with the piece verifier, and with the line model too",
         "",
         *table("layout", compared),
         "",
-        "## With the piece verifier, by length",
+        "## With the piece verifier and the line model, by length",
         "",
         *table("layout, length", [(f"{a}, {b} digits", *rest) for (a, b), *rest in by_length]),
         "",
-        "## The remaining errors, per digit (with the piece verifier)",
+        "## The remaining errors, per digit (with the piece verifier and the line model)",
         "",
         "Over the numbers read wrongly (refused ones left out), each aligned to the truth by least edits: "
         "a *missing* digit was merged into a neighbour (or dropped), an *extra* one is a digit split in two "
@@ -459,14 +502,16 @@ def main() -> None:
         "",
         "## Time to read one 11-digit number",
         "",
-        "End to end from the grayscale array, with the piece verifier: the front end's clean-image test and "
+        "End to end from the grayscale array, as `lenet-edge read` reads: the front end's clean-image test and "
         "ink mask, segmentation (components, cut candidates), preprocessing of every candidate piece (each "
         "group whole, and each piece a group not surely one digit might be cut into), two batched calls each "
-        "of the digit model and of the verifier, in kept LiteRT interpreters (XNNPACK, one thread), the record. "
+        "of the digit model and of the verifier, the number's strip and one call of the line model (and, where "
+        "it reads another number of digits, the two likelihoods), in kept LiteRT interpreters (XNNPACK, one "
+        "thread), the record. "
         f"{TIMED_NUMBERS} different numbers of 11 test digits per layout and scale, each read {TIMING_ROUNDS} "
-        "times after a warm-up read, every number and pair of models interleaved; p50 and p90 over all those "
+        "times after a warm-up read, every number and set of models interleaved; p50 and p90 over all those "
         "reads. The pieces classified (median over the numbers) say how much cutting a number took: a long "
-        "run of touching digits takes many more than 11. The last column is the time inside the two models' "
+        "run of touching digits takes many more than 11. The last column is the time inside the three models' "
         "calls (padding the batch, the interpreters, the softmax), the rest is Python and NumPy around them. "
         "On a CPU where int8 is slower than float32 (`lenet-edge bench`'s `p50 x` above 1), the int8 calls take "
         "most of it, and the mixed models, float32 where int8 loses, are the ones to read with. The load "
