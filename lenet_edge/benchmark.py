@@ -277,7 +277,7 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
     say(f"line model: composing {numbers} numbers of the split's digits")
     strips, digits = training_lines(split.images, split.labels, numbers, seed=LINE_SEED)
     path = artifact_path(run_dir, manifest, LINE_KEY)
-    reader = LineReader(path.read_bytes())
+    reader = LineReader(path)
     exact = np.mean([[d for d, *_ in best_path(reader(s))] == t.tolist() for s, t in zip(strips, digits, strict=True)])
     say(f"line model: timing {path.name} on {config.runs} numbers")
     for i in range(config.warmup):

@@ -783,6 +783,14 @@ def format_summary(summary: Mapping) -> str:
             f"{verifier['file']}: the piece verifier with {', '.join(verifier['float_layers'])} in float32, "
             f"the rest int8; `lenet-edge read --model {summary['run_dir']}/{mixed['file']}` cuts with it"
         )
+    line = next((f for f in summary["files"] if f["key"] == "line_int8_tflite"), None)
+    if line is not None:
+        p = line["parity"]
+        lines.append(
+            f"{line['file']}: the line model `read` checks its cuts with; it reads {100 * p['top1_tflite']:.2f}% of "
+            f"{p['n']:,} validation numbers exactly (its 'val acc'), and the same digits as the QAT Keras model "
+            f"on {100 * p['agreement']:.2f}%"
+        )
     metadata = next(iter(summary.get("metadata", {}).values()), None)
     if metadata:
         lines.append(

@@ -20,7 +20,7 @@ segmentation's stands.
 
 Its data (`training_lines`) is made from the *training* split only: lines of
 1-12 digits (`verifier.compose_line`: spaced or touching, each digit's height
-70-100% of the line's, a ۰ 25-50%), with Gaussian noise and specks, put through
+70-100% of the line's, a ۰ 30-50%), with Gaussian noise and specks, put through
 the same `line_image` step `read` uses. `train_line_model` trains it in float,
 then with quantization-aware training; `export --int8` converts it to
 `line_int8.tflite`, whose input width follows the number's (XNNPACK plans one

@@ -190,3 +190,15 @@ def test_read_uses_the_runs_line_model_unless_told_not_to(exported_run, tmp_path
     messages = []
     le.read([path], run_dir=old, log=messages.append)
     assert given[2] is None and any("no line model" in m for m in messages)
+
+
+def test_export_summary_says_what_the_line_models_figures_are():
+    from lenet_edge.conversion import format_summary
+
+    parity = {"top1_tflite": 0.95536, "n": 6250, "agreement": 0.99904}
+    entry = {"key": "line_int8_tflite", "file": "line_int8.tflite", "bytes": 90072, "ratio_to_float32": 0.36}
+    text = format_summary(
+        {"run_dir": "r", "files": [{**entry, "val_accuracy": 0.95536, "xnnpack_partitions": 1, "parity": parity}]}
+    )
+    assert "line_int8.tflite: the line model" in text and "95.54% of 6,250 validation numbers exactly" in text
+    assert "on 99.90%" in text
