@@ -101,8 +101,8 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, qu
     "--line-model/--no-line-model",
     default=True,
     show_default=True,
-    help="Let the run's line model (line_int8.tflite beside the model), if it has one, overrule the cuts: it "
-    "reads the whole number at once, and its reading wins where it finds the cut one much less likely.",
+    help="Let the run's line model (line_int8.tflite beside the model), if it has one, check the cuts: it reads "
+    "the whole number at once, and where it finds another number of digits much more likely, its reading wins.",
 )
 @JSON_OPTION
 @QUIET_OPTION
