@@ -308,7 +308,7 @@ def model_pairs(run: Path) -> dict[str, tuple[Classifier, Classifier, LineReader
     for kind, model in models.items():
         verifier, line = resolve_verifier(model), resolve_line_model(model)
         if verifier is None or line is None:
-            sys.exit(f"{run}: no piece verifier or line model; train and export the run with this lenet-edge")
+            sys.exit(f"{run}: no piece verifier or line model; train it with --line-model, then export --int8")
         pairs[kind] = (
             Classifier(model.read_bytes()),
             Classifier(verifier.read_bytes(), classes=VERIFIER_CLASSES),
@@ -356,7 +356,7 @@ def main() -> None:
         "--run",
         type=Path,
         default=HERE / "runs" / "lenet5",
-        help="a run trained on Hoda with the default recipe, exported with --int8 (benchmarks/hoda.py writes this one)",
+        help="a run trained on Hoda with the default recipe and --line-model, exported with --int8 --mixed",
     )
     parser.add_argument(
         "--split",
@@ -448,7 +448,8 @@ def main() -> None:
         "three times: with the digit model alone; with the run's int8 piece verifier (`verifier_int8.tflite`, "
         "P(exactly one digit | piece)) choosing the cuts; and with the verifier and the run's int8 line model "
         "(`line_int8.tflite`, which reads the whole number at once and replaces the segmentation's reading when "
-        "it finds another number of digits much more likely), as `lenet-edge read` does by default"
+        "it finds another number of digits much more likely), as `lenet-edge read` reads a run trained with "
+        "`--line-model` by default"
         + (
             "; and a fourth time with the run's mixed models (`export --mixed`: `lenet5_mixed.tflite` and "
             f"`verifier_mixed.tflite`, {mixed_layers(args.run)} in float32 and the rest int8, with the same int8 "

@@ -80,8 +80,9 @@ class TrainConfig:
     distill_alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to the (smoothed) true labels
     # The piece verifier `read` cuts touching digits with (verifier.py), trained after the lenet5 digit model.
     verifier: bool = True
-    # The line model whose reading of a whole number may overrule the segmentation's (line_model.py), trained last.
-    line_model: bool = True
+    # The line model whose reading of a whole number may overrule the segmentation's (line_model.py), trained last
+    # when asked for (`train --line-model`): on Hoda it takes several times as long as everything before it.
+    line_model: bool = False
 
     def __post_init__(self):
         checks = [

@@ -188,7 +188,7 @@ def resolve_line_model(model: str | os.PathLike, log: Callable[[str], None] | No
     manifest = read_manifest(folder)
     if LINE_KEY not in manifest.get("artifacts", {}):
         if log:
-            log(f"{folder}: no line model (train and export the run again with this lenet-edge to add one)")
+            log(f"{folder}: no line model (`lenet-edge train --line-model`, then `export --int8`, add one)")
         return None
     return artifact_path(folder, manifest, LINE_KEY)
 

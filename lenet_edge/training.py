@@ -11,9 +11,10 @@ from train and trains the digit model (`train_digit_model`):
 3. tfmot's `quantize_model` around it, fine-tuned at a lower rate with the
    same targets (again keeping the best validation epoch).
 
-For lenet5, `read`'s two helpers follow, each trained in float and then with
-QAT on numbers composed of the training digits: the piece verifier
-(`verifier.train_verifier`) and the line model (`line_model.train_line_model`).
+For lenet5, `read`'s helpers follow, each trained in float and then with QAT on
+numbers composed of the training digits: the piece verifier
+(`verifier.train_verifier`) and, with `config.line_model`, the line model
+(`line_model.train_line_model`).
 
 Then the manifest is built and every artifact is written. The test split is
 only evaluated at the end, for the report; it never chooses anything.
@@ -143,6 +144,8 @@ def train(
         from .line_model import train_line_model
 
         line = train_line_model(LineConfig(), splits, config.seed, log)
+    elif config.line_model:
+        log(f"line model: not trained for --arch {config.arch} (only for lenet5)")
 
     val_x, val_labels = to_model_input(splits["val"].images), splits["val"].labels
     metrics = {

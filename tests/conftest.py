@@ -58,7 +58,7 @@ def tiny_npz(tmp_path_factory) -> Path:
 
 
 # The recipe of the shared tiny run (test_reproducible repeats it through the command line).
-TINY_RUN = dict(epochs=1, qat_epochs=1, batch_size=32, val_fraction=0.2)
+TINY_RUN = dict(epochs=1, qat_epochs=1, batch_size=32, val_fraction=0.2, line_model=True)
 
 
 @pytest.fixture(scope="session")
@@ -78,10 +78,7 @@ def exported_run(tmp_path_factory, tiny_npz: Path) -> Path:
 
 
 # The `best` recipe's path on the tiny data: a teacher, elastic distortion, distillation, QAT.
-# (without the line model, which `exported_run` covers: it adds a fifth network to train)
-TINY_DISTILLED = dict(
-    epochs=1, qat_epochs=1, teacher_epochs=1, batch_size=32, val_fraction=0.2, seed=5, line_model=False
-)
+TINY_DISTILLED = dict(epochs=1, qat_epochs=1, teacher_epochs=1, batch_size=32, val_fraction=0.2, seed=5)
 
 
 @pytest.fixture(scope="session")

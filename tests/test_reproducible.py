@@ -85,7 +85,11 @@ def second(tmp_path_factory, tiny_npz) -> Path:
     tmp = tmp_path_factory.mktemp("reproduced")
     run_dir = tmp / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(tmp / "cache")}
-    recipe = [f"--{key.replace('_', '-')}={value}" for key, value in TINY_RUN.items()]
+    flags = {key: key.replace("_", "-") for key in TINY_RUN}
+    recipe = [
+        (f"--{flags[key]}" if value else f"--no-{flags[key]}") if isinstance(value, bool) else f"--{flags[key]}={value}"
+        for key, value in TINY_RUN.items()
+    ]
     train = ["train", "--data", str(tiny_npz), "--dir", str(run_dir), *recipe]
     export = ["export", "--dir", str(run_dir), "--int8", "--min-agreement", "0"]
     done = subprocess.run([sys.executable, "-c", RUN_COMMANDS, json.dumps([train, export])], env=env,

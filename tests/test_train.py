@@ -12,7 +12,6 @@ from lenet_edge.training import TrainConfig, train
 
 def tiny_config(data, **overrides):
     settings = dict(data=str(data), epochs=2, qat_epochs=2, batch_size=32, lr=3e-3, val_fraction=0.2, seed=7)
-    settings["line_model"] = False  # trained and checked by the shared tiny run (test_line_model.py)
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -31,6 +30,7 @@ def test_two_epoch_qat_run_learns_and_writes_a_complete_manifest(trained, tiny_n
     assert manifest["labels"]["persian"] == list("۰۱۲۳۴۵۶۷۸۹")
     assert set(manifest["versions"]) >= {"tensorflow", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert"}
     assert [len(manifest["history"][stage]) for stage in ("float", "qat")] == [2, 2]
+    assert "line_model" not in manifest and "line_qat_weights" not in manifest["artifacts"]  # only when asked for
     for stage in ("float", "qat"):
         metrics = manifest["metrics"][stage]
         assert 0 <= metrics["val_accuracy"] <= 1 and 1 <= metrics["best_epoch"] <= 2

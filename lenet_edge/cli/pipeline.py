@@ -132,7 +132,8 @@ def recipe_option(flags: str, text: str, field: str | None = None, **kwargs):
 )
 @recipe_option(
     "--line-model/--no-line-model",
-    "Also train the line model `read` checks its cuts with (lenet5 only; on Hoda the longest part of the run).",
+    "Also train the line model `read` checks its cuts with (lenet5 only; on Hoda it takes several times as long "
+    "as the rest of the run).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing run in --dir (only once the new one is complete).")
 @click.pass_context
