@@ -112,7 +112,8 @@ class LineReader:
         self._handle(4 * FRAME)  # opened now: a file that is no line model fails here, not on the first image
 
     def _handle(self, width: int) -> tuple:
-        from .runtimes.litert import load_interpreter
+        from .runtimes.base import input_levels
+        from .runtimes.litert import load_interpreter, tensor_spec
 
         if width not in self.handles:
             with native_stderr_captured():  # XNNPACK's "Created delegate" INFO line
@@ -125,23 +126,19 @@ class LineReader:
                     )
                 interpreter.resize_tensor_input(given["index"], [1, FRAME, width, 1], strict=False)
                 interpreter.allocate_tensors()
-            self.handles[width] = (interpreter, given, taken)
+            # uint8 pixel -> model input by a table (as for the digit model); the output's quantization to read it
+            levels, output = input_levels(tensor_spec(given)), tensor_spec(taken)
+            self.handles[width] = (interpreter, given["index"], levels, taken["index"], output)
         return self.handles[width]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """A (FRAME, W) uint8 strip (`LineImage.pixels`) -> (T, 11) float64 log-probabilities, T = W / 2."""
-        interpreter, given, taken = self._handle(pixels.shape[1])
-        x = pixels[None, :, :, None].astype(np.float32) / 255.0
-        scale, zero = given["quantization"]
-        if given["dtype"] != np.float32:  # int8 input: x / scale + zero point, for 1/255 and -128 a shift
-            x = np.clip(np.rint(x / scale) + zero, -128, 127)
-        interpreter.set_tensor(given["index"], x.astype(given["dtype"]))
+        from .runtimes.base import dequantized
+
+        interpreter, given, levels, taken, output = self._handle(pixels.shape[1])
+        interpreter.set_tensor(given, levels[pixels][None, :, :, None])  # (1, FRAME, W, 1)
         interpreter.invoke()
-        logits = interpreter.get_tensor(taken["index"]).astype(np.float64)[0, 0]  # (T, 11)
-        scale, zero = taken["quantization"]
-        if taken["dtype"] != np.float32:
-            logits = (logits - zero) * scale
-        return log_softmax(logits)
+        return log_softmax(dequantized(interpreter.get_tensor(taken), output)[0, 0])  # (T, 11)
 
 
 def resolve_verifier(model: str | os.PathLike, log: Callable[[str], None] | None = None) -> Path | None:

@@ -96,6 +96,13 @@ def input_levels(spec: TensorSpec) -> np.ndarray:
     return np.clip(np.rint(x / np.float32(spec.scale)) + spec.zero_point, info.min, info.max).astype(dtype)
 
 
+def dequantized(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A tensor's raw values -> float32: real = scale * (q - zero_point) for an integer tensor."""
+    if spec.quantized:
+        return (raw.astype(np.float32) - spec.zero_point) * np.float32(spec.scale)
+    return raw.astype(np.float32)
+
+
 class ModelHandle:
     """A loaded classifier: uint8 `(B, 28, 28)` images in, scores or digits out.
 
@@ -149,9 +156,7 @@ class ModelHandle:
 
     def logits(self, raw: np.ndarray) -> np.ndarray:
         """Raw output -> float32 logits (dequantized for an integer output)."""
-        if self.output.quantized:
-            return (raw.astype(np.float32) - self.output.zero_point) * np.float32(self.output.scale)
-        return raw.astype(np.float32)
+        return dequantized(raw, self.output)
 
     def run(self, images: np.ndarray) -> np.ndarray:
         """The raw output for `(B, 28, 28)` uint8 images, B == the current batch."""
