@@ -113,7 +113,11 @@ def _convert_full_integer(model, representative: np.ndarray, io_type) -> bytes:
         for i in range(len(samples)):
             yield [samples[i : i + 1]]  # (1, 28, 28, 1) float32
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    return _integer_only(tf.lite.TFLiteConverter.from_keras_model(model), representative_dataset, io_type)
+
+
+def _integer_only(converter, representative_dataset, io_type) -> bytes:
+    """`converter`'s model, int8 throughout, `io_type` in and out, ranges from `representative_dataset`."""
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -601,11 +605,7 @@ def _line_model(weights: Path, manifest: dict, splits: Mapping, config: ExportCo
     call = tf.function(lambda x: model(x, training=False))
     spec = tf.TensorSpec((1, FRAME, STORED_WIDTH, 1), tf.float32, name="line")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function(spec)], model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    data = _convert(converter)
+    data = _integer_only(converter, representative_dataset, tf.int8)
     info = inspect_tflite(data)
     problems = _integer_only_problems(info)
     if problems:
