@@ -295,17 +295,14 @@ def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], No
 
 
 def _line_record(line) -> dict:
-    """The manifest's record of the line model: its model, data, validation figures and history."""
-    from .line_model import evaluate
+    """The manifest's record of the line model: its model, data, validation figures and history.
 
+    Each stage keeps the weights of its best epoch, so its validation figures are that epoch's row of the history.
+    """
     metrics = {}
-    for stage, model in line.models.items():
-        exact, loss = evaluate(model, *line.val)
-        metrics[stage] = {
-            "val_exact": round(exact, 5),
-            "val_loss": round(loss, 5),
-            "best_epoch": line.best_epoch[stage],
-        }
+    for stage, best in line.best_epoch.items():
+        row = line.history[stage][best - 1]
+        metrics[stage] = {"val_exact": row["val_exact"], "val_loss": row["val_loss"], "best_epoch": best}
     shapes = (
         "float32 (1, 40, W, 1) = uint8 / 255, W a multiple of 32",
         "logits (1, 1, W/2, 11): digits 0-9, then the CTC blank",
