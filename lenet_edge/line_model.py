@@ -73,15 +73,18 @@ class LineImage:
         return min(max(left, math.floor(a)), left + width), max(left, min(left + width, math.ceil(b)))
 
 
-def line_image(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig | None = None) -> LineImage | None:
+def line_image(
+    gray: np.ndarray, ink: np.ndarray, config: SegmentConfig | None = None, found: tuple | None = None
+) -> LineImage | None:
     """The strip the line model reads: the number's kept ink, its ordinary digits `LINE_HEIGHT` px tall.
 
     The ink `segment` would read (specks, and marks off the line that are neither a ۰ nor beside a
     digit, dropped) is scaled so that the line's ink height H becomes `LINE_HEIGHT`, centred on the
     line's middle in a `FRAME` px strip (ink more than FRAME/2 from the middle is cut off), with
     `MARGIN` px of paper at each end. None without writing, or for a strip wider than `MAX_WIDTH`.
+    `found` is `segment.layout(gray, ink, config, fragments=True)` when the caller has it already.
     """
-    found = layout(gray, ink, config or SegmentConfig(), fragments=True)
+    found = found or layout(gray, ink, config or SegmentConfig(), fragments=True)
     if found is None or not found[2]:
         return None
     labels, height, groups, tall = found

@@ -39,7 +39,7 @@ from .line_model import FRAME, best_path, line_image, log_likelihood, log_softma
 from .manifest import PERSIAN_DIGITS, artifact_path, manifest_path, read_manifest
 from .quiet import native_stderr_captured
 from .runtimes.base import NUM_CLASSES
-from .segment import SegmentConfig, TooManyMarks, segment
+from .segment import SegmentConfig, TooManyMarks, layout, segment
 from .verifier import CLASSES as VERIFIER_CLASSES
 from .verifier import scores as one_digit
 
@@ -222,7 +222,8 @@ def read_array(
         return {"error": f"no number: ink covers {100 * share:.0f}% of the image (no paper around the writing)"}
     digits = page.flattened if page.clean else ink_image(page, ink)  # a clean scan is read as it is
     try:
-        segments = segment(digits, ink, classify, config, verify)
+        found = layout(digits, ink, config, fragments=True)  # the segmentation's and the line model's
+        segments = segment(digits, ink, classify, config, verify, found) if found else []
     except TooManyMarks as exc:
         return _too_many_marks(exc.count)
     if not segments:
@@ -231,7 +232,7 @@ def read_array(
     read = probs.argmax(axis=1).tolist()
     confidence = probs[np.arange(len(read)), read].tolist()
     boxes = [s.box for s in segments]
-    overruled = _line_reading(digits, ink, read, line, config) if line is not None else None
+    overruled = _line_reading(digits, ink, found, read, line, config) if line is not None else None
     if overruled is not None:
         read, confidence, boxes = overruled
     if len(read) > MAX_DIGITS:
@@ -239,7 +240,7 @@ def read_array(
     return _record(read, confidence, [_input_box(b, page.scale, gray.shape) for b in boxes], min_confidence)
 
 
-def _line_reading(gray, ink, read: list[int], line: LineReader, config: SegmentConfig):
+def _line_reading(gray, ink, found: tuple, read: list[int], line: LineReader, config: SegmentConfig):
     """`(digits, confidences, boxes)` of the line model's reading where it overrules `read`; else None.
 
     It overrules only a reading of another number of digits (a merge or a split the cuts got wrong),
@@ -250,7 +251,7 @@ def _line_reading(gray, ink, read: list[int], line: LineReader, config: SegmentC
     next one's, tightened to the kept ink there; its confidence is the highest probability its frames
     give it.
     """
-    strip = line_image(gray, ink, config)
+    strip = line_image(gray, ink, config, found)
     if strip is None:
         return None
     logp = line(strip.pixels)  # (T, 11)

@@ -170,6 +170,7 @@ def segment(
     score: Score | None = None,
     config: SegmentConfig = SegmentConfig(),
     verify: Verify | None = None,
+    found: tuple | None = None,
 ) -> list[Segment]:
     """The digits of the number in `gray`, left to right (see the module docstring).
 
@@ -180,6 +181,8 @@ def segment(
         config: the thresholds.
         verify: P(exactly one digit) of preprocessed pieces (the piece verifier); with it, each piece
             the dynamic programme weighs scores log P(one) + log P(digit | one) (needs `score`).
+        found: `layout(gray, ink, config, fragments=score is not None)` when the caller has it already
+            (`read` shares it with the line model); None: worked out here.
 
     Returns:
         The segments, left to right; empty when there is no ink or only specks
@@ -190,7 +193,7 @@ def segment(
     """
     if verify is not None:
         config = verified(config)
-    found = layout(gray, ink, config, fragments=score is not None)
+    found = found or layout(gray, ink, config, fragments=score is not None)
     if found is None:
         return []
     labels, height, groups, tall = found
