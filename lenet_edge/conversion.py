@@ -587,10 +587,11 @@ def _line_model(weights: Path, manifest: dict, splits: Mapping, config: ExportCo
     from .line_model import FRAME, STORED_WIDTH, batch, best_path, load_line_qat, log_softmax, training_lines
     from .reading import LineReader
 
-    lines = manifest.get("line_model", {}).get("data", {}).get("lines", {})
-    seed = manifest.get("config", {}).get("seed", 0)
+    made = manifest.get("line_model", {}).get("data", {})
+    seed, val = manifest.get("config", {}).get("seed", 0), splits["val"]
     say("composing the line model's validation numbers again")
-    strips, digits = training_lines(splits["val"].images, splits["val"].labels, int(lines.get("val", 8)), seed + 1)
+    heights = val.raw_shapes[:, 0] if made.get("written_heights") else None
+    strips, digits = training_lines(val.images, val.labels, int(made.get("lines", {}).get("val", 8)), seed + 1, heights)
     model = load_line_qat(weights)
     say(f"converting the QAT line model to full-integer int8 TFLite ({LINE_FILE})")
 

@@ -19,10 +19,12 @@ CTC forward algorithm), its reading is the answer; otherwise the
 segmentation's stands.
 
 Its data (`training_lines`) is made from the *training* split only: lines of
-1-12 digits (`verifier.compose_line`: spaced or touching, each digit's height
-70-100% of the line's, a ۰ 30-50%), with Gaussian noise and specks, put through
-the same `line_image` step `read` uses. `train_line_model` trains it in float,
-then with quantization-aware training; `export --int8` converts it to
+1-12 digits (`verifier.compose_line`: spaced or touching), with Gaussian noise
+and specks, put through the same `line_image` step `read` uses. Where the
+dataset keeps each digit's size as written (Hoda's scans), every digit is drawn
+at its own height, so the lines keep their writers' proportions; otherwise
+each is 70-100% of the line's height, a ۰ 30-50%. `train_line_model` trains
+it in float, then with quantization-aware training; `export --int8` converts it to
 `line_int8.tflite`, whose input width follows the number's (XNNPACK plans one
 graph per width, multiples of `WIDTH_STEP`).
 """
@@ -197,7 +199,7 @@ def log_likelihood(logp: np.ndarray, digits: Sequence[int]) -> float:
 
 
 def training_lines(
-    images: np.ndarray, labels: np.ndarray, count: int, seed: int
+    images: np.ndarray, labels: np.ndarray, count: int, seed: int, scanned: np.ndarray | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Strips of numbers composed from one split's preprocessed digits, and their digits.
 
@@ -206,6 +208,8 @@ def training_lines(
         labels: (N,) their digits.
         count: how many numbers (1-12 digits each; alternately tight and spaced).
         seed: the generator's seed.
+        scanned: (N,) the digits' ink heights as written, where the dataset keeps them: each digit is then
+            drawn at its own height (`compose_line`), not at 70-100% of the line's.
 
     Returns:
         `(strips, digits)`: `count` (FRAME, W) uint8 strips (`line_image`) and (L,) int32 digit arrays.
@@ -214,7 +218,8 @@ def training_lines(
     strips, digits = [], []
     while len(strips) < count:
         idx = rng.integers(0, len(images), size=int(rng.integers(1, 13)))
-        gray, _, _ = compose_line(images[idx], labels[idx], rng, len(strips) % 2 == 0, (0.7, 1.0))
+        sizes = None if scanned is None else scanned[idx]
+        gray, _, _ = compose_line(images[idx], labels[idx], rng, len(strips) % 2 == 0, (0.7, 1.0), sizes)
         gray = _on_paper(gray, rng)
         strip = line_image(gray, gray > INK_THRESHOLD)
         if strip is not None:  # a line of one ۰ may be lower than `min_height`
@@ -263,7 +268,9 @@ def _batches(widths: np.ndarray, size: int, rng: np.random.Generator) -> list[np
 # --- training --------------------------------------------------------------------------------------
 
 
-def train_line_model(config: LineConfig, splits: dict, seed: int, log: Callable[[str], None]) -> Trained:
+def train_line_model(
+    config: LineConfig, splits: dict, seed: int, log: Callable[[str], None], scanned: bool = False
+) -> Trained:
     """Compose numbers from the train split (and, to choose epochs, the validation split); train float, then QAT.
 
     Args:
@@ -271,6 +278,8 @@ def train_line_model(config: LineConfig, splits: dict, seed: int, log: Callable[
         splits: "train" and "val" `Split`s of preprocessed digits (the test split is not looked at).
         seed: the run's seed.
         log: where progress lines go.
+        scanned: the splits' `raw_shapes` are the digits' sizes as written (`Dataset.written_sizes`): each
+            digit is drawn at its own height (recorded as the data's `written_heights`).
     """
     from .compat import keras
     from .model import quantize_aware
@@ -279,11 +288,16 @@ def train_line_model(config: LineConfig, splits: dict, seed: int, log: Callable[
     train, val = splits["train"], splits["val"]
     lines = min(config.lines, max(16, 2 * len(train.labels)))  # a number draws ~6.5 digits: each seen ~13 times
     val_lines = max(8, lines // 16)
-    train_xy = training_lines(train.images, train.labels, lines, seed)
-    val_xy = training_lines(val.images, val.labels, val_lines, seed + 1)
+    heights = {name: split.raw_shapes[:, 0] if scanned else None for name, split in (("train", train), ("val", val))}
+    train_xy = training_lines(train.images, train.labels, lines, seed, heights["train"])
+    val_xy = training_lines(val.images, val.labels, val_lines, seed + 1, heights["val"])
     made = time.perf_counter() - begun
-    data = {"lines": {"train": lines, "val": val_lines}, "seconds": round(made, 2)}
-    log(f"line model: {lines:,} numbers of training digits, {val_lines:,} of validation digits, {made:.0f} s")
+    data = {"lines": {"train": lines, "val": val_lines}, "written_heights": scanned, "seconds": round(made, 2)}
+    drawn = "as written" if scanned else "70-100% of the line's"
+    log(
+        f"line model: {lines:,} numbers of training digits, {val_lines:,} of validation digits, "
+        f"digit heights {drawn}, {made:.0f} s"
+    )
     keras.utils.set_random_seed(seed)
     model = build_line_model()
     steps = math.ceil(lines / config.batch_size)

@@ -143,7 +143,7 @@ def train(
     if config.line_model and config.arch == "lenet5":
         from .line_model import train_line_model
 
-        line = train_line_model(LineConfig(), splits, config.seed, log)
+        line = train_line_model(LineConfig(), splits, config.seed, log, scanned=dataset.written_sizes)
     elif config.line_model:
         log(f"line model: not trained for --arch {config.arch} (only for lenet5)")
 

@@ -97,29 +97,36 @@ def compose_line(
     rng: np.random.Generator,
     tight: bool,
     heights: tuple[float, float] = (0.85, 1.0),
+    scanned: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Preprocessed digits on one line: `(gray, owner, ink per digit)`.
 
     `gray` is white on black; `owner[y, x]` is 1 + the index of the digit whose ink is brightest
     there (0: paper). Heights follow Hoda's: every digit but ۰ `heights` (a range) of the line's
-    height, ۰ 30-50%.
+    height, ۰ 30-50%. With `scanned`, the digits' ink heights as written (px at Hoda's 200 dpi, where
+    the dataset keeps them), each digit is drawn at its own height instead, all at the line's scale:
+    the number keeps its writers' proportions (a ۰ small, a ۵ lower than a ۲, a large hand's digits
+    large).
     """
     line_height = rng.uniform(24, 70)
     unit = line_height / 30  # Hoda's digits are about 30 px tall at 200 dpi: gaps are drawn at that scale
     crops = []
-    for image, label in zip(images, labels, strict=True):
+    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
         crop = _ink_crop(image)
         if crop.size == 0:
             continue
-        share = rng.uniform(0.3, 0.5) if label == ZERO else rng.uniform(*heights)
-        crops.append(_scaled(crop, share * line_height))
+        if scanned is not None:
+            height = float(scanned[k]) * unit
+        else:
+            height = (rng.uniform(0.3, 0.5) if label == ZERO else rng.uniform(*heights)) * line_height
+        crops.append(_scaled(crop, height))
     widths = [c.shape[1] for c in crops]
     if tight:
         gaps = [round(g * unit) for g in rng.integers(-1, 3, size=len(crops))]
     else:
         gaps = [round(rng.uniform(0.15, 0.6) * w) for w in widths]
     margin = 8
-    height = int(line_height * 1.2) + 2 * margin
+    height = int(max(line_height * 1.2, max((c.shape[0] + 4 for c in crops), default=0))) + 2 * margin
     width = sum(widths) + sum(gaps[:-1]) + 2 * margin + 4
     gray = np.zeros((height, width), np.uint8)
     owner = np.zeros((height, width), np.int32)

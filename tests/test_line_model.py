@@ -90,6 +90,61 @@ def test_training_lines_are_reproducible(tiny_npz):
     assert all(np.array_equal(a, b) for a, b in zip(strips, again[0], strict=True))
 
 
+def test_training_lines_draw_digits_at_their_heights_as_written(tiny_npz):
+    from lenet_edge.data import load_splits
+    from lenet_edge.verifier import compose_line
+
+    split = load_splits(str(tiny_npz), 0.2, 0)[1]["train"]
+    images, labels = split.images[:4], split.labels[:4]
+    scanned = np.array([12, 30, 45, 30])  # px as written: a small digit, two ordinary ones, a large one
+    gray, owner, ink = compose_line(images, labels, np.random.default_rng(0), False, scanned=scanned)
+    rows = [np.flatnonzero((owner == k + 1).any(axis=1)) for k in range(4)]
+    heights = np.array([r[-1] - r[0] + 1 for r in rows], float)
+    assert np.allclose(heights / heights[1], scanned / 30, atol=0.12)  # one scale for the whole line
+    middles = [(r[0] + r[-1]) / 2 for r in rows]
+    assert max(middles) - min(middles) < 0.1 * heights[1] + 2  # on a common middle line
+    assert gray.shape[0] > heights.max()  # the canvas holds the tallest
+    strips, digits = training_lines(split.images, split.labels, 6, seed=3, scanned=split.raw_shapes[:, 0])
+    assert all(s.shape[0] == FRAME and s.shape[1] % WIDTH_STEP == 0 for s in strips) and len(digits) == 6
+    again = training_lines(split.images, split.labels, 6, seed=3, scanned=split.raw_shapes[:, 0])[0]
+    assert all(np.array_equal(a, b) for a, b in zip(strips, again, strict=True))
+
+
+def test_only_datasets_of_scans_say_their_sizes_are_as_written(tiny_npz, tmp_path):
+    from lenet_edge.data import load_dataset
+    from lenet_edge.data.cdb import write_cdb
+
+    assert not load_dataset(str(tiny_npz)).written_sizes
+    assert not load_dataset("synthetic:20:10").written_sizes
+    rng = np.random.default_rng(0)
+    digits = [(rng.random((int(rng.integers(10, 40)), 20)) > 0.5).astype(np.uint8) * 255 for _ in range(10)]
+    write_cdb(tmp_path / "digits.cdb", digits, list(range(10)))
+    dataset = load_dataset(f"{tmp_path / 'digits.cdb'}:train")
+    assert dataset.written_sizes
+    assert dataset.split("train").raw_shapes[:, 0].tolist() == [d.shape[0] for d in digits]
+
+
+def test_export_composes_the_validation_numbers_as_train_did(tiny_npz, monkeypatch):
+    from lenet_edge import conversion, line_model
+    from lenet_edge.config import ExportConfig
+    from lenet_edge.data import load_splits
+
+    splits = load_splits(str(tiny_npz), 0.2, 0)[1]
+    seen = []
+
+    def composing(images, labels, count, seed, scanned=None):
+        seen.append((count, seed, scanned))
+        raise RuntimeError("composed")
+
+    monkeypatch.setattr(line_model, "training_lines", composing)
+    for written in (True, False):
+        manifest = {"config": {"seed": 5}, "line_model": {"data": {"lines": {"val": 9}, "written_heights": written}}}
+        with pytest.raises(RuntimeError, match="composed"):
+            conversion._line_model(None, manifest, splits, ExportConfig(), lambda _: None)
+    assert [(count, seed) for count, seed, _ in seen] == [(9, 6), (9, 6)]
+    assert np.array_equal(seen[0][2], splits["val"].raw_shapes[:, 0]) and seen[1][2] is None
+
+
 def test_train_trains_and_export_exports_the_line_model(exported_run):
     from lenet_edge.runtimes.litert import inspect_tflite
 
@@ -98,6 +153,7 @@ def test_train_trains_and_export_exports_the_line_model(exported_run):
     assert {"line_float_keras", "line_qat_weights", "line_int8_tflite"} <= set(artifacts)
     record = manifest["line_model"]
     assert record["data"]["lines"]["train"] > 0 and set(record["metrics"]) == {"float", "qat"}
+    assert record["data"]["written_heights"] is False  # synthetic digits: no size as written
     assert 0 <= record["metrics"]["qat"]["val_exact"] <= 1
     path = exported_run / artifacts["line_int8_tflite"]["path"]
     info = inspect_tflite(path)

@@ -70,6 +70,12 @@ class Dataset:
             raise DataError(f"{self.location or self.source}: no '{name}' split (it has: {have})")
         return self.splits[name]
 
+    @property
+    def written_sizes(self) -> bool:
+        """Whether the splits' `raw_shapes` are the digits' sizes as written: Hoda's .cdb records are 200 dpi
+        scans cropped to the ink; synthetic digits, image files and .npz arrays come in frames of one size."""
+        return self.kind == "cdb"
+
     def describe(self) -> dict:
         """What a manifest records about the data."""
         return {
