@@ -10,13 +10,12 @@ with connectionist temporal classification (CTC: Graves et al. 2006, the loss
 of line recognizers from handwriting to licence plates) on lines composed of
 training digits, it learns where digits begin and end from the lines alone.
 
-It is the better judge of how many digits there are, and the digit model
-(which sees each digit alone at full size) the better judge of which digit
-each one is. So `read` asks both: where the line model reads another number of
-digits than the segmentation, and finds its own reading more likely than the
+`read` asks both it and the segmentation: where the line model reads the
+number otherwise, and finds its own reading more likely than the
 segmentation's by more than `SegmentConfig.line_margin` (log-likelihoods by the
 CTC forward algorithm), its reading is the answer; otherwise the
-segmentation's stands.
+segmentation's stands (the digit model, which sees each digit alone at full
+size, reads a well-cut digit at least as well).
 
 Its data (`training_lines`) is made from the *training* split only: lines of
 1-12 digits (`verifier.compose_line`: spaced or touching), with Gaussian noise

@@ -203,8 +203,8 @@ def read_array(
 
     `verify` is the piece verifier (a `Classifier` of 2 classes): with it, touching digits are cut where
     every piece is most surely one digit; without it, by the digit model's confidences alone. `line`
-    is the line model: with it, the segmentation's reading stands unless the line model reads another
-    number of digits and finds its own reading more likely by more than `config.line_margin`
+    is the line model: with it, the segmentation's reading stands unless the line model reads the
+    number otherwise and finds its own reading more likely by more than `config.line_margin`
     (log-likelihood); then the line model's is the answer.
 
     Returns:
@@ -243,13 +243,12 @@ def read_array(
 def _line_reading(gray, ink, found: tuple, read: list[int], line: LineReader, config: SegmentConfig):
     """`(digits, confidences, boxes)` of the line model's reading where it overrules `read`; else None.
 
-    It overrules only a reading of another number of digits (a merge or a split the cuts got wrong),
-    and only when its own is more likely by more than `config.line_margin`: where both find as many
-    digits, the digit model, which sees each one alone at full size, reads them better (on numbers
-    of Hoda's validation digits, it was right in 60-70% of such disagreements, the line model in 24-30%).
-    A digit's box spans the columns from halfway to the previous digit's frames to halfway to the
-    next one's, tightened to the kept ink there; its confidence is the highest probability its frames
-    give it.
+    It overrules a reading other than its own when its own is more likely by more than
+    `config.line_margin`: a wrong cut (a merge, a split, or a cut at the wrong column that leaves as
+    many digits, each wrong) costs the segmentation's reading far more likelihood than a digit the
+    line model misreads costs its own. A digit's box spans the columns from halfway to the previous
+    digit's frames to halfway to the next one's, tightened to the kept ink there; its confidence is
+    the highest probability its frames give it.
     """
     strip = line_image(gray, ink, config, found)
     if strip is None:
@@ -257,7 +256,7 @@ def _line_reading(gray, ink, found: tuple, read: list[int], line: LineReader, co
     logp = line(strip.pixels)  # (T, 11)
     own = best_path(logp)
     mine = [d for d, *_ in own]
-    if len(mine) in (0, len(read)) or log_likelihood(logp, read) >= log_likelihood(logp, mine) - config.line_margin:
+    if not mine or mine == read or log_likelihood(logp, read) >= log_likelihood(logp, mine) - config.line_margin:
         return None
     centres = [(first + last) / 2 for _, first, last, _ in own]
     bounds = [0.0, *((a + b) / 2 for a, b in zip(centres[:-1], centres[1:], strict=True)), len(logp) - 1.0]

@@ -103,10 +103,10 @@ class SegmentConfig:
     attach_gap: float = 0.15
     fragment_cost: float = -1.5
     max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
-    # With a line model (`line_model`, used by `reading.read_array`): a reading of another number of digits than the
-    # segmentation's replaces it when the line model finds it more likely by more than this log-likelihood (chosen
-    # on numbers of the run's validation digits: `benchmarks/read_numbers.py --split val`)
-    line_margin: float = 6.0
+    # With a line model (`line_model`, used by `reading.read_array`): its own reading of the number replaces the
+    # segmentation's when it finds it more likely by more than this log-likelihood (chosen on numbers of the run's
+    # validation digits: `benchmarks/read_numbers.py --split val`)
+    line_margin: float = 4.0
 
 
 class TooManyMarks(ValueError):

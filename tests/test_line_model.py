@@ -199,7 +199,7 @@ class Line:
         return frames(*classes, sure=self.sure)
 
 
-def test_the_line_model_overrules_only_another_digit_count_and_only_when_much_surer():
+def test_the_line_model_overrules_the_segmentation_only_when_much_surer():
     gray = np.zeros((100, 300), np.uint8)
     for x in (40, 130):  # two marks: the segmentation reads two digits, ۳۳
         gray[20:80, x : x + 40] = 255
@@ -215,8 +215,9 @@ def test_the_line_model_overrules_only_another_digit_count_and_only_when_much_su
     assert unsure["text"] == "33"
     agreed = Line([3, 3])
     assert read_array(gray, Sure(), min_confidence=0, line=agreed)["text"] == "33" and agreed.calls == 1
-    # as many digits as the cuts found: the digit model's reading of them stands, however sure the line model
-    assert read_array(gray, Sure(), min_confidence=0, line=Line([4, 5], sure=20.0))["text"] == "33"
+    # as many digits as the cuts found, read otherwise: the line model's reading when it is much surer only
+    assert read_array(gray, Sure(), min_confidence=0, line=Line([4, 5], sure=20.0))["text"] == "45"
+    assert read_array(gray, Sure(), min_confidence=0, line=Line([4, 5], sure=0.5))["text"] == "33"
     margin = SegmentConfig(line_margin=1e9)  # a margin nothing overcomes: the segmentation always stands
     assert read_array(gray, Sure(), min_confidence=0, config=margin, line=Line([4, 5, 6]))["text"] == "33"
 
