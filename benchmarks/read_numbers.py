@@ -448,7 +448,7 @@ def main() -> None:
         "three times: with the digit model alone; with the run's int8 piece verifier (`verifier_int8.tflite`, "
         "P(exactly one digit | piece)) choosing the cuts; and with the verifier and the run's int8 line model "
         "(`line_int8.tflite`, which reads the whole number at once and replaces the segmentation's reading when "
-        "it finds another number of digits much more likely), as `lenet-edge read` reads a run trained with "
+        "it finds its own much more likely), as `lenet-edge read` reads a run trained with "
         "`--line-model` by default"
         + (
             "; and a fourth time with the run's mixed models (`export --mixed`: `lenet5_mixed.tflite` and "
@@ -467,10 +467,11 @@ def main() -> None:
         "`join_gap` and `join_spacing`) were chosen on "
         "numbers composed from Hoda's *train* set (`--split train --set ...`). The line model is trained by "
         "`lenet-edge train` on numbers of the run's training digits (its epoch chosen on numbers of its validation "
-        "digits), and `line_margin`, the log-likelihood by which its reading must beat the segmentation's, was "
-        "chosen on these benchmark numbers composed from the run's *validation* digits (`--split val`), which no "
-        "model of the run was trained on. The test numbers below were read with the defaults only, to write this "
-        "file.",
+        "digits). Three choices about it were made on these benchmark numbers composed from the run's *validation* "
+        "digits (`--split val`), which no model of the run was trained on: drawing each training digit at its "
+        "height as written (rather than at 70-100% of the line's), letting it overrule a reading of as many digits "
+        "as its own (not only of another number), and `line_margin`, the log-likelihood by which its reading must "
+        "beat the segmentation's. The test numbers below were read with the defaults only, to write this file.",
         "",
         machine(),
         "",
@@ -507,7 +508,7 @@ def main() -> None:
         "ink mask, segmentation (components, cut candidates), preprocessing of every candidate piece (each "
         "group whole, and each piece a group not surely one digit might be cut into), two batched calls each "
         "of the digit model and of the verifier, the number's strip and one call of the line model (and, where "
-        "it reads another number of digits, the two likelihoods), in kept LiteRT interpreters (XNNPACK, one "
+        "it reads the number otherwise, the two likelihoods), in kept LiteRT interpreters (XNNPACK, one "
         "thread), the record. "
         f"{TIMED_NUMBERS} different numbers of 11 test digits per layout and scale, each read {TIMING_ROUNDS} "
         "times after a warm-up read, every number and set of models interleaved; p50 and p90 over all those "
