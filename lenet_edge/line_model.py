@@ -14,8 +14,7 @@ training digits, it learns where digits begin and end from the lines alone.
 number otherwise, and finds its own reading more likely than the
 segmentation's by more than `SegmentConfig.line_margin` (log-likelihoods by the
 CTC forward algorithm), its reading is the answer; otherwise the
-segmentation's stands (the digit model, which sees each digit alone at full
-size, reads a well-cut digit at least as well).
+segmentation's stands.
 
 Its data (`training_lines`) is made from the *training* split only: lines of
 1-12 digits (`verifier.compose_line`: spaced or touching), with Gaussian noise

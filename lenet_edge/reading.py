@@ -244,11 +244,12 @@ def _line_reading(gray, ink, found: tuple, read: list[int], line: LineReader, co
     """`(digits, confidences, boxes)` of the line model's reading where it overrules `read`; else None.
 
     It overrules a reading other than its own when its own is more likely by more than
-    `config.line_margin`: a wrong cut (a merge, a split, or a cut at the wrong column that leaves as
-    many digits, each wrong) costs the segmentation's reading far more likelihood than a digit the
-    line model misreads costs its own. A digit's box spans the columns from halfway to the previous
-    digit's frames to halfway to the next one's, tightened to the kept ink there; its confidence is
-    the highest probability its frames give it.
+    `config.line_margin`, whether or not the two have as many digits: a cut at the wrong column spoils
+    two digits without changing the count (on numbers of Hoda's validation digits, this read 96.58% of
+    spaced and 95.17% of tight numbers exactly, against 96.25% and 93.00% when only another digit
+    count could be overruled). A digit's box spans the columns from halfway to the previous digit's
+    frames to halfway to the next one's, tightened to the kept ink there; its confidence is the highest
+    probability its frames give it.
     """
     strip = line_image(gray, ink, config, found)
     if strip is None:
