@@ -42,6 +42,7 @@ from lenet_edge.data.cdb import read_cdb  # noqa: E402
 from lenet_edge.data.preprocess import preprocess_many, to_white_on_black  # noqa: E402
 from lenet_edge.data.sources import train_val_split  # noqa: E402
 from lenet_edge.inference import resolve_model  # noqa: E402
+from lenet_edge.line_model import NOISE_SIGMA, on_paper  # noqa: E402
 from lenet_edge.machine import loadavg, machine_info  # noqa: E402
 from lenet_edge.manifest import artifact_path, read_manifest  # noqa: E402
 from lenet_edge.reading import (  # noqa: E402
@@ -60,7 +61,6 @@ LAYOUTS = ("spaced", "tight")
 LENGTHS = tuple(range(4, 12))
 SCALE = (0.8, 2.5)
 MARGIN = 12  # px of paper around the number before scaling
-NOISE_SIGMA = 12.0  # Gaussian noise on 0-255 grey levels
 TIMED_NUMBERS = 50  # different 11-digit numbers timed per layout and scale
 TIMING_ROUNDS = 6  # reads of each
 
@@ -85,17 +85,11 @@ def compose(digits: list[np.ndarray], layout: str, rng: np.random.Generator) -> 
 
 
 def render(line: np.ndarray, scale: float, dark_on_light: bool, rng: np.random.Generator) -> np.ndarray:
-    """Scale, add specks and noise, and choose the polarity: the image a user would hand over."""
+    """Scale, add specks and noise (`line_model.on_paper`, as the line model's training lines get), and choose
+    the polarity: the image a user would hand over."""
     h, w = line.shape
-    image = np.asarray(
-        Image.fromarray(line).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR),
-        np.float64,
-    )
-    for _ in range(rng.integers(0, 4)):  # specks: 1-3 px dots of ink on the paper
-        y, x = rng.integers(0, image.shape[0] - 2), rng.integers(0, image.shape[1] - 2)
-        image[y : y + rng.integers(1, 3), x : x + rng.integers(1, 3)] = 255
-    image += rng.normal(0, NOISE_SIGMA, image.shape)
-    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    image = on_paper(np.asarray(Image.fromarray(line).resize(size, Image.Resampling.BILINEAR)), rng)
     return 255 - image if dark_on_light else image
 
 

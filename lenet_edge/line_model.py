@@ -51,6 +51,7 @@ STORED_WIDTH = 256  # px: the width `line_int8.tflite` is stored with (about 11 
 MAX_WIDTH = 2048  # px: a wider strip (over ~80 digits) is no number; the segmentation's reading stands alone
 BLANK = 10  # the CTC blank: no digit at this frame
 CLASSES = 11  # the ten digits, then the blank
+NOISE_SIGMA = 12.0  # Gaussian noise on 0-255 grey levels in the training lines (`on_paper`)
 LINE_MODEL_FLOAT = "line_float.keras"
 LINE_MODEL_QAT_WEIGHTS = "line_qat.weights.h5"
 
@@ -218,7 +219,7 @@ def training_lines(
         idx = rng.integers(0, len(images), size=int(rng.integers(1, 13)))
         sizes = None if scanned is None else scanned[idx]
         gray, _, _ = compose_line(images[idx], labels[idx], rng, len(strips) % 2 == 0, (0.7, 1.0), sizes)
-        gray = _on_paper(gray, rng)
+        gray = on_paper(gray, rng)
         strip = line_image(gray, gray > INK_THRESHOLD)
         if strip is not None:  # a line of one ۰ may be lower than `min_height`
             strips.append(strip.pixels)
@@ -226,13 +227,14 @@ def training_lines(
     return strips, digits
 
 
-def _on_paper(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Up to three 1-2 px specks and Gaussian noise (sigma 12 grey levels), as a scan adds."""
+def on_paper(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Up to three 1-2 px specks and Gaussian noise (sigma `NOISE_SIGMA`), as a scan adds: a white-on-black
+    uint8 line as a user would hand it over (also benchmarks/read_numbers.py's numbers, after scaling)."""
     image = gray.astype(np.float64)
     for _ in range(rng.integers(0, 4)):
         y, x = rng.integers(0, image.shape[0] - 2), rng.integers(0, image.shape[1] - 2)
         image[y : y + rng.integers(1, 3), x : x + rng.integers(1, 3)] = 255
-    image += rng.normal(0, 12.0, image.shape)
+    image += rng.normal(0, NOISE_SIGMA, image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
