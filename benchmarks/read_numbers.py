@@ -18,9 +18,10 @@ digits), the share of numbers whose digit count came out wrong, and images
 refused; plus the time to read one 11-digit number end to end.
 
 The segmentation was developed on synthetic numbers and on numbers composed
-from Hoda's TRAIN digits (`--split train`), the line model's margin on numbers
-of the run's VALIDATION digits (`--split val`: the part of the train file no
-model of the run was trained on); both print their tables and write no file.
+from Hoda's TRAIN digits (`--split train`), the line model's choices (how its
+training digits are drawn, when it overrules, its margin) on numbers of the
+run's VALIDATION digits (`--split val`: the part of the train file no model of
+the run was trained on); both print their tables and write no file.
 The test split is only ever used here, to write benchmarks/NUMBERS.md.
 """
 

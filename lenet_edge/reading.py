@@ -9,11 +9,10 @@ choose where touching digits are cut); every segment is preprocessed exactly
 as a single digit for `predict` and classified by one loaded interpreter, in
 at most two batched calls per image (the groups whole, then the pieces of
 those that may hold touching digits). With the run's line model (`line_model`),
-the number is also read whole, in one more call; where that reading has another
-number of digits and is much more likely, it replaces the segmentation's
-(`read_array`). The result per image is the number as written (most
-significant digit first, left to right), in ASCII and Persian digits, with a
-box and a confidence per digit.
+the number is also read whole, in one more call; where that reading differs
+and is much more likely, it replaces the segmentation's (`read_array`). The
+result per image is the number as written (most significant digit first, left
+to right), in ASCII and Persian digits, with a box and a confidence per digit.
 
 An image that gives no number is an `error` entry naming why: no ink, only
 specks, ink over most of the image (no paper), more pieces than a number has,
