@@ -116,10 +116,10 @@ def compose_line(
         if crop.size == 0:
             continue
         if scanned is not None:
-            height = float(scanned[k]) * unit
+            drawn = float(scanned[k]) * unit
         else:
-            height = (rng.uniform(0.3, 0.5) if label == ZERO else rng.uniform(*heights)) * line_height
-        crops.append(_scaled(crop, height))
+            drawn = (rng.uniform(0.3, 0.5) if label == ZERO else rng.uniform(*heights)) * line_height
+        crops.append(_scaled(crop, drawn))  # `drawn` px tall
     widths = [c.shape[1] for c in crops]
     if tight:
         gaps = [round(g * unit) for g in rng.integers(-1, 3, size=len(crops))]
