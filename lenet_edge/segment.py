@@ -626,21 +626,31 @@ def _crop(
     A vertical cut can leave a sliver of the neighbour's stroke in a piece; slivers smaller than a
     speck are dropped so they do not stretch the piece's box.
     """
-    x0, x1 = min(a for _, a, _ in atoms), max(b for _, _, b in atoms)
-    y0, y1 = min(g.y0 for g, _, _ in atoms), max(g.y1 for g, _, _ in atoms)
-    own = np.zeros((y1 - y0, x1 - x0), bool)
-    cut = False
-    for group, a, b in atoms:
-        own[group.y0 - y0 : group.y1 - y0, a - x0 : b - x0] |= group.own(labels)[:, a - group.x0 : b - group.x0]
-        cut |= (a, b) != (group.x0, group.x1)
+    groups = {id(g): g for g, _, _ in atoms}
+    x0, x1 = atoms[0][1], atoms[-1][2]  # atoms run left to right
+    if len(groups) == 1:  # one group, whole or a run of its column ranges: a view of its own ink
+        group = atoms[0][0]
+        y0, y1 = group.y0, group.y1
+        own = group.own(labels)[:, x0 - group.x0 : x1 - group.x0]
+        cut = (x0, x1) != (group.x0, group.x1)
+    else:
+        x0, x1 = min(a for _, a, _ in atoms), max(b for _, _, b in atoms)
+        y0, y1 = min(g.y0 for g in groups.values()), max(g.y1 for g in groups.values())
+        own = np.zeros((y1 - y0, x1 - x0), bool)
+        cut = False
+        for group, a, b in atoms:
+            own[group.y0 - y0 : group.y1 - y0, a - x0 : b - x0] |= group.own(labels)[:, a - group.x0 : b - group.x0]
+            cut |= (a, b) != (group.x0, group.x1)
     if cut:
-        n, parts, stats, _ = cv2.connectedComponentsWithStats(own.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        n, parts, stats, _ = cv2.connectedComponentsWithStats(
+            np.ascontiguousarray(own).view(np.uint8), connectivity=8, ltype=cv2.CV_32S
+        )
         if n > 2:  # the background and more than one part
             sizes = stats[:, cv2.CC_STAT_AREA].copy()
             sizes[0] = 0
             keep = min(max(config.speck_area * height * height, 0.2 * sizes.max()), sizes.max())  # the largest stays
             own = (sizes >= keep)[parts]
-    rows, cols = np.flatnonzero(own.any(axis=1)), np.flatnonzero(own.any(axis=0))
+    rows, cols = own.any(axis=1).nonzero()[0], own.any(axis=0).nonzero()[0]
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     box = (int(x0 + c0), int(y0 + r0), int(x0 + c1), int(y0 + r1))
     crop = gray[box[1] : box[3], box[0] : box[2]].copy()
