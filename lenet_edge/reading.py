@@ -9,8 +9,10 @@ choose where touching digits are cut); every segment is preprocessed exactly
 as a single digit for `predict` and classified by one loaded interpreter, in
 at most two batched calls per image (the groups whole, then the pieces of
 those that may hold touching digits). With the run's line model (`line_model`),
-the number is also read whole, in one more call; where that reading differs
-and is much more likely, it replaces the segmentation's (`read_array`). The
+the number is read whole first, in one more call: where that reading is so
+likely that no other could stand against it, it is the answer and the
+segmentation is skipped; otherwise, where it differs from the segmentation's
+and is much more likely, it replaces it (`read_array`). The
 result per image is the number as written (most significant digit first, left
 to right), in ASCII and Persian digits, with a box and a confidence per digit.
 
@@ -24,6 +26,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +38,7 @@ from .data.frontend import clean_page, ink_image
 from .errors import DataError, ModelError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
 from .line_model import CLASSES as LINE_CLASSES
-from .line_model import FRAME, best_path, line_image, log_likelihood, log_softmax
+from .line_model import FRAME, LineImage, best_path, line_image, log_likelihood, log_softmax
 from .manifest import PERSIAN_DIGITS, artifact_path, manifest_path, read_manifest
 from .quiet import native_stderr_captured
 from .runtimes.base import NUM_CLASSES
@@ -204,7 +208,8 @@ def read_array(
     every piece is most surely one digit; without it, by the digit model's confidences alone. `line`
     is the line model: with it, the segmentation's reading stands unless the line model reads the
     number otherwise and finds its own reading more likely by more than `config.line_margin`
-    (log-likelihood); then the line model's is the answer.
+    (log-likelihood); then the line model's is the answer. Where the line model's reading is likely
+    enough to overrule any other (`LineReading.beyond_overruling`), the segmentation is not run at all.
 
     Returns:
         `text`, `persian`, `confidence` (the lowest of the digits'), `digits`
@@ -222,54 +227,94 @@ def read_array(
     digits = page.flattened if page.clean else ink_image(page, ink)  # a clean scan is read as it is
     try:
         found = layout(digits, ink, config, fragments=True)  # the segmentation's and the line model's
-        segments = segment(digits, ink, classify, config, verify, found) if found else []
+        whole = LineReading.of(digits, ink, found, line, config) if line is not None and found else None
+        sure = whole is not None and whole.beyond_overruling(config.line_margin)
+        segments = segment(digits, ink, classify, config, verify, found) if found and not sure else []
     except TooManyMarks as exc:
         return _too_many_marks(exc.count)
-    if not segments:
-        return {"error": "no digits: only specks of ink"}
-    probs = np.stack([s.probs for s in segments])  # (N, 10), scored inside `segment`
-    read = probs.argmax(axis=1).tolist()
-    confidence = probs[np.arange(len(read)), read].tolist()
-    boxes = [s.box for s in segments]
-    overruled = _line_reading(digits, ink, found, read, line, config) if line is not None else None
-    if overruled is not None:
-        read, confidence, boxes = overruled
+    if sure:  # no reading the segmentation could make would stand against the line model's: not made
+        read, confidence, boxes = whole.reading()
+    else:
+        if not segments:
+            return {"error": "no digits: only specks of ink"}
+        probs = np.stack([s.probs for s in segments])  # (N, 10), scored inside `segment`
+        read = probs.argmax(axis=1).tolist()
+        confidence = probs[np.arange(len(read)), read].tolist()
+        boxes = [s.box for s in segments]
+        if whole is not None and whole.overrules(read, config.line_margin):
+            read, confidence, boxes = whole.reading()
     if len(read) > MAX_DIGITS:
         return _too_many_marks(len(read))
     return _record(read, confidence, [_input_box(b, page.scale, gray.shape) for b in boxes], min_confidence)
 
 
-def _line_reading(gray, ink, found: tuple, read: list[int], line: LineReader, config: SegmentConfig):
-    """`(digits, confidences, boxes)` of the line model's reading where it overrules `read`; else None.
+@dataclass(frozen=True)
+class LineReading:
+    """The line model's reading of a number: its strip, the (T, 11) log-probabilities, the greedy reading.
 
-    It overrules a reading other than its own when its own is more likely by more than
-    `config.line_margin`, whether or not the two have as many digits: a cut at the wrong column spoils
-    two digits without changing the count (on numbers of Hoda's validation digits, this read 96.58% of
-    spaced and 95.17% of tight numbers exactly, against 96.25% and 93.00% when only another digit
-    count could be overruled). A digit's box spans the columns from halfway to the previous digit's
-    frames to halfway to the next one's, tightened to the kept ink there; its confidence is the highest
-    probability its frames give it.
+    It replaces the segmentation's reading where it differs and is more likely by more than
+    `SegmentConfig.line_margin` (log-likelihood), whether or not the two have as many digits: a cut at
+    the wrong column spoils two digits without changing the count (on numbers of Hoda's validation
+    digits, this read 96.58% of spaced and 95.17% of tight numbers exactly, against 96.25% and 93.00%
+    when only another digit count could be overruled).
     """
-    strip = line_image(gray, ink, config, found)
-    if strip is None:
-        return None
-    logp = line(strip.pixels)  # (T, 11)
-    own = best_path(logp)
-    mine = [d for d, *_ in own]
-    if not mine or mine == read or log_likelihood(logp, read) >= log_likelihood(logp, mine) - config.line_margin:
-        return None
-    centres = [(first + last) / 2 for _, first, last, _ in own]
-    bounds = [0.0, *((a + b) / 2 for a, b in zip(centres[:-1], centres[1:], strict=True)), len(logp) - 1.0]
-    boxes = []
-    top, left = strip.origin
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-        x0, x1 = strip.columns(math.floor(start), math.ceil(end))
-        inked = strip.ink[:, x0 - left : x1 - left]
-        rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
-        if rows.size == 0:  # no kept ink in these columns (a digit read in a gap): the columns, the line's rows
-            rows, cols = np.flatnonzero(strip.ink.any(axis=1)), np.arange(max(1, x1 - x0))
-        boxes.append((x0 + int(cols[0]), top + int(rows[0]), x0 + int(cols[-1]) + 1, top + int(rows[-1]) + 1))
-    return mine, [p for *_, p in own], boxes
+
+    strip: LineImage
+    logp: np.ndarray
+    own: list  # best_path: (digit, first frame, last frame, probability) per digit
+
+    @classmethod
+    def of(cls, gray, ink, found: tuple, line: LineReader, config: SegmentConfig) -> LineReading | None:
+        strip = line_image(gray, ink, config, found)
+        if strip is None:
+            return None
+        logp = line(strip.pixels)
+        return cls(strip, logp, best_path(logp))
+
+    @property
+    def digits(self) -> list[int]:
+        return [d for d, *_ in self.own]
+
+    def overrules(self, read: list[int], margin: float) -> bool:
+        """Is the line model's own reading other than `read` and more likely by more than `margin`?"""
+        mine = self.digits
+        return bool(mine) and mine != read and log_likelihood(self.logp, read) < self.likelihood - margin
+
+    @cached_property
+    def likelihood(self) -> float:
+        return log_likelihood(self.logp, self.digits)
+
+    def beyond_overruling(self, margin: float) -> bool:
+        """Would the line model's reading be the answer whatever the segmentation read?
+
+        The probabilities of all readings of a strip sum to 1, so when the line model's own has more
+        than 1 / (1 + e^-margin) of it, every other reading is less likely by more than `margin`: it
+        overrules any other, and where the segmentation reads the same digits, the digits are the
+        same. `read` then skips the segmentation (its pieces, the digit model and the verifier): the
+        same numbers, in a fraction of the time; the boxes and confidences are the line model's.
+        """
+        return bool(self.own) and self.likelihood > -math.log1p(math.exp(-margin))
+
+    def reading(self) -> tuple[list[int], list[float], list[tuple[int, int, int, int]]]:
+        """`(digits, confidences, boxes)` of the line model's reading.
+
+        A digit's box spans the columns from halfway to the previous digit's frames to halfway to the
+        next one's, tightened to the kept ink there; its confidence is the highest probability its
+        frames give it.
+        """
+        strip, own = self.strip, self.own
+        centres = [(first + last) / 2 for _, first, last, _ in own]
+        bounds = [0.0, *((a + b) / 2 for a, b in zip(centres[:-1], centres[1:], strict=True)), len(self.logp) - 1.0]
+        boxes = []
+        top, left = strip.origin
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            x0, x1 = strip.columns(math.floor(start), math.ceil(end))
+            inked = strip.ink[:, x0 - left : x1 - left]
+            rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
+            if rows.size == 0:  # no kept ink in these columns (a digit read in a gap): the columns, the line's rows
+                rows, cols = np.flatnonzero(strip.ink.any(axis=1)), np.arange(max(1, x1 - x0))
+            boxes.append((x0 + int(cols[0]), top + int(rows[0]), x0 + int(cols[-1]) + 1, top + int(rows[-1]) + 1))
+        return self.digits, [p for *_, p in own], boxes
 
 
 def _too_many_marks(count: int) -> dict:

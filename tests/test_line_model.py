@@ -22,7 +22,7 @@ from lenet_edge.line_model import (
     training_lines,
 )
 from lenet_edge.manifest import read_manifest
-from lenet_edge.reading import LineReader, read_array
+from lenet_edge.reading import LineReader, LineReading, read_array
 from lenet_edge.segment import SegmentConfig
 
 
@@ -220,6 +220,51 @@ def test_the_line_model_overrules_the_segmentation_only_when_much_surer():
     assert read_array(gray, Sure(), min_confidence=0, line=Line([4, 5], sure=0.5))["text"] == "33"
     margin = SegmentConfig(line_margin=1e9)  # a margin nothing overcomes: the segmentation always stands
     assert read_array(gray, Sure(), min_confidence=0, config=margin, line=Line([4, 5, 6]))["text"] == "33"
+
+
+class Counted(Sure):
+    """`Sure`, counting the pieces it is asked about."""
+
+    pieces = 0
+
+    def __call__(self, images):
+        self.pieces += len(images)
+        return super().__call__(images)
+
+
+def test_a_line_model_sure_beyond_overruling_makes_the_segmentation_needless():
+    gray = np.zeros((100, 300), np.uint8)
+    for x in (40, 130):
+        gray[20:80, x : x + 40] = 255
+    for line, skipped in ((Line([4, 5, 6], sure=20.0), True), (Line([4, 5, 6], sure=8.0), False)):
+        digits = Counted()
+        record = read_array(gray, digits, min_confidence=0, line=line)
+        assert record["text"] == "456" and line.calls == 1
+        assert (digits.pieces == 0) is skipped  # the digit model (and so the segmentation) not asked at all
+        assert len(record["digits"]) == 3 and all(0.99 < d["confidence"] <= 1 for d in record["digits"])
+
+
+def test_beyond_overruling_means_no_other_reading_comes_within_the_margin():
+    """The bound behind skipping the segmentation: readings' probabilities sum to 1 over a strip."""
+    rng = np.random.default_rng(0)
+    margin, checked = SegmentConfig().line_margin, 0
+    for _ in range(300):
+        t = int(rng.integers(6, 30))
+        logits = rng.normal(0, 1, (t, CLASSES))
+        logits[np.arange(t), rng.integers(0, CLASSES, t)] += rng.uniform(5, 14)  # a peaked, varied strip
+        logp = log_softmax(logits)
+        own = [d for d, *_ in best_path(logp)]
+        whole = LineReading(None, logp, best_path(logp))
+        if not own or not whole.beyond_overruling(margin):
+            continue
+        others = [own[:k] + own[k + 1 :] for k in range(len(own))]  # a digit dropped, changed, or added
+        others += [own[:k] + [(own[k] + j) % 10] + own[k + 1 :] for k in range(len(own)) for j in (1, 5)]
+        others += [own[:k] + [int(rng.integers(0, 10))] + own[k:] for k in range(len(own) + 1)]
+        for other in others:
+            if other != own:
+                assert log_likelihood(logp, other) < whole.likelihood - margin
+                checked += 1
+    assert checked > 500
 
 
 def test_read_uses_the_runs_line_model_unless_told_not_to(exported_run, tmp_path, monkeypatch):
