@@ -14,7 +14,8 @@ training digits, it learns where digits begin and end from the lines alone.
 number otherwise, and finds its own reading more likely than the
 segmentation's by more than `SegmentConfig.line_margin` (log-likelihoods by the
 CTC forward algorithm), its reading is the answer; otherwise the
-segmentation's stands.
+segmentation's stands. It reads first: where its own reading is so likely that
+no other could come within the margin, the segmentation is not run at all.
 
 Its data (`training_lines`) is made from the *training* split only: lines of
 1-12 digits (`verifier.compose_line`: spaced or touching), with Gaussian noise

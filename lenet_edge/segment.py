@@ -105,7 +105,8 @@ class SegmentConfig:
     max_marks: int = 200  # more components than this (after specks) is no number: `TooManyMarks`
     # With a line model (`line_model`, used by `reading.read_array`): its own reading of the number replaces the
     # segmentation's when it finds it more likely by more than this log-likelihood (chosen on numbers of the run's
-    # validation digits: `benchmarks/read_numbers.py --split val`)
+    # validation digits: `benchmarks/read_numbers.py --split val`); its reading with over 1 / (1 + e^-margin) of
+    # the probability would overrule any other, so the segmentation is then not run
     line_margin: float = 4.0
 
 
