@@ -265,6 +265,7 @@ class LineReading:
 
     @classmethod
     def of(cls, gray, ink, found: tuple, line: LineReader, config: SegmentConfig) -> LineReading | None:
+        """The number's strip (`line_image`, from `layout`'s `found`) read by `line`; None without a strip."""
         strip = line_image(gray, ink, config, found)
         if strip is None:
             return None
@@ -289,9 +290,9 @@ class LineReading:
 
         The probabilities of all readings of a strip sum to 1, so when the line model's own has more
         than 1 / (1 + e^-margin) of it, every other reading is less likely by more than `margin`: it
-        overrules any other, and where the segmentation reads the same digits, the digits are the
-        same. `read` then skips the segmentation (its pieces, the digit model and the verifier): the
-        same numbers, in a fraction of the time; the boxes and confidences are the line model's.
+        would overrule any other the segmentation made, and one of the same digits changes nothing.
+        `read` then skips the segmentation (its pieces, the digit model and the verifier): the same
+        digits, in a fraction of the time; the boxes and confidences are the line model's.
         """
         return bool(self.own) and self.likelihood > -math.log1p(math.exp(-margin))
 
