@@ -584,14 +584,14 @@ def _line_model(weights: Path, manifest: dict, splits: Mapping, config: ExportCo
     the int8 model must read the same digits as the QAT Keras model on `min_agreement` of them. The
     parity's `top1_*` are the shares of numbers each reads exactly (`line_model.best_path`).
     """
-    from .line_model import FRAME, STORED_WIDTH, batch, best_path, load_line_qat, log_softmax, training_lines
+    from .line_model import FRAME, STORED_WIDTH, batch, best_path, load_line_qat, log_softmax, validation_lines
     from .reading import LineReader
 
     made = manifest.get("line_model", {}).get("data", {})
-    seed, val = manifest.get("config", {}).get("seed", 0), splits["val"]
+    seed = manifest.get("config", {}).get("seed", 0)
     say("composing the line model's validation numbers again")
-    heights = val.raw_shapes[:, 0] if made.get("written_heights") else None
-    strips, digits = training_lines(val.images, val.labels, int(made.get("lines", {}).get("val", 8)), seed + 1, heights)
+    count = int(made.get("lines", {}).get("val", 8))
+    strips, digits = validation_lines(splits["val"], count, seed, bool(made.get("written_heights")))
     model = load_line_qat(weights)
     say(f"converting the QAT line model to full-integer int8 TFLite ({LINE_FILE})")
 

@@ -228,6 +228,14 @@ def training_lines(
     return strips, digits
 
 
+def validation_lines(val, count: int, seed: int, written_heights: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The numbers of validation digits that choose the line model's epoch (`train_line_model`), made again
+    the same way wherever they are needed (`export` checks the int8 model on them): `training_lines` from
+    the `val` split with the run's `seed` + 1, its digits drawn at their heights as written if the run's were."""
+    scanned = val.raw_shapes[:, 0] if written_heights else None
+    return training_lines(val.images, val.labels, count, seed + 1, scanned)
+
+
 def on_paper(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Up to three 1-2 px specks and Gaussian noise (sigma `NOISE_SIGMA`), as a scan adds: a white-on-black
     uint8 line as a user would hand it over (also benchmarks/read_numbers.py's numbers, after scaling)."""
@@ -289,9 +297,8 @@ def train_line_model(
     train, val = splits["train"], splits["val"]
     lines = min(config.lines, max(16, 2 * len(train.labels)))  # a number draws ~6.5 digits: each seen ~13 times
     val_lines = max(8, lines // 16)
-    heights = {name: split.raw_shapes[:, 0] if scanned else None for name, split in (("train", train), ("val", val))}
-    train_xy = training_lines(train.images, train.labels, lines, seed, heights["train"])
-    val_xy = training_lines(val.images, val.labels, val_lines, seed + 1, heights["val"])
+    train_xy = training_lines(train.images, train.labels, lines, seed, train.raw_shapes[:, 0] if scanned else None)
+    val_xy = validation_lines(val, val_lines, seed, scanned)
     made = time.perf_counter() - begun
     data = {"lines": {"train": lines, "val": val_lines}, "written_heights": scanned, "seconds": round(made, 2)}
     drawn = "as written" if scanned else "70-100% of the line's"
