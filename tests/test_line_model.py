@@ -253,9 +253,9 @@ def test_beyond_overruling_means_no_other_reading_comes_within_the_margin():
         logits = rng.normal(0, 1, (t, CLASSES))
         logits[np.arange(t), rng.integers(0, CLASSES, t)] += rng.uniform(5, 14)  # a peaked, varied strip
         logp = log_softmax(logits)
-        own = [d for d, *_ in best_path(logp)]
-        whole = LineReading(None, logp, best_path(logp))
-        if not own or not whole.beyond_overruling(margin):
+        whole = LineReading(None, logp, margin)
+        own = whole.digits
+        if not own or not whole.beyond_overruling:
             continue
         others = [own[:k] + own[k + 1 :] for k in range(len(own))]  # a digit dropped, changed, or added
         others += [own[:k] + [(own[k] + j) % 10] + own[k + 1 :] for k in range(len(own)) for j in (1, 5)]
