@@ -628,10 +628,9 @@ def _crop(
     speck are dropped so they do not stretch the piece's box.
     """
     groups = {id(g): g for g, _, _ in atoms}
-    x0, x1 = atoms[0][1], atoms[-1][2]  # atoms run left to right
     if len(groups) == 1:  # one group, whole or a run of its column ranges: a view of its own ink
         group = atoms[0][0]
-        y0, y1 = group.y0, group.y1
+        x0, x1, y0, y1 = atoms[0][1], atoms[-1][2], group.y0, group.y1  # its atoms run left to right
         own = group.own(labels)[:, x0 - group.x0 : x1 - group.x0]
         cut = (x0, x1) != (group.x0, group.x1)
     else:
