@@ -12,14 +12,16 @@ text. The steps:
    dust: no digits);
 3. specks dropped: components smaller than `speck_area * H^2`;
 4. pieces of one digit merged: components whose horizontal extents overlap by
-   at least `merge_overlap` of the narrower one (a broken stroke);
+   at least `merge_overlap` of the narrower one (a broken stroke); and a speck
+   within `speck_reach * H` of one group's ink (and no other's) joins it: the
+   hook of a ۲ that the scan broke off is not dropped, leaving a ۱;
 5. a small group (lower than `small_height * H`) is kept only when it sits
    within `mid_band * H` of the line's middle: that is ۰, written as a dot or a
    ring about a third of the others' height at mid-line. A small mark above or
    below the line, or lower than any ۰, is dropped, unless a classifier is
-   given and it lies within `attach_gap * H` of a digit: then it is a
-   fragment of that digit (a ۳'s tooth, a ۴'s hook), which step 6 joins to
-   its neighbour or drops, never a digit alone;
+   given and it lies within `attach_gap * H` of a digit (or of a mark so kept):
+   then it is a fragment of that digit (a ۳'s tooth, a ۴'s hook), which step 6
+   joins to its neighbour or drops, never a digit alone;
 6. touching digits split: every group is first classified whole (one batched
    `score` call); a group wider than `split_width * H` that is not read surely
    (`sure_whole`) is cut at a few candidate columns (minima of its vertical
@@ -65,6 +67,9 @@ class SegmentConfig:
 
     min_height: int = 6  # px: a line of ink lower than this is dust (Hoda's smallest ۰ is ~6 px at 200 dpi)
     speck_area: float = 0.02  # a component below this * H^2 px is a speck (99.9% of Hoda's ۰ are larger)
+    # ... unless it lies within this * H of one group's ink (and no other's): a piece of that digit's broken
+    # stroke (a ۲'s hook), which joins it (0: specks are always dropped); chosen on numbers of Hoda *train* digits
+    speck_reach: float = 0.1
     small_height: float = 0.55  # a group lower than this * H is small: kept only at mid-line (a ۰)
     mid_band: float = 0.2  # a small group's centre must lie within this * H of the line's middle
     merge_overlap: float = 0.5  # horizontal overlap, as a fraction of the narrower piece, that makes one digit
@@ -322,7 +327,9 @@ def layout(gray: np.ndarray, ink: np.ndarray, config: SegmentConfig, fragments: 
     kept = np.flatnonzero(areas >= config.speck_area * height * height)
     if len(kept) > config.max_marks:  # a page of text or a noisy photo: do not spend seconds on it
         raise TooManyMarks(len(kept))
-    groups = _keep_small_at_mid_line(_merge(boxes, kept, config), height, config, fragments)
+    groups = _merge(boxes, kept, config)
+    _attach_specks(labels, boxes, areas, groups, height, config)
+    groups = _keep_small_at_mid_line(groups, height, config, fragments)
     groups.sort(key=lambda g: (g.x0 + g.x1) / 2)
     tall = [g for g in groups if g.height >= config.small_height * height]
     return labels, height, groups, tall
@@ -454,6 +461,36 @@ def _merge(boxes: np.ndarray, kept: np.ndarray, config: SegmentConfig) -> list[_
     return groups
 
 
+def _attach_specks(
+    labels: np.ndarray, boxes: np.ndarray, areas: np.ndarray, groups: list[_Group], height: float, config: SegmentConfig
+) -> None:
+    """Give each group the specks within `speck_reach * H` of its ink and of no other group's ink.
+
+    A scan at 200 dpi breaks thin strokes: the hook of a ۲ or the link to a ۳'s tooth can come apart
+    below `speck_area`. Dropped as a speck, it leaves a ۱ or a ۲ that the digit model and the line
+    model read as such. A speck near no group, or near two (between touching digits), stays a speck.
+    """
+    small = np.flatnonzero(areas < config.speck_area * height * height)
+    if config.speck_reach <= 0 or not len(small) or not groups:
+        return
+    reach = max(1, round(config.speck_reach * height))
+    hulls = np.array([(g.x0 - reach, g.y0 - reach, g.x1 + reach, g.y1 + reach) for g in groups])  # (G, 4)
+    inside = (boxes[small, None, 0] < hulls[:, 2]) & (boxes[small, None, 2] > hulls[:, 0])
+    inside &= (boxes[small, None, 1] < hulls[:, 3]) & (boxes[small, None, 3] > hulls[:, 1])  # (S, G)
+    owner = np.full(len(areas) + 1, -1, np.int64)  # component label -> its group, -1 for none
+    for k, group in enumerate(groups):
+        owner[group.labels] = k
+    for i in small[inside.any(axis=1)].tolist():  # a speck in no group's reach is not looked at
+        x0, y0, x1, y1 = (int(v) for v in boxes[i])
+        near = owner[labels[max(0, y0 - reach) : y1 + reach, max(0, x0 - reach) : x1 + reach]]
+        near = np.unique(near[near >= 0])
+        if len(near) == 1:
+            group = groups[int(near[0])]
+            group.labels.append(i + 1)
+            group.x0, group.y0 = min(group.x0, x0), min(group.y0, y0)
+            group.x1, group.y1 = max(group.x1, x1), max(group.y1, y1)
+
+
 def _middle(tall: list[_Group], x: float) -> float | None:
     """The line's middle near column x: from the two nearest tall groups, so a wavy baseline is followed."""
     return _middles(tall, [x])[0]
@@ -474,24 +511,30 @@ def _keep_small_at_mid_line(
 ) -> list[_Group]:
     """Drop small groups away from the line's middle; a small one at mid-line is a ۰.
 
-    With `fragments`, a small group off the middle within `attach_gap * H` of a tall one is kept,
-    marked a fragment (a broken-off part of that digit), instead of dropped.
+    With `fragments`, a small group off the middle within `attach_gap * H` of a tall one, or of a
+    fragment so kept (the second tooth of a ۳ beside the first), is kept, marked a fragment (a
+    broken-off part of that digit), instead of dropped.
     """
     tall = [g for g in groups if g.height >= config.small_height * height]
     if not tall:  # a number of zeros only: every group is of the line's own height
         return groups
-    kept = []
+    off = []
     for group in groups:
-        off = group.height < ZERO_MIN_HEIGHT * height  # lower than any ۰: a fleck
-        if not off and group.height < config.small_height * height:
+        fleck = group.height < ZERO_MIN_HEIGHT * height  # lower than any ۰
+        if not fleck and group.height < config.small_height * height:
             middle = _middle(tall, (group.x0 + group.x1) / 2)
-            off = abs((group.y0 + group.y1) / 2 - middle) > config.mid_band * height
-        if off:
-            if not (fragments and any(_gap(group, t) <= config.attach_gap * height for t in tall)):
-                continue
+            fleck = abs((group.y0 + group.y1) / 2 - middle) > config.mid_band * height
+        off.append(fleck)
+    anchors, loose = list(tall), [g for g, o in zip(groups, off, strict=True) if o] if fragments else []
+    while loose:  # fragments reach their digit in steps of at most attach_gap * H
+        near = [g for g in loose if any(_gap(g, a) <= config.attach_gap * height for a in anchors)]
+        if not near:
+            break
+        for group in near:
             group.fragment = True
-        kept.append(group)
-    return kept
+        anchors += near
+        loose = [g for g in loose if not g.fragment]
+    return [g for g, o in zip(groups, off, strict=True) if not o or g.fragment]
 
 
 def _gap(a: _Group, b: _Group) -> int:

@@ -82,6 +82,25 @@ def test_speck_dropped_and_small_mark_off_the_line_dropped():
     assert xs(segments) == [20, 110]
 
 
+def test_a_speck_by_one_digit_joins_it_and_others_are_dropped():
+    # A scan breaks thin strokes: the hook of a ۲ can come off smaller than a speck (0.02 H^2 = 18 px
+    # here). Within `speck_reach * H` (3 px) of one digit's ink it is part of that digit, not a speck
+    # to drop, leaving a ۱. A speck near no digit, or between two, is still dropped.
+    image = canvas()
+    bar(image, 30)
+    image[15:18, 37:41] = 255  # a 12-px hook, 2 px right of the stem's top
+    bar(image, 90)
+    image[29:31, 60:62] = 255  # a speck far from any digit
+    bar(image, 140)
+    bar(image, 151)
+    image[29:31, 147:149] = 255  # a speck 2 px from both of two digits
+    segments = run(image)
+    assert [s.box for s in segments] == [(30, 15, 41, 45), (90, 15, 95, 45), (140, 15, 145, 45), (151, 15, 156, 45)]
+    assert segments[0].crop[0:3, 7:11].min() == 255  # the hook's ink is the digit's
+    assert [s.box for s in segments[2:]] == [s.box for s in run(image, speck_reach=0.0)[2:]]
+    assert run(image, speck_reach=0.0)[0].box == (30, 15, 35, 45)  # without: the stem alone
+
+
 def test_broken_digit_is_merged():
     image = canvas()
     bar(image, 30, width=6, top=15, height=13)
@@ -124,6 +143,20 @@ def test_a_broken_off_part_off_the_line_joins_its_digit():
     three(whole, 30, broken=False)
     bar(whole, 120)
     assert [s.box for s in run(whole, tooth_score)] == [s.box for s in segments]
+
+
+def test_fragments_reach_their_digit_through_each_other():
+    # both teeth of a ۳ broken off: the second stands 10 px from the stem, beyond attach_gap * H (4.5 px),
+    # but 2 px from the first, which is the stem's fragment: it is one too, and the ۳ is read whole
+    image = canvas()
+    bar(image, 30)
+    image[13:17, 37:43] = 255  # the first tooth, 2 px right of the stem
+    image[13:17, 45:51] = 255  # the second, 2 px right of the first
+    bar(image, 120)
+    segments = run(image, tooth_score)
+    assert [s.box for s in segments] == [(30, 13, 51, 45), (120, 15, 125, 45)]
+    assert [int(s.probs.argmax()) for s in segments] == [3, 1]
+    assert [s.box for s in run(image)] == [(30, 15, 35, 45), (120, 15, 125, 45)]  # no classifier: dropped
 
 
 def test_close_groups_may_be_one_broken_digit_where_the_digits_are_spaced():
