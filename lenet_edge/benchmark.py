@@ -260,7 +260,8 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
     """The run's line model on numbers composed of the benched split's digits: exact numbers and latency.
 
     The numbers are made as for training (`line_model.training_lines`, another seed) from the digits
-    of the split being benched, so on `--split test` no digit was seen in training. Latency: one
+    of the split being benched, so on `--split test` no digit was seen in training; each digit at its
+    height as written where the line model was trained so (the manifest's `written_heights`). Latency: one
     number's strip end to end (`reading.LineReader`: LiteRT with XNNPACK, one thread, as `read` runs
     it), p50/p90 after warm-up. Returns `{"line_model": result}`, or {} for a run without one.
     """
@@ -275,7 +276,9 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
     say = progress or (lambda message: None)
     numbers = max(8, min(LINE_NUMBERS, len(split.labels) // 4))
     say(f"line model: composing {numbers} numbers of the split's digits")
-    strips, digits = training_lines(split.images, split.labels, numbers, seed=LINE_SEED)
+    written = bool(manifest.get("line_model", {}).get("data", {}).get("written_heights"))
+    heights = split.raw_shapes[:, 0] if written else None
+    strips, digits = training_lines(split.images, split.labels, numbers, seed=LINE_SEED, scanned=heights)
     path = artifact_path(run_dir, manifest, LINE_KEY)
     reader = LineReader(path)
     exact = np.mean([[d for d, *_ in best_path(reader(s))] == t.tolist() for s, t in zip(strips, digits, strict=True)])
@@ -293,6 +296,7 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
             "sha256": sha256_file(path),
             "bytes": path.stat().st_size,
             "numbers": int(numbers),
+            "written_heights": written,
             "exact": float(exact),
             "median_width_px": int(np.median([s.shape[1] for s in strips])),
             "p50_us": float(np.percentile(end_to_end, 50) / 1e3),
@@ -315,7 +319,8 @@ def reading_lines(entry: dict) -> list[str]:
         v = entry["line_model"]
         lines.append(
             f"Line model {v['file']} ({v['bytes']:,} bytes): {100 * v['exact']:.2f}% of {v['numbers']:,} held-out "
-            f"numbers of 1-12 digits read exactly on its own; one number (median strip {v['median_width_px']} px "
+            f"numbers of 1-12 digits{' (at their heights as written)' if v.get('written_heights') else ''} "
+            "read exactly on its own; one number (median strip {v['median_width_px']} px "
             f"wide) p50 {v['p50_us']:.1f} µs, p90 {v['p90_us']:.1f} µs (LiteRT, XNNPACK, one thread)"
         )
     return lines

@@ -164,3 +164,21 @@ def test_bench_reports_the_verifier_and_the_line_model(exported_run):
     line = results["line_model"]
     assert line["numbers"] > 0 and 0 <= line["exact"] <= 1 and line["p50_us"] > 0 and line["runs"] == 20
     assert "Line model line_int8.tflite" in format_table(results) and "Line model" in format_markdown(results)
+
+
+def test_bench_composes_the_line_models_numbers_as_it_was_trained(exported_run, monkeypatch):
+    # a line model trained on digits at their heights as written is benched on numbers drawn so too
+    from lenet_edge import line_model
+    from lenet_edge.benchmark import bench_line_model
+    from lenet_edge.config import BenchConfig
+    from lenet_edge.data import load_run_splits
+
+    manifest = read_manifest(exported_run)
+    val = load_run_splits(manifest)[1]["val"]
+    composed, compose = [], line_model.training_lines
+    monkeypatch.setattr(line_model, "training_lines", lambda *a, **k: composed.append(k["scanned"]) or compose(*a, **k))
+    for written in (False, True):
+        manifest["line_model"]["data"]["written_heights"] = written
+        got = bench_line_model(exported_run, manifest, val, BenchConfig(runs=2, warmup=1, micro=False))["line_model"]
+        assert got["written_heights"] is written and 0 <= got["exact"] <= 1
+    assert composed[0] is None and np.array_equal(composed[1], val.raw_shapes[:, 0])
