@@ -235,9 +235,7 @@ def bench_verifiers(run_dir, manifest: dict, split, config: BenchConfig, progres
         handle = open_model(path, threads=config.threads, classes=CLASSES)
         accuracy = held_out(scores(handle.scores(pieces)) >= 0.5, labels)
         say(f"verifier: timing {path.name} on {config.runs} single pieces")
-        for i in range(config.warmup):
-            handle.time_one(pieces[i % len(pieces)][None])
-        end_to_end = np.array([handle.time_one(pieces[i % len(pieces)][None])[0] for i in range(config.runs)])
+        timing = _percentiles(lambda piece, handle=handle: handle.time_one(piece[None])[0], pieces, config)
         results[VERIFIERS[key]] = {
             "file": path.name,
             "sha256": sha256_file(path),
@@ -245,11 +243,22 @@ def bench_verifiers(run_dir, manifest: dict, split, config: BenchConfig, progres
             **accuracy,
             "ones": int((labels == 1).sum()),
             "lines": lines,
-            "p50_us": float(np.percentile(end_to_end, 50) / 1e3),
-            "p90_us": float(np.percentile(end_to_end, 90) / 1e3),
-            "runs": int(config.runs),
+            **timing,
         }
     return results
+
+
+def _percentiles(time_one: Callable[[Any], int], items, config: BenchConfig) -> dict[str, float | int]:
+    """`p50_us`, `p90_us` and `runs` of `time_one(item)` (ns) over `config.runs` items in turn, after
+    `config.warmup` untimed calls."""
+    for i in range(config.warmup):
+        time_one(items[i % len(items)])
+    ns = np.array([time_one(items[i % len(items)]) for i in range(config.runs)])
+    return {
+        "p50_us": float(np.percentile(ns, 50) / 1e3),
+        "p90_us": float(np.percentile(ns, 90) / 1e3),
+        "runs": config.runs,
+    }
 
 
 LINE_SEED = 103  # apart from the seeds `train` composes its numbers with (the run's seed and seed + 1)
@@ -283,13 +292,13 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
     reader = LineReader(path)
     exact = np.mean([[d for d, *_ in best_path(reader(s))] == t.tolist() for s, t in zip(strips, digits, strict=True)])
     say(f"line model: timing {path.name} on {config.runs} numbers")
-    for i in range(config.warmup):
-        reader(strips[i % len(strips)])
-    end_to_end = []
-    for i in range(config.runs):
+
+    def time_one(strip) -> int:
         start = time.perf_counter_ns()
-        reader(strips[i % len(strips)])
-        end_to_end.append(time.perf_counter_ns() - start)
+        reader(strip)
+        return time.perf_counter_ns() - start
+
+    timing = _percentiles(time_one, strips, config)
     return {
         "line_model": {
             "file": path.name,
@@ -299,9 +308,7 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
             "written_heights": written,
             "exact": float(exact),
             "median_width_px": int(np.median([s.shape[1] for s in strips])),
-            "p50_us": float(np.percentile(end_to_end, 50) / 1e3),
-            "p90_us": float(np.percentile(end_to_end, 90) / 1e3),
-            "runs": int(config.runs),
+            **timing,
         }
     }
 
