@@ -144,6 +144,12 @@ class LineReader:
         return log_softmax(dequantized(interpreter.get_tensor(taken), output)[0, 0])  # (T, 11)
 
 
+def _manifest_beside(model: str | os.PathLike) -> tuple[Path, dict | None]:
+    """`model`'s directory and the run manifest there (None: the model has none beside it)."""
+    folder = Path(model).parent
+    return folder, read_manifest(folder) if manifest_path(folder).is_file() else None
+
+
 def resolve_verifier(model: str | os.PathLike, log: Callable[[str], None] | None = None) -> Path | None:
     """The piece verifier exported beside the digit model `model`, or None.
 
@@ -156,10 +162,9 @@ def resolve_verifier(model: str | os.PathLike, log: Callable[[str], None] | None
     Raises:
         ModelError: the manifest names a verifier whose file is missing or fails its sha256.
     """
-    folder = Path(model).parent
-    if not manifest_path(folder).is_file():
+    folder, manifest = _manifest_beside(model)
+    if manifest is None:
         return None
-    manifest = read_manifest(folder)
     artifacts = manifest.get("artifacts", {})
     if VERIFIER_KEY not in artifacts:
         if log:
@@ -182,10 +187,9 @@ def resolve_line_model(model: str | os.PathLike, log: Callable[[str], None] | No
     Raises:
         ModelError: the manifest names a line model whose file is missing or fails its sha256.
     """
-    folder = Path(model).parent
-    if not manifest_path(folder).is_file():
+    folder, manifest = _manifest_beside(model)
+    if manifest is None:
         return None
-    manifest = read_manifest(folder)
     if LINE_KEY not in manifest.get("artifacts", {}):
         if log:
             log(f"{folder}: no line model (`lenet-edge train --line-model`, then `export --int8`, add one)")
