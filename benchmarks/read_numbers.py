@@ -130,7 +130,7 @@ def evaluate(
     `verify` and `line_model` are the piece verifier and the line model to read with (None: without).
     Each outcome is (layout, length, truth, text read, refused, every digit read right on its own): the last
     is the ceiling a perfect segmentation would reach with this digit model (`alone`; None without it).
-    `segmented`, if given, gets (layout, whether the segmentation ran) per number: it does not where the
+    `segmented`, if given, gets whether the segmentation ran, per number (as `rows`): it does not where the
     line model is sure beyond overruling.
     """
     rng = np.random.default_rng(seed)
@@ -151,7 +151,7 @@ def evaluate(
                 before = asked[0]
                 result = read_array(to_white_on_black(image), counted, config=config, verify=verify, line=line_model)
                 if segmented is not None:
-                    segmented.append((layout, asked[0] > before))
+                    segmented.append(asked[0] > before)
                 text = result.get("text", "")
                 ceiling = None if right_alone is None else bool(right_alone[idx].all())
                 rows.append((layout, length, truth, text, "error" in result, ceiling))
@@ -347,9 +347,10 @@ def machine() -> str:
     return machine_line({"machine": machine_info(loadavg(), versions)}, versions)
 
 
-def line_alone(segmented: list[tuple[str, bool]]) -> list[tuple[str, float]]:
+def line_alone(rows: list[tuple], segmented: list[bool]) -> list[tuple[str, float]]:
     """Per layout, the share of numbers the line model read alone (sure beyond overruling: no segmentation)."""
-    return [(layout, float(np.mean([not ran for lay, ran in segmented if lay == layout]))) for layout in LAYOUTS]
+    alone = [(row[0], not cut) for row, cut in zip(rows, segmented, strict=True)]
+    return [(layout, float(np.mean([a for lay, a in alone if lay == layout]))) for layout in LAYOUTS]
 
 
 def table(title: str, stats: list[tuple]) -> list[str]:
@@ -427,7 +428,7 @@ def main() -> None:
         modes[MIXED_MODE] = pairs["mixed"]
     right_alone = alone(images, labels, classify)
     rows, seconds, timing = {}, {}, {}
-    segmented: list[tuple[str, bool]] = []  # with the line model: (layout, whether the segmentation ran)
+    segmented: list[bool] = []  # with the line model: whether the segmentation ran, per number
     for mode, (c, v, lm) in modes.items():
         started = time.perf_counter()
         asked = segmented if mode == LINE_MODE else None
@@ -448,7 +449,7 @@ def main() -> None:
             print(line)
         for line in confusion_lines(after):
             print(line)
-        for layout, share in line_alone(segmented):
+        for layout, share in line_alone(after, segmented):
             print(f"{layout}: read by the line model alone (segmentation not run) {percent(share)}")
         for (pair, name), (p50, p90, shape, n, model, cut) in timing.items():
             times = f"p50 {p50:.2f} ms (models {model:.2f}), p90 {p90:.2f}"
@@ -515,7 +516,7 @@ def main() -> None:
         f"than 1 / (1 + e^-{SegmentConfig().line_margin:g}) of the probability, every other reading is less likely "
         "by more than the margin, so its reading would overrule whatever the segmentation read (or be the same "
         "digits): the segmentation is not run. That was the case for "
-        + " and ".join(f"{percent(share)} of the {layout}" for layout, share in line_alone(segmented))
+        + " and ".join(f"{percent(share)} of the {layout}" for layout, share in line_alone(after, segmented))
         + " numbers here. The digits read are the same as with the segmentation always run (on the 2,400 numbers "
         "of validation digits all 4,800 readings, int8 and mixed, were identical, refusals included); a digit's "
         "box and confidence are then the line model's.",
