@@ -327,7 +327,7 @@ def reading_lines(entry: dict) -> list[str]:
         lines.append(
             f"Line model {v['file']} ({v['bytes']:,} bytes): {100 * v['exact']:.2f}% of {v['numbers']:,} held-out "
             f"numbers of 1-12 digits{' (at their heights as written)' if v.get('written_heights') else ''} "
-            "read exactly on its own; one number (median strip {v['median_width_px']} px "
+            f"read exactly on its own; one number (median strip {v['median_width_px']} px "
             f"wide) p50 {v['p50_us']:.1f} µs, p90 {v['p90_us']:.1f} µs (LiteRT, XNNPACK, one thread)"
         )
     return lines

@@ -164,6 +164,7 @@ def test_bench_reports_the_verifier_and_the_line_model(exported_run):
     line = results["line_model"]
     assert line["numbers"] > 0 and 0 <= line["exact"] <= 1 and line["p50_us"] > 0 and line["runs"] == 20
     assert "Line model line_int8.tflite" in format_table(results) and "Line model" in format_markdown(results)
+    assert f"(median strip {line['median_width_px']} px wide)" in format_table(results)
 
 
 def test_bench_composes_the_line_models_numbers_as_it_was_trained(exported_run, monkeypatch):
