@@ -276,7 +276,7 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
     """
     import time
 
-    from .line_model import best_path, training_lines
+    from .line_model import best_path, split_lines
     from .manifest import artifact_path
     from .reading import LINE_KEY, LineReader
 
@@ -286,8 +286,7 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
     numbers = max(8, min(LINE_NUMBERS, len(split.labels) // 4))
     say(f"line model: composing {numbers} numbers of the split's digits")
     written = bool(manifest.get("line_model", {}).get("data", {}).get("written_heights"))
-    heights = split.raw_shapes[:, 0] if written else None
-    strips, digits = training_lines(split.images, split.labels, numbers, seed=LINE_SEED, scanned=heights)
+    strips, digits = split_lines(split, numbers, LINE_SEED, written)
     path = artifact_path(run_dir, manifest, LINE_KEY)
     reader = LineReader(path)
     exact = np.mean([[d for d, *_ in best_path(reader(s))] == t.tolist() for s, t in zip(strips, digits, strict=True)])

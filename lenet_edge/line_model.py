@@ -228,12 +228,19 @@ def training_lines(
     return strips, digits
 
 
+def split_lines(split, count: int, seed: int, written_heights: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`training_lines` of one `Split`'s digits, each drawn at its height as written (`split.raw_shapes`)
+    if `written_heights` (the line model's manifest record `data.written_heights`), else at 70-100% of the
+    line's."""
+    scanned = split.raw_shapes[:, 0] if written_heights else None
+    return training_lines(split.images, split.labels, count, seed, scanned=scanned)
+
+
 def validation_lines(val, count: int, seed: int, written_heights: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The numbers of validation digits that choose the line model's epoch (`train_line_model`), made again
-    the same way wherever they are needed (`export` checks the int8 model on them): `training_lines` from
-    the `val` split with the run's `seed` + 1, its digits drawn at their heights as written if the run's were."""
-    scanned = val.raw_shapes[:, 0] if written_heights else None
-    return training_lines(val.images, val.labels, count, seed + 1, scanned)
+    the same way wherever they are needed (`export` checks the int8 model on them): `split_lines` of the
+    `val` split with the run's `seed` + 1."""
+    return split_lines(val, count, seed + 1, written_heights)
 
 
 def on_paper(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -297,7 +304,7 @@ def train_line_model(
     train, val = splits["train"], splits["val"]
     lines = min(config.lines, max(16, 2 * len(train.labels)))  # a number draws ~6.5 digits: each seen ~13 times
     val_lines = max(8, lines // 16)
-    train_xy = training_lines(train.images, train.labels, lines, seed, train.raw_shapes[:, 0] if scanned else None)
+    train_xy = split_lines(train, lines, seed, scanned)
     val_xy = validation_lines(val, val_lines, seed, scanned)
     made = time.perf_counter() - begun
     data = {"lines": {"train": lines, "val": val_lines}, "written_heights": scanned, "seconds": round(made, 2)}
