@@ -468,9 +468,10 @@ def main() -> None:
         "segmentation; then the int8 QAT digit model of the Hoda run) after the polarity step of `load_image`, "
         "three times: with the digit model alone; with the run's int8 piece verifier (`verifier_int8.tflite`, "
         "P(exactly one digit | piece)) choosing the cuts; and with the verifier and the run's int8 line model "
-        "(`line_int8.tflite`, which reads the whole number at once and replaces the segmentation's reading when "
-        "it finds its own much more likely, and where it is sure enough of its own to overrule any other, is "
-        "read without segmenting), as `lenet-edge read` reads a run trained with `--line-model` by default"
+        "(`line_int8.tflite`, two members whose log-probabilities are averaged at every frame; it reads the whole "
+        "number at once and replaces the segmentation's reading when it finds its own much more likely, and where "
+        "it is sure enough of its own to overrule any other, the number is read without segmenting), as "
+        "`lenet-edge read` reads a run trained with `--line-model` by default"
         + (
             "; and a fourth time with the run's mixed models (`export --mixed`: `lenet5_mixed.tflite` and "
             f"`verifier_mixed.tflite`, {mixed_layers(args.run)} in float32 and the rest int8, with the same int8 "
@@ -489,11 +490,13 @@ def main() -> None:
         "is taken as a piece of that digit's broken stroke) were chosen on "
         "numbers composed from Hoda's *train* set (`--split train --set ...`). The line model is trained by "
         "`lenet-edge train` on numbers of the run's training digits (its epoch chosen on numbers of its validation "
-        "digits). Three choices about it were made on these benchmark numbers composed from the run's *validation* "
+        "digits). Four choices about it were made on these benchmark numbers composed from the run's *validation* "
         "digits (`--split val`), which no model of the run was trained on: drawing each training digit at its "
         "height as written (rather than at 70-100% of the line's), letting it overrule a reading of as many digits "
-        "as its own (not only of another number), and `line_margin`, the log-likelihood by which its reading must "
-        "beat the segmentation's. The test numbers below were read with the defaults only, to write this file.",
+        "as its own (not only of another number), `line_margin`, the log-likelihood by which its reading must "
+        "beat the segmentation's, and its two members (`LineConfig.dropout`: a second one trained with dropout, "
+        "their log-probabilities averaged). The test numbers below were read with the defaults only, to write "
+        "this file.",
         "",
         machine(),
         "",

@@ -140,6 +140,11 @@ class LineConfig:
     batch_size: int = 64
     lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
     qat_lr: float = 1e-4
+    # One member per entry, each trained alone with this dropout rate (line_model.build_line_model); `read` takes
+    # the mean of their log-probabilities. Two members, without and with dropout, err on different numbers: on
+    # numbers of Hoda validation digits (benchmarks/read_numbers.py --split val) the pair left 22 spaced numbers
+    # wrong, the first alone 29, the second alone 28 (line model alone: 38, 48, 51); at twice the training time
+    dropout: tuple[float, ...] = (0.0, 0.25)
 
 
 RECIPE_NAMES = ("fast", "best")

@@ -311,7 +311,7 @@ def export_run(
     has_verifier = config.int8 and "verifier_qat_weights" in manifest.get("artifacts", {})
     verifier_weights = artifact_path(run_dir, manifest, "verifier_qat_weights") if has_verifier else None
     has_line = config.int8 and "line_qat_weights" in manifest.get("artifacts", {})
-    line_weights = artifact_path(run_dir, manifest, "line_qat_weights") if has_line else None
+    line_weights = _line_members(run_dir, manifest) if has_line else None
     if splits is None:
         from .data import load_run_splits  # the data layer pulls in PIL and the dataset readers; only needed here
 
@@ -577,14 +577,28 @@ def _verifier(
     return results
 
 
-def _line_model(weights: Path, manifest: dict, splits: Mapping, config: ExportConfig, say) -> dict[str, Any]:
+def _line_members(run_dir: Path, manifest: dict) -> list[tuple[Path, float]]:
+    """`(QAT weights, dropout)` of each member of the run's line model (a run from before members: one)."""
+    from .line_model import member_keys
+
+    rates = manifest.get("line_model", {}).get("config", {}).get("dropout", [0.0])
+    return [(artifact_path(run_dir, manifest, member_keys(k)[1]), float(rate)) for k, rate in enumerate(rates)]
+
+
+def _line_model(
+    members: list[tuple[Path, float]], manifest: dict, splits: Mapping, config: ExportConfig, say
+) -> dict[str, Any]:
     """line_int8.tflite: the QAT line model, full-integer int8, stored with input width `STORED_WIDTH`.
 
-    Its validation numbers are composed again from the validation split exactly as `train` made them;
-    the int8 model must read the same digits as the QAT Keras model on `min_agreement` of them. The
-    parity's `top1_*` are the shares of numbers each reads exactly (`line_model.best_path`).
+    A line model of several members is one file: the members side by side on the same strip, one output
+    each, so that each keeps its own int8 scale (`reading.LineReader` reads them together with
+    `line_model.combined`; one output of their concatenated logits, on one scale, read 0.2% of the
+    validation numbers otherwise than the Keras members). Its validation numbers are composed
+    again from the validation split exactly as `train` made them; the int8 model must read the same
+    digits as the QAT Keras members on `min_agreement` of them. The parity's `top1_*` are the shares of
+    numbers each reads exactly (`line_model.best_path`).
     """
-    from .line_model import FRAME, STORED_WIDTH, batch, best_path, load_line_qat, log_softmax, validation_lines
+    from .line_model import FRAME, STORED_WIDTH, batch, best_path, combined, load_line_qat, validation_lines
     from .reading import LineReader
 
     made = manifest.get("line_model", {}).get("data", {})
@@ -592,8 +606,8 @@ def _line_model(weights: Path, manifest: dict, splits: Mapping, config: ExportCo
     say("composing the line model's validation numbers again")
     count = int(made.get("lines", {}).get("val", 8))
     strips, digits = validation_lines(splits["val"], count, seed, bool(made.get("written_heights")))
-    model = load_line_qat(weights)
-    say(f"converting the QAT line model to full-integer int8 TFLite ({LINE_FILE})")
+    models = [load_line_qat(weights, dropout) for weights, dropout in members]
+    say(f"converting the QAT line model ({len(models)} member(s)) to full-integer int8 TFLite ({LINE_FILE})")
 
     def representative_dataset():  # QAT's ranges come from training: these only satisfy the converter
         for strip in strips[: config.calibration_size]:
@@ -602,10 +616,15 @@ def _line_model(weights: Path, manifest: dict, splits: Mapping, config: ExportCo
             x[0, :, :width, 0] = strip[:, :width] / 255.0
             yield [x]
 
+    def logits(x):  # one (B, 1, W/2, 11) output per member
+        return tuple(m(x, training=False) for m in models) if len(models) > 1 else models[0](x, training=False)
+
+    holder = tf.Module()
+    holder.models = models  # keeps every member's variables alive for the converter
     # a fixed width in the file (every runtime can load it as it is), which LiteRT resizes to each number's
-    call = tf.function(lambda x: model(x, training=False))
+    call = tf.function(logits)
     spec = tf.TensorSpec((1, FRAME, STORED_WIDTH, 1), tf.float32, name="line")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function(spec)], model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function(spec)], holder)
     data = _integer_only(converter, representative_dataset, tf.int8)
     info = inspect_tflite(data)
     problems = _integer_only_problems(info)
@@ -616,8 +635,8 @@ def _line_model(weights: Path, manifest: dict, splits: Mapping, config: ExportCo
     read_tflite, read_keras = [], []
     for strip in strips:
         read_tflite.append([d for d, *_ in best_path(reader(strip))])
-        logits = model(batch([strip]), training=False).numpy()[0, 0]
-        read_keras.append([d for d, *_ in best_path(log_softmax(logits))])
+        side_by_side = np.concatenate([m(batch([strip]), training=False).numpy()[0, 0] for m in models], axis=-1)
+        read_keras.append([d for d, *_ in best_path(combined(side_by_side))])
     truth = [d.tolist() for d in digits]
     agreement = {
         "n": len(truth),
@@ -635,7 +654,10 @@ def _line_model(weights: Path, manifest: dict, splits: Mapping, config: ExportCo
         "file": LINE_FILE,
         "data": data,
         "metadata": None,
-        "quantization": io_quantization(info),
+        "quantization": {
+            **io_quantization(info),
+            "outputs": [{k: entry[k] for k in ("scale", "zero_point", "dtype")} for entry in info["outputs"]],
+        },
         "ops": dict(sorted(Counter(op["op"] for op in info["ops"]).items())),
         "parity": agreement,
         **_delegation(data),

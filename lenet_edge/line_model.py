@@ -8,7 +8,10 @@ that its digits are `LINE_HEIGHT` px tall in a `FRAME` px high strip, and says
 at every `STRIDE`-th column which digit is there, or none (the blank). Trained
 with connectionist temporal classification (CTC: Graves et al. 2006, the loss
 of line recognizers from handwriting to licence plates) on lines composed of
-training digits, it learns where digits begin and end from the lines alone.
+training digits, it learns where digits begin and end from the lines alone. It is two such
+networks (*members*, `LineConfig.dropout`: the second trained with dropout),
+each trained alone on the same numbers; `combined` reads them together, the
+mean of their log-probabilities at every frame: they err on different numbers.
 
 `read` asks both it and the segmentation: where the line model reads the
 number otherwise, and finds its own reading more likely than the
@@ -23,9 +26,10 @@ and specks, put through the same `line_image` step `read` uses. Where the
 dataset keeps each digit's size as written (Hoda's scans), every digit is drawn
 at its own height, so the lines keep their writers' proportions; otherwise
 each is 70-100% of the line's height, a ۰ 30-50%. `train_line_model` trains
-it in float, then with quantization-aware training; `export --int8` converts it to
-`line_int8.tflite`, whose input width follows the number's (XNNPACK plans one
-graph per width, multiples of `WIDTH_STEP`).
+each member in float, then with quantization-aware training; `export --int8`
+converts them to one `line_int8.tflite` (one output per member), whose input
+width follows the number's (XNNPACK plans one graph per width, multiples of
+`WIDTH_STEP`).
 """
 
 from __future__ import annotations
@@ -112,11 +116,16 @@ def line_image(
     return LineImage(pixels, float(x0), (x1 - x0) / width, kept, (r0, x0))
 
 
-def build_line_model():
-    """Build an untrained line model: float32 `(B, FRAME, W, 1)` strips in [0, 1] -> `(B, 1, W/2, 11)` logits."""
+def build_line_model(dropout: float = 0.0):
+    """Build an untrained line model: float32 `(B, FRAME, W, 1)` strips in [0, 1] -> `(B, 1, W/2, 11)` logits.
+
+    `dropout` > 0 adds dropout at that rate to the column features (after c7) and before the logits
+    (after c9): in training only, so the model it exports is the same graph as one without.
+    """
     from .compat import keras
 
     layers = keras.layers
+    dropped = (lambda name: [layers.Dropout(dropout, name=name)]) if dropout > 0 else (lambda name: [])
     return keras.Sequential(
         [
             keras.Input(shape=(FRAME, None, 1), name="line"),  # (B, 40, W, 1)
@@ -127,20 +136,39 @@ def build_line_model():
             layers.Conv2D(48, 3, padding="same", activation="relu", name="c5"),  # (B, 10, W/2, 48)
             layers.MaxPooling2D((2, 1), name="s6"),  # (B, 5, W/2, 48)
             layers.Conv2D(64, (FRAME // 8, 1), activation="relu", name="c7"),  # (B, 1, W/2, 64): the column
+            *dropped("d7"),
             # two 5-frame convolutions: each frame sees 36 columns, 1.8 digit heights, a digit and its neighbours
             layers.Conv2D(64, (1, 5), padding="same", activation="relu", name="c8"),  # (B, 1, W/2, 64)
             layers.Conv2D(64, (1, 5), padding="same", activation="relu", name="c9"),  # (B, 1, W/2, 64)
+            *dropped("d9"),
             layers.Conv2D(CLASSES, 1, name="logits"),  # (B, 1, W/2, 11)
         ],
         name="line_model",
     )
 
 
-def load_line_qat(weights_path):
+def load_line_qat(weights_path, dropout: float = 0.0):
     """The QAT line model rebuilt from our own code, its weights loaded (as `model.load_qat`)."""
     from .model import rebuilt_qat
 
-    return rebuilt_qat(build_line_model(), weights_path)
+    return rebuilt_qat(build_line_model(dropout), weights_path)
+
+
+def member_files(k: int) -> tuple[str, str]:
+    """`(float model, QAT weights)` file names of member `k` of a run's line model (the first: the plain names)."""
+    if k == 0:
+        return LINE_MODEL_FLOAT, LINE_MODEL_QAT_WEIGHTS
+    return f"line_float_{k}.keras", f"line_qat_{k}.weights.h5"
+
+
+def member_stage(name: str, k: int) -> str:
+    """`name` ("float", "qat", an artifact key) for member `k`: the first keeps it, the others add `_k`."""
+    return f"{name}_{k}" if k else name
+
+
+def member_keys(k: int) -> tuple[str, str]:
+    """The manifest's artifact keys of member `k`'s `member_files`."""
+    return member_stage("line_float_keras", k), member_stage("line_qat_weights", k)
 
 
 # --- decoding --------------------------------------------------------------------------------------
@@ -151,6 +179,18 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def combined(logits: np.ndarray) -> np.ndarray:
+    """(T, 11 k) logits of a line model's k members, side by side -> (T, 11) log-probabilities, in float64.
+
+    Per frame, the mean of the members' log-probabilities, normalised again (the normalised geometric
+    mean of their posteriors): a digit the members disagree on loses what either doubts. One member: its
+    `log_softmax`.
+    """
+    z = np.asarray(logits, np.float64)
+    members = z.reshape(*z.shape[:-1], z.shape[-1] // CLASSES, CLASSES)
+    return log_softmax(log_softmax(members).mean(axis=-2))
 
 
 def best_path(logp: np.ndarray) -> list[tuple[int, int, int, float]]:
@@ -313,23 +353,34 @@ def train_line_model(
         f"line model: {lines:,} numbers of training digits, {val_lines:,} of validation digits, "
         f"digit heights {drawn}, {made:.0f} s"
     )
-    keras.utils.set_random_seed(seed)
-    model = build_line_model()
     steps = math.ceil(lines / config.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=config.epochs * steps, alpha=0.01)
-    rng = np.random.default_rng(seed)
-    history, best, seconds = {}, {}, {}
-    history["float"], best["float"], seconds["float"] = _fit(
-        model, train_xy, val_xy, config.epochs, keras.optimizers.Adam(schedule), config, rng, log, "float"
-    )
-    models = {"float": model}
-    if config.qat_epochs:
-        qat = quantize_aware(model)
-        history["qat"], best["qat"], seconds["qat"] = _fit(
-            qat, train_xy, val_xy, config.qat_epochs, keras.optimizers.Adam(config.qat_lr), config, rng, log, "qat"
+    history, best, seconds, models = {}, {}, {}, {}
+    for k, dropout in enumerate(config.dropout):  # the same numbers, in the same order, for every member
+        if len(config.dropout) > 1:
+            log(f"line model: member {k + 1} of {len(config.dropout)}, dropout {dropout}")
+        keras.utils.set_random_seed(seed)
+        model = build_line_model(dropout)
+        schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=config.epochs * steps, alpha=0.01)
+        rng = np.random.default_rng(seed)
+        stage = member_stage("float", k)
+        history[stage], best[stage], seconds[stage] = _fit(
+            model, train_xy, val_xy, config.epochs, keras.optimizers.Adam(schedule), config, rng, log, stage
         )
-        models["qat"] = qat
-    return Trained(models, history, best, seconds, data, val_xy)
+        models[stage] = model
+        if config.qat_epochs:
+            qat, stage = quantize_aware(model), member_stage("qat", k)
+            history[stage], best[stage], seconds[stage] = _fit(
+                qat, train_xy, val_xy, config.qat_epochs, keras.optimizers.Adam(config.qat_lr), config, rng, log, stage
+            )
+            models[stage] = qat
+    together = None
+    if len(config.dropout) > 1:  # what `read` gets: the members' log-probabilities combined
+        final = "qat" if config.qat_epochs else "float"
+        members = [models[member_stage(final, k)] for k in range(len(config.dropout))]
+        exact, loss = evaluate(members, *val_xy)
+        together = {"stage": final, "val_exact": round(exact, 5), "val_loss": round(loss, 5)}
+        log(f"line model: the {len(members)} {final} members together read {exact:.2%} of the validation numbers")
+    return Trained(models, history, best, seconds, data, val_xy, together)
 
 
 def _fit(model, train_xy, val_xy, epochs, optimizer, config: LineConfig, rng, log, stage):
@@ -387,15 +438,20 @@ def ctc_loss(logits, digits, counts):
 
 
 def evaluate(model, strips: Sequence[np.ndarray], digits: Sequence[np.ndarray], size: int = 128) -> tuple[float, float]:
-    """`(share of numbers read exactly by best_path, mean CTC loss)` of a Keras line model."""
+    """`(share of numbers read exactly by best_path, mean CTC loss)` of a Keras line model, or of a list of
+    members read together (`combined`)."""
+    from .compat import tf
+
+    members = model if isinstance(model, list | tuple) else [model]
     right, losses = 0, []
     order = np.argsort([s.shape[1] for s in strips], kind="stable")
     for start in range(0, len(order), size):
         chosen = order[start : start + size]
         x, y, counts = batch([strips[i] for i in chosen], [digits[i] for i in chosen])
-        logits = model(x, training=False)
-        losses.append(ctc_loss(logits, y, counts).numpy())
+        logits = tf.concat([m(x, training=False) for m in members], axis=-1).numpy()  # (B, 1, T, 11 k)
+        logp = combined(logits[:, 0])  # (B, T, 11)
+        losses.append(ctc_loss(tf.constant(logp[:, None], tf.float32), y, counts).numpy())
         for k, i in enumerate(chosen):
-            read = [d for d, *_ in best_path(log_softmax(logits[k, 0].numpy()))]
+            read = [d for d, *_ in best_path(logp[k])]
             right += read == digits[i].tolist()
     return right / max(1, len(strips)), float(np.concatenate(losses).mean()) if losses else 0.0

@@ -38,7 +38,7 @@ from .data.frontend import clean_page, ink_image
 from .errors import DataError, ModelError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
 from .line_model import CLASSES as LINE_CLASSES
-from .line_model import FRAME, LineImage, best_path, line_image, log_likelihood, log_softmax
+from .line_model import FRAME, LineImage, best_path, combined, line_image, log_likelihood
 from .manifest import PERSIAN_DIGITS, artifact_path, manifest_path, read_manifest
 from .quiet import native_stderr_captured
 from .runtimes.base import NUM_CLASSES
@@ -121,27 +121,31 @@ class LineReader:
         if width not in self.handles:
             with native_stderr_captured():  # XNNPACK's "Created delegate" INFO line
                 interpreter = load_interpreter(self.source, xnnpack=True)
-                (given,), (taken,) = interpreter.get_input_details(), interpreter.get_output_details()
-                if len(given["shape"]) != 4 or given["shape"][1] != FRAME or taken["shape"][-1] != LINE_CLASSES:
+                (given,), outputs = interpreter.get_input_details(), interpreter.get_output_details()
+                shapes = [taken["shape"].tolist() for taken in outputs]
+                if len(given["shape"]) != 4 or given["shape"][1] != FRAME or any(s[-1] != LINE_CLASSES for s in shapes):
                     raise ModelError(
-                        f"{self.label}: not a line model (input {given['shape'].tolist()}, "
-                        f"output {taken['shape'].tolist()}; expected (1, {FRAME}, W, 1) -> (1, 1, W/2, {LINE_CLASSES}))"
+                        f"{self.label}: not a line model (input {given['shape'].tolist()}, outputs {shapes}; "
+                        f"expected (1, {FRAME}, W, 1) -> (1, 1, W/2, {LINE_CLASSES}), one output per member)"
                     )
                 interpreter.resize_tensor_input(given["index"], [1, FRAME, width, 1], strict=False)
                 interpreter.allocate_tensors()
-            # uint8 pixel -> model input by a table (as for the digit model); the output's quantization to read it
-            levels, output = input_levels(tensor_spec(given)), tensor_spec(taken)
-            self.handles[width] = (interpreter, given["index"], levels, taken["index"], output)
+            # uint8 pixel -> model input by a table (as for the digit model); each output's quantization to read it
+            levels = input_levels(tensor_spec(given))
+            members = [(taken["index"], tensor_spec(taken)) for taken in sorted(outputs, key=lambda t: t["name"])]
+            self.handles[width] = (interpreter, given["index"], levels, members)
         return self.handles[width]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """A (FRAME, W) uint8 strip (`LineImage.pixels`) -> (T, 11) float64 log-probabilities, T = W / 2."""
+        """A (FRAME, W) uint8 strip (`LineImage.pixels`) -> (T, 11) float64 log-probabilities, T = W / 2 (of a
+        line model of several members, theirs combined: `line_model.combined`)."""
         from .runtimes.base import dequantized
 
-        interpreter, given, levels, taken, output = self._handle(pixels.shape[1])
+        interpreter, given, levels, members = self._handle(pixels.shape[1])
         interpreter.set_tensor(given, levels[pixels][None, :, :, None])  # (1, FRAME, W, 1)
         interpreter.invoke()
-        return log_softmax(dequantized(interpreter.get_tensor(taken), output)[0, 0])  # (T, 11)
+        logits = [dequantized(interpreter.get_tensor(taken), output)[0, 0] for taken, output in members]
+        return combined(np.concatenate(logits, axis=-1))  # (T, 11)
 
 
 def _manifest_beside(model: str | os.PathLike) -> tuple[Path, dict | None]:

@@ -41,7 +41,7 @@ from .config import LineConfig, TrainConfig, VerifierConfig
 from .distill import Distiller
 from .errors import ModelError
 from .fileio import sha256_file, staged_files, sweep_temporaries
-from .line_model import LINE_MODEL_FLOAT, LINE_MODEL_QAT_WEIGHTS
+from .line_model import member_files, member_keys, member_stage
 from .manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -193,10 +193,11 @@ def train(
             verifier.models["float"].save(stage(VERIFIER_FLOAT_MODEL))
             if "qat" in verifier.models:
                 verifier.models["qat"].save_weights(stage(VERIFIER_QAT_WEIGHTS, suffix=".weights.h5"))
-        if line is not None:
-            line.models["float"].save(stage(LINE_MODEL_FLOAT))
-            if "qat" in line.models:
-                line.models["qat"].save_weights(stage(LINE_MODEL_QAT_WEIGHTS, suffix=".weights.h5"))
+        for k in _line_members(line):
+            float_file, qat_file = member_files(k)
+            line.models[member_stage("float", k)].save(stage(float_file))
+            if member_stage("qat", k) in line.models:
+                line.models[member_stage("qat", k)].save_weights(stage(qat_file, suffix=".weights.h5"))
     if "teacher" in digits.models:
         record_artifact(manifest, "teacher_keras", run_dir / TEACHER_MODEL)
     record_artifact(manifest, "float_keras", run_dir / FLOAT_MODEL)
@@ -207,10 +208,11 @@ def train(
         record_artifact(manifest, "verifier_float_keras", run_dir / VERIFIER_FLOAT_MODEL)
         if "qat" in verifier.models:
             record_artifact(manifest, "verifier_qat_weights", run_dir / VERIFIER_QAT_WEIGHTS)
-    if line is not None:
-        record_artifact(manifest, "line_float_keras", run_dir / LINE_MODEL_FLOAT)
-        if "qat" in line.models:
-            record_artifact(manifest, "line_qat_weights", run_dir / LINE_MODEL_QAT_WEIGHTS)
+    for k in _line_members(line):
+        (float_file, qat_file), (float_key, qat_key) = member_files(k), member_keys(k)
+        record_artifact(manifest, float_key, run_dir / float_file)
+        if member_stage("qat", k) in line.models:
+            record_artifact(manifest, qat_key, run_dir / qat_file)
     manifest["wall_time_s"]["total"] = round(time.perf_counter() - started, 2)
     write_manifest(run_dir, manifest)
     remove_stale_artifacts(run_dir, old_manifest, manifest)
@@ -239,7 +241,11 @@ def _verifier_record(verifier) -> dict:
 def _helper_record(helper, config, shapes: tuple[str, str], metrics: dict) -> dict:
     """The manifest's section for one of `read`'s helpers (the verifier, the line model)."""
     return {
-        "model": {"parameters": int(helper.models["float"].count_params()), "input": shapes[0], "output": shapes[1]},
+        "model": {
+            "parameters": sum(int(m.count_params()) for k, m in helper.models.items() if k.startswith("float")),
+            "input": shapes[0],
+            "output": shapes[1],
+        },
         "config": asdict(config),
         "data": helper.data,
         "metrics": metrics,
@@ -303,11 +309,18 @@ def _line_record(line) -> dict:
     for stage, best in line.best_epoch.items():
         row = line.history[stage][best - 1]
         metrics[stage] = {"val_exact": row["val_exact"], "val_loss": row["val_loss"], "best_epoch": best}
+    if line.together:
+        metrics["together"] = line.together
     shapes = (
         "float32 (1, 40, W, 1) = uint8 / 255, W a multiple of 32",
-        "logits (1, 1, W/2, 11): digits 0-9, then the CTC blank",
+        "logits (1, 1, W/2, 11) per member: digits 0-9, then the CTC blank",
     )
     return _helper_record(line, LineConfig(), shapes, metrics)
+
+
+def _line_members(line) -> range:
+    """The members of the trained line model, by number (none without one)."""
+    return range(sum(stage.startswith("float") for stage in line.models) if line else 0)
 
 
 def reused_teacher(config: TrainConfig, data: dict) -> tuple:

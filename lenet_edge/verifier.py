@@ -247,6 +247,7 @@ class Trained:
     seconds: dict[str, float]
     data: dict  # how much data was composed per split, and how long it took
     val: tuple  # the validation data: (pieces, labels), or (strips, digits) for the line model
+    together: dict | None = None  # a line model of several members: their validation figures read together
 
 
 def train_verifier(config: VerifierConfig, splits: dict, seed: int, log: Callable[[str], None]) -> Trained:

@@ -16,6 +16,8 @@ from lenet_edge.line_model import (
     STRIDE,
     WIDTH_STEP,
     best_path,
+    build_line_model,
+    combined,
     line_image,
     log_likelihood,
     log_softmax,
@@ -49,6 +51,30 @@ def test_log_likelihood_needs_a_blank_between_equal_digits():
     logp = frames(1, 1)  # two frames cannot hold "1, blank, 1"
     assert log_likelihood(logp, [1, 1]) == -np.inf
     assert np.isfinite(log_likelihood(logp, [1])) and np.isfinite(log_likelihood(frames(1, BLANK, 1), [1, 1]))
+
+
+def test_members_are_read_together_by_their_mean_log_probabilities():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 3, (2, 6, CLASSES))
+    assert np.allclose(combined(a), log_softmax(a))  # one member: its own log-probabilities
+    assert np.allclose(combined(np.concatenate([a, a], axis=-1)), log_softmax(a))  # twins change nothing
+    together = combined(np.concatenate([a, b], axis=-1))
+    geometric = np.sqrt(np.exp(log_softmax(a)) * np.exp(log_softmax(b)))
+    assert np.allclose(np.exp(together), geometric / geometric.sum(axis=1, keepdims=True))
+    # a digit one member is sure of and the other doubts loses to one both find likely
+    sure, doubted = np.log([0.9, 0.1] + [1e-9] * 9), np.log([1e-4, 0.5] + [0.5 / 9] * 9)
+    assert combined(np.concatenate([sure, doubted])[None]).argmax() == 1
+
+
+def test_dropout_is_only_in_training():
+    from lenet_edge.compat import tf
+
+    plain, dropped = build_line_model(), build_line_model(0.25)
+    assert plain.count_params() == dropped.count_params()  # the same graph once exported
+    assert {layer.name for layer in dropped.layers} - {layer.name for layer in plain.layers} == {"d7", "d9"}
+    x = tf.random.uniform((1, FRAME, 64, 1), seed=1)
+    assert np.array_equal(dropped(x, training=False), dropped(x, training=False))
+    assert not np.array_equal(dropped(x, training=True), dropped(x, training=False))
 
 
 def test_best_path_merges_repeats_and_drops_blanks():
@@ -150,15 +176,20 @@ def test_train_trains_and_export_exports_the_line_model(exported_run):
 
     manifest = read_manifest(exported_run)
     artifacts = manifest["artifacts"]
-    assert {"line_float_keras", "line_qat_weights", "line_int8_tflite"} <= set(artifacts)
+    members = ("line_float_keras", "line_qat_weights", "line_float_keras_1", "line_qat_weights_1")
+    assert {*members, "line_int8_tflite"} <= set(artifacts)
     record = manifest["line_model"]
-    assert record["data"]["lines"]["train"] > 0 and set(record["metrics"]) == {"float", "qat"}
+    assert record["config"]["dropout"] == [0.0, 0.25]  # two members, trained alone on the same numbers
+    assert record["data"]["lines"]["train"] > 0
+    assert set(record["metrics"]) == {"float", "qat", "float_1", "qat_1", "together"}
+    assert record["metrics"]["together"]["stage"] == "qat" and 0 <= record["metrics"]["together"]["val_exact"] <= 1
     assert record["data"]["written_heights"] is False  # synthetic digits: no size as written
     assert 0 <= record["metrics"]["qat"]["val_exact"] <= 1
     path = exported_run / artifacts["line_int8_tflite"]["path"]
     info = inspect_tflite(path)
     assert {op["op"] for op in info["ops"]} <= {"CONV_2D", "MAX_POOL_2D"}  # integer-only, nothing else
-    assert info["inputs"][0]["dtype"] == info["outputs"][0]["dtype"] == "int8"
+    assert info["inputs"][0]["dtype"] == "int8"
+    assert [(o["dtype"], o["shape"][-1]) for o in info["outputs"]] == [("int8", CLASSES)] * 2  # one per member
     parity = manifest["export"]["models"]["line_int8_tflite"]["parity"]
     assert parity["n"] == record["data"]["lines"]["val"] and parity["agreement"] >= 0.9
     reader = LineReader(path.read_bytes())
