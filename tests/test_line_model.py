@@ -199,6 +199,27 @@ def test_train_trains_and_export_exports_the_line_model(exported_run):
     assert len(reader.handles) == 3  # the first-opened width, 64 and 320
 
 
+def test_the_members_file_reads_as_each_member_alone_combined(exported_run):
+    """Each member converted alone (a run from before members is one) gives the outputs the pair's file has."""
+    from lenet_edge import conversion
+    from lenet_edge.config import ExportConfig
+    from lenet_edge.data import load_run_splits
+    from lenet_edge.runtimes.litert import inspect_tflite
+
+    manifest = read_manifest(exported_run)
+    splits = load_run_splits(manifest)[1]
+    weights = [exported_run / manifest["artifacts"][key]["path"] for key in ("line_qat_weights", "line_qat_weights_1")]
+    alone = [
+        conversion._line_model([(path, rate)], manifest, splits, ExportConfig(min_agreement=0.0), lambda _: None)
+        for path, rate in zip(weights, (0.0, 0.25), strict=True)
+    ]
+    assert [len(inspect_tflite(a["data"])["outputs"]) for a in alone] == [1, 1]
+    pair = LineReader((exported_run / manifest["artifacts"]["line_int8_tflite"]["path"]).read_bytes())
+    first, second = (LineReader(a["data"]) for a in alone)
+    strip = np.random.default_rng(4).integers(0, 256, (FRAME, 96)).astype(np.uint8)
+    assert np.allclose(pair(strip), log_softmax((first(strip) + second(strip)) / 2))
+
+
 def test_a_file_that_is_no_line_model_is_refused(exported_run):
     from lenet_edge.errors import ModelError
 
