@@ -311,7 +311,7 @@ def export_run(
     has_verifier = config.int8 and "verifier_qat_weights" in manifest.get("artifacts", {})
     verifier_weights = artifact_path(run_dir, manifest, "verifier_qat_weights") if has_verifier else None
     has_line = config.int8 and "line_qat_weights" in manifest.get("artifacts", {})
-    line_weights = _line_members(run_dir, manifest) if has_line else None
+    line_weights = _line_member_weights(run_dir, manifest) if has_line else None
     if splits is None:
         from .data import load_run_splits  # the data layer pulls in PIL and the dataset readers; only needed here
 
@@ -577,7 +577,7 @@ def _verifier(
     return results
 
 
-def _line_members(run_dir: Path, manifest: dict) -> list[tuple[Path, float]]:
+def _line_member_weights(run_dir: Path, manifest: dict) -> list[tuple[Path, float]]:
     """`(QAT weights, dropout)` of each member of the run's line model (a run from before members: one)."""
     from .line_model import member_keys
 
