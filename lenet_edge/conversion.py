@@ -38,7 +38,7 @@ from .compat import tf, tfmot, versions
 from .config import AUTO, ExportConfig
 from .data.preprocess import to_model_input
 from .errors import ModelError
-from .fileio import sha256_bytes, staged_files, sweep_temporaries
+from .fileio import sha256_bytes, sha256_file, staged_files, sweep_temporaries
 from .firmware import MICRO_DIR, MICRO_FILES, micro_files
 from .harness import output_agreement
 from .manifest import (
@@ -367,7 +367,7 @@ def export_run(
         mixed_layers = results["mixed_tflite"]["float_layers"] if config.mixed else None
         results.update(_verifier(verifier_weights, manifest, splits, config, say, mixed_layers))
     if line_weights is not None:
-        results["line_int8_tflite"] = _line_model(line_weights, manifest, splits, config, say)
+        results["line_int8_tflite"] = _line_model(line_weights, run_dir, manifest, splits, config, say)
     if teacher_keras is not None:
         say("converting the distillation teacher to float32 TFLite (a reference for bench)")
         teacher = load_float(teacher_keras)
@@ -586,7 +586,7 @@ def _line_member_weights(run_dir: Path, manifest: dict) -> list[tuple[Path, floa
 
 
 def _line_model(
-    members: list[tuple[Path, float]], manifest: dict, splits: Mapping, config: ExportConfig, say
+    members: list[tuple[Path, float]], run_dir: Path, manifest: dict, splits: Mapping, config: ExportConfig, say
 ) -> dict[str, Any]:
     """line_int8.tflite: the QAT line model, full-integer int8, stored with input width `STORED_WIDTH`.
 
@@ -597,8 +597,24 @@ def _line_model(
     again from the validation split exactly as `train` made them; the int8 model must read the same
     digits as the QAT Keras members on `min_agreement` of them. The parity's `top1_*` are the shares of
     numbers each reads exactly (`line_model.best_path`).
+
+    The conversion and its check are the slowest part of exporting a Hoda run, and give the same bytes for
+    the same weights: a file an earlier export converted from the same `sources` (the members' weights, the
+    TensorFlow version) is kept as it is, with its recorded parity, when exporting again (say with --micro).
     """
     from .line_model import FRAME, STORED_WIDTH, batch, best_path, combined, load_line_qat, validation_lines
+
+    sources = {
+        "weights_sha256": [sha256_file(weights) for weights, _ in members],
+        "dropout": [dropout for _, dropout in members],
+        "tensorflow": tf.__version__,
+        "stored_width": STORED_WIDTH,
+    }
+    kept = _converted_before(run_dir, manifest, "line_int8_tflite", sources)
+    if kept is not None:
+        say(f"keeping {LINE_FILE}: converted by an earlier export from the same member weights")
+        _check_line_agreement(kept["parity"], config)
+        return kept
     from .reading import LineReader
 
     made = manifest.get("line_model", {}).get("data", {})
@@ -645,11 +661,7 @@ def _line_model(
         "agreement": float(np.mean([a == b for a, b in zip(read_tflite, read_keras, strict=True)])),
         "disagreements": int(sum(a != b for a, b in zip(read_tflite, read_keras, strict=True))),
     }
-    if agreement["agreement"] < config.min_agreement:
-        raise ModelError(
-            f"{LINE_FILE}: reads {agreement['agreement']:.4f} of {agreement['n']} validation numbers as the Keras "
-            f"line model does, below the required {config.min_agreement}"
-        )
+    _check_line_agreement(agreement, config)
     return {
         "file": LINE_FILE,
         "data": data,
@@ -660,8 +672,31 @@ def _line_model(
         },
         "ops": dict(sorted(Counter(op["op"] for op in info["ops"]).items())),
         "parity": agreement,
+        "sources": sources,
         **_delegation(data),
     }
+
+
+def _check_line_agreement(agreement: dict, config: ExportConfig) -> None:
+    if agreement["agreement"] < config.min_agreement:
+        raise ModelError(
+            f"{LINE_FILE}: reads {agreement['agreement']:.4f} of {agreement['n']} validation numbers as the Keras "
+            f"line model does, below the required {config.min_agreement}"
+        )
+
+
+def _converted_before(run_dir: Path, manifest: dict, key: str, sources: dict) -> dict[str, Any] | None:
+    """Model `key` as the run's last export wrote and checked it, if converted from the same `sources` and
+    unchanged since; else None. The result `export` would record, its bytes read back from the file."""
+    record = manifest.get("export", {}).get("models", {}).get(key)
+    entry = manifest.get("artifacts", {}).get(key)
+    if not record or not entry or record.get("sources") != sources:
+        return None
+    path = run_dir / entry["path"]
+    data = path.read_bytes() if path.is_file() else b""
+    if sha256_bytes(data) != entry["sha256"]:
+        return None
+    return {"file": entry["path"], "data": data, **{k: entry.get(k) for k in _ARTIFACT_KEYS}, **record}
 
 
 def _float_then_int8(file: str, data: bytes) -> dict[str, Any]:
@@ -694,7 +729,6 @@ def _delegation(data: bytes) -> dict[str, Any]:
 
 def _card_maker(run_dir: Path, manifest: dict, config: ExportConfig, weights: Path):
     """key -> the ModelCard of that model of the run (metadata's model-level words)."""
-    from .fileio import sha256_file
     from .metadata import model_card
 
     weights_sha256 = sha256_file(weights)

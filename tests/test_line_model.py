@@ -150,7 +150,7 @@ def test_only_datasets_of_scans_say_their_sizes_are_as_written(tiny_npz, tmp_pat
     assert dataset.split("train").raw_shapes[:, 0].tolist() == [d.shape[0] for d in digits]
 
 
-def test_export_composes_the_validation_numbers_as_train_did(tiny_npz, monkeypatch):
+def test_export_composes_the_validation_numbers_as_train_did(tiny_npz, tmp_path, monkeypatch):
     from lenet_edge import conversion, line_model
     from lenet_edge.config import ExportConfig
     from lenet_edge.data import load_splits
@@ -166,7 +166,7 @@ def test_export_composes_the_validation_numbers_as_train_did(tiny_npz, monkeypat
     for written in (True, False):
         manifest = {"config": {"seed": 5}, "line_model": {"data": {"lines": {"val": 9}, "written_heights": written}}}
         with pytest.raises(RuntimeError, match="composed"):
-            conversion._line_model(None, manifest, splits, ExportConfig(), lambda _: None)
+            conversion._line_model([], tmp_path, manifest, splits, ExportConfig(), lambda _: None)
     assert [(count, seed) for count, seed, _ in seen] == [(9, 6), (9, 6)]
     assert np.array_equal(seen[0][2], splits["val"].raw_shapes[:, 0]) and seen[1][2] is None
 
@@ -210,7 +210,9 @@ def test_the_members_file_reads_as_each_member_alone_combined(exported_run):
     splits = load_run_splits(manifest)[1]
     weights = [exported_run / manifest["artifacts"][key]["path"] for key in ("line_qat_weights", "line_qat_weights_1")]
     alone = [
-        conversion._line_model([(path, rate)], manifest, splits, ExportConfig(min_agreement=0.0), lambda _: None)
+        conversion._line_model(
+            [(path, rate)], exported_run, manifest, splits, ExportConfig(min_agreement=0.0), lambda _: None
+        )
         for path, rate in zip(weights, (0.0, 0.25), strict=True)
     ]
     assert [len(inspect_tflite(a["data"])["outputs"]) for a in alone] == [1, 1]
@@ -218,6 +220,34 @@ def test_the_members_file_reads_as_each_member_alone_combined(exported_run):
     first, second = (LineReader(a["data"]) for a in alone)
     strip = np.random.default_rng(4).integers(0, 256, (FRAME, 96)).astype(np.uint8)
     assert np.allclose(pair(strip), log_softmax((first(strip) + second(strip)) / 2))
+
+
+def test_exporting_again_keeps_the_line_model_converted_from_the_same_weights(exported_run, tmp_path, monkeypatch):
+    import json
+
+    from conftest import copy_run
+
+    from lenet_edge import line_model
+    from lenet_edge.conversion import export_run
+
+    run = copy_run(exported_run, tmp_path / "run")
+    before, line = read_manifest(run), (run / "line_int8.tflite").read_bytes()
+
+    def converting(*args, **kwargs):
+        raise AssertionError("the line model was converted again")
+
+    monkeypatch.setattr(line_model, "load_line_qat", converting)
+    export_run(run, int8=True, micro=True, min_agreement=0.0)  # e.g. again for the micro/ folder
+    after = read_manifest(run)
+    assert (run / "line_int8.tflite").read_bytes() == line
+    assert after["artifacts"]["line_int8_tflite"] == before["artifacts"]["line_int8_tflite"]
+    kept, made = after["export"]["models"]["line_int8_tflite"], before["export"]["models"]["line_int8_tflite"]
+    assert kept == made and len(kept["sources"]["weights_sha256"]) == 2  # the two members' weights
+    assert "micro" in after["export"]  # the rest of the export did run
+    after["export"]["models"]["line_int8_tflite"]["sources"]["tensorflow"] = "2.0.0"  # converted by another one
+    (run / "manifest.json").write_text(json.dumps(after))
+    with pytest.raises(AssertionError, match="converted again"):
+        export_run(run, int8=True, min_agreement=0.0)
 
 
 def test_a_file_that_is_no_line_model_is_refused(exported_run):
