@@ -44,6 +44,24 @@ def parse_float_layers(value: str) -> str | tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class LineConfig:
+    """The line model's recipe (`line_model.train_line_model`): its epochs are the run's (`TrainConfig.line_epochs`
+    and `line_qat_epochs`, these by default), the rest the same for every run that trains one."""
+
+    lines: int = 100_000  # numbers composed of training digits, at most 2 per digit (Hoda's 54,000: 100,000)
+    epochs: int = 8  # float epochs; the one reading most validation numbers exactly is kept (train --line-epochs)
+    qat_epochs: int = 2  # (train --line-qat-epochs)
+    batch_size: int = 64
+    lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
+    qat_lr: float = 1e-4
+    # One member per entry, each trained alone with this dropout rate (line_model.build_line_model); `read` takes
+    # the mean of their log-probabilities. Two members, without and with dropout, err on different numbers: on
+    # numbers of Hoda validation digits (benchmarks/read_numbers.py --split val) the pair left 22 spaced numbers
+    # wrong, the first alone 29, the second alone 28 (line model alone: 38, 48, 51); at twice the training time
+    dropout: tuple[float, ...] = (0.0, 0.25)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides the trained weights (recorded in the manifest).
 
@@ -83,6 +101,8 @@ class TrainConfig:
     # The line model whose reading of a whole number may overrule the segmentation's (line_model.py), trained last
     # when asked for (`train --line-model`): on Hoda it takes several times as long as everything before it.
     line_model: bool = False
+    line_epochs: int = LineConfig.epochs  # its float epochs (the rest of its recipe is LineConfig's)
+    line_qat_epochs: int = LineConfig.qat_epochs
 
     def __post_init__(self):
         checks = [
@@ -109,6 +129,8 @@ class TrainConfig:
             (self.teacher_epochs >= 1, "teacher_epochs must be at least 1"),
             (self.temperature > 0, "temperature must be positive"),
             (0 <= self.distill_alpha <= 1, "distill_alpha must be in [0, 1]"),
+            (self.line_epochs >= 1, "line_epochs must be at least 1"),
+            (self.line_qat_epochs >= 1, "line_qat_epochs must be at least 1 (export converts the QAT line model)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -128,23 +150,6 @@ class VerifierConfig:
     lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
     qat_lr: float = 1e-4
     label_smoothing: float = 0.05  # keeps log P(one) finite for the dynamic programme's sums
-
-
-@dataclass(frozen=True)
-class LineConfig:
-    """The line model's recipe (`line_model.train_line_model`), the same for every run that trains one."""
-
-    lines: int = 100_000  # numbers composed of training digits, at most 2 per digit (Hoda's 54,000: 100,000)
-    epochs: int = 8  # float epochs; the one reading most validation numbers exactly is kept
-    qat_epochs: int = 2
-    batch_size: int = 64
-    lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
-    qat_lr: float = 1e-4
-    # One member per entry, each trained alone with this dropout rate (line_model.build_line_model); `read` takes
-    # the mean of their log-probabilities. Two members, without and with dropout, err on different numbers: on
-    # numbers of Hoda validation digits (benchmarks/read_numbers.py --split val) the pair left 22 spaced numbers
-    # wrong, the first alone 29, the second alone 28 (line model alone: 38, 48, 51); at twice the training time
-    dropout: tuple[float, ...] = (0.0, 0.25)
 
 
 RECIPE_NAMES = ("fast", "best")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -143,7 +143,7 @@ def train(
     if config.line_model and config.arch == "lenet5":
         from .line_model import train_line_model
 
-        line = train_line_model(LineConfig(), splits, config.seed, log, scanned=dataset.written_sizes)
+        line = train_line_model(line_config(config), splits, config.seed, log, scanned=dataset.written_sizes)
     elif config.line_model:
         log(f"line model: not trained for --arch {config.arch} (only for lenet5)")
 
@@ -175,7 +175,7 @@ def train(
         },
         **({"teacher": digits.teacher} if digits.teacher else {}),
         **({"verifier": _verifier_record(verifier)} if verifier else {}),
-        **({"line_model": _line_record(line)} if line else {}),
+        **({"line_model": _line_record(line, line_config(config))} if line else {}),
         "versions": versions(),
         "metrics": metrics,
         "history": digits.history,
@@ -300,7 +300,12 @@ def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], No
     return DigitModel(models, history, best, seconds, cpu, record)
 
 
-def _line_record(line) -> dict:
+def line_config(config: TrainConfig) -> LineConfig:
+    """The line model's recipe in a run of `config`: `LineConfig` with the run's line-model epochs."""
+    return replace(LineConfig(), epochs=config.line_epochs, qat_epochs=config.line_qat_epochs)
+
+
+def _line_record(line, config: LineConfig) -> dict:
     """The manifest's record of the line model: its model, data, validation figures and history.
 
     Each stage keeps the weights of its best epoch, so its validation figures are that epoch's row of the history.
@@ -315,7 +320,7 @@ def _line_record(line) -> dict:
         "float32 (1, 40, W, 1) = uint8 / 255, W a multiple of 32",
         "logits (1, 1, W/2, 11) per member: digits 0-9, then the CTC blank",
     )
-    return _helper_record(line, LineConfig(), shapes, metrics)
+    return _helper_record(line, config, shapes, metrics)
 
 
 def _line_members(line) -> range:

@@ -135,6 +135,8 @@ def recipe_option(flags: str, text: str, field: str | None = None, **kwargs):
     "Also train the line model `read` checks its cuts with (lenet5 only; on Hoda it takes several times as long "
     "as the rest of the run).",
 )
+@recipe_option("--line-epochs", "The line model's float epochs (with --line-model).", type=click.IntRange(min=1))
+@recipe_option("--line-qat-epochs", "The line model's QAT epochs (with --line-model).", type=click.IntRange(min=1))
 @click.option("--force", is_flag=True, help="Replace an existing run in --dir (only once the new one is complete).")
 @click.pass_context
 def train(ctx, recipe, run_dir, force, **options):
