@@ -180,6 +180,8 @@ def test_train_trains_and_export_exports_the_line_model(exported_run):
     assert {*members, "line_int8_tflite"} <= set(artifacts)
     record = manifest["line_model"]
     assert record["config"]["dropout"] == [0.0, 0.25]  # two members, trained alone on the same numbers
+    assert (record["config"]["epochs"], record["config"]["qat_epochs"]) == (1, 1)  # the run's --line-epochs, ...
+    assert [len(record["history"][stage]) for stage in ("float", "qat", "float_1", "qat_1")] == [1, 1, 1, 1]
     assert record["data"]["lines"]["train"] > 0
     assert set(record["metrics"]) == {"float", "qat", "float_1", "qat_1", "together"}
     assert record["metrics"]["together"]["stage"] == "qat" and 0 <= record["metrics"]["together"]["val_exact"] <= 1

@@ -192,12 +192,12 @@ def test_missing_tree_cmsis_nn_and_qemu_are_entries_and_exit_1(exported_run, tmp
     assert host["ok"] and host["models"]["int8"]["accuracy"] > 0  # the host is still measured and written
     if shutil.which("arm-none-eabi-gcc"):
         assert m4["error"] == m7["error"] and "no CMSIS-NN" in m4["error"] and str(no_cmsis) in m4["error"]
-        result = _bench_cli(run, "--on", "qemu:cortex-m4")  # no --tflm, no $TFLM_DIR
-        error = json.loads((run / "bench.json").read_text())["targets"][1]["error"]
+        result = _bench_cli(run, "--on", "qemu:cortex-m4", "--no-host")  # no --tflm, no $TFLM_DIR
+        error = json.loads((run / "bench.json").read_text())["targets"][0]["error"]
         assert result.exit_code == 1 and error.startswith("no TensorFlow Lite Micro tree: give --tflm DIR")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no toolchain, no QEMU
-    _bench_cli(run, "--on", "qemu:cortex-m4", "--tflm", str(TREE))
-    error = json.loads((run / "bench.json").read_text())["targets"][1]["error"]
+    _bench_cli(run, "--on", "qemu:cortex-m4", "--tflm", str(TREE), "--no-host")
+    error = json.loads((run / "bench.json").read_text())["targets"][0]["error"]
     assert error.startswith("no arm-none-eabi-gcc") and "apt-get install gcc-arm-none-eabi" in error
     assert not [p for p in run.iterdir() if p.name.startswith("lenet-edge-firmware")]
 

@@ -85,9 +85,14 @@ def test_api_reads_numbers_in_order(exported_run, tmp_path):
     paths, texts = write_numbers(tmp_path / "numbers")
     records = le.read([tmp_path / "numbers"], run_dir=exported_run, min_confidence=0)
     assert [r["path"] for r in records] == [str(p) for p in paths]
-    for record, text in zip(records, texts, strict=True):
+    for record in records:
         check_record(record)
-        assert abs(len(record["text"]) - len(text)) <= 2  # a model of bars still finds about the digits
+    # The segmentation with a model of bars still finds about the digits (the tiny run's line model, trained for
+    # one epoch, can read anything: with it, this checks only the records' order and form)
+    cut = le.read([tmp_path / "numbers"], run_dir=exported_run, min_confidence=0, line_model=False)
+    for record, text in zip(cut, texts, strict=True):
+        check_record(record)
+        assert abs(len(record["text"]) - len(text)) <= 2
     model = exported_run / "lenet5_int8.tflite"
     assert le.read(paths[:1], model=model, min_confidence=0) == records[:1]
 

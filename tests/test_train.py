@@ -11,7 +11,10 @@ from lenet_edge.training import TrainConfig, train
 
 
 def tiny_config(data, **overrides):
-    settings = dict(data=str(data), epochs=2, qat_epochs=2, batch_size=32, lr=3e-3, val_fraction=0.2, seed=7)
+    """The digit model alone (the verifier's and the line model's training are tested with the shared tiny run)."""
+    settings = dict(
+        data=str(data), epochs=2, qat_epochs=2, batch_size=32, lr=3e-3, val_fraction=0.2, seed=7, verifier=False
+    )
     return TrainConfig(**{**settings, **overrides})
 
 
