@@ -598,7 +598,7 @@ def _line_model(
     digits as the QAT Keras members on `min_agreement` of them. The parity's `top1_*` are the shares of
     numbers each reads exactly (`line_model.best_path`).
 
-    The conversion and its check are the slowest part of exporting a Hoda run, and give the same bytes for
+    The conversion and its check took half of exporting the tests' tiny run, and give the same bytes for
     the same weights: a file an earlier export converted from the same `sources` (the members' weights, the
     TensorFlow version) is kept as it is, with its recorded parity, when exporting again (say with --micro).
     """
