@@ -1,8 +1,11 @@
 """Shared fixtures: where the real Hoda data lives, and quiet TensorFlow."""
 
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,19 +68,73 @@ TINY_RUN = dict(
 
 
 @pytest.fixture(scope="session")
-def exported_run(tmp_path_factory, tiny_npz: Path) -> Path:
+def exported_run(tmp_path_factory, tiny_npz: Path, twin) -> Path:
     """A run trained for one float and one QAT epoch on `tiny_npz`, exported to float32 + int8.
 
     Built once per test run (two conversions). Tests that change a run work on
-    a copy (`copy_run`).
+    a copy (`copy_run`). Its command-line twin (`twin`) is started first and trains beside it.
     """
     from lenet_edge.conversion import export_run
     from lenet_edge.training import TrainConfig, train
 
+    twin.start()
     run_dir = tmp_path_factory.mktemp("tiny-exported-run")
     train(TrainConfig(**TINY_RUN, data=str(tiny_npz)), run_dir, log=lambda _: None)
     export_run(run_dir, int8=True, min_agreement=0.0)
     return run_dir
+
+
+# `lenet-edge train` then `lenet-edge export` in one new process (one TensorFlow import, not two).
+RUN_COMMANDS = """
+import json, sys
+from lenet_edge.cli import main
+for args in json.loads(sys.argv[1]):
+    code = main(args, prog_name="lenet-edge", standalone_mode=False)
+    if code:
+        sys.exit(code)
+"""
+
+
+class Twin:
+    """The shared tiny run's recipe through the command line in a new process (test_reproducible compares the
+    two). It takes about as long as the run itself, most of it on one core, so it is started with the run and
+    awaited where it is compared."""
+
+    def __init__(self, tmp: Path, data: Path):
+        self.run_dir, self.log, self.data, self.process = tmp / "run", tmp / "output.txt", data, None
+        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(tmp / "cache")}
+
+    def start(self) -> None:
+        if self.process is not None:
+            return
+        flags = {key: key.replace("_", "-") for key in TINY_RUN}
+        recipe = [
+            (f"--{flags[k]}" if v else f"--no-{flags[k]}") if isinstance(v, bool) else f"--{flags[k]}={v}"
+            for k, v in TINY_RUN.items()
+        ]
+        train = ["train", "--data", str(self.data), "--dir", str(self.run_dir), *recipe]
+        export = ["export", "--dir", str(self.run_dir), "--int8", "--min-agreement", "0"]
+        with self.log.open("w") as log:  # a file, not a pipe: nothing waits on a reader
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", RUN_COMMANDS, json.dumps([train, export])],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait(self) -> tuple[int, str]:
+        """`(exit code, output)` once it has finished."""
+        self.start()
+        return self.process.wait(timeout=300), self.log.read_text()
+
+
+@pytest.fixture(scope="session")
+def twin(tmp_path_factory, tiny_npz: Path):
+    made = Twin(tmp_path_factory.mktemp("reproduced"), tiny_npz)
+    yield made
+    if made.process is not None and made.process.poll() is None:  # a session that never compared it
+        made.process.kill()
+        made.process.wait()
 
 
 # The `best` recipe's path on the tiny data: a teacher, elastic distortion, distillation, QAT (no piece verifier:

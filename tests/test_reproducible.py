@@ -43,15 +43,12 @@ round differently; that is out of scope here.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_DISTILLED, TINY_RUN
+from conftest import TINY_DISTILLED
 
 IDENTICAL = (
     "lenet5_int8.tflite",
@@ -69,35 +66,14 @@ def first(exported_run) -> Path:
     return exported_run
 
 
-# `lenet-edge train` then `lenet-edge export` in one new process (one TensorFlow import, not two).
-RUN_COMMANDS = """
-import json, sys
-from lenet_edge.cli import main
-for args in json.loads(sys.argv[1]):
-    code = main(args, prog_name="lenet-edge", standalone_mode=False)
-    if code:
-        sys.exit(code)
-"""
-
-
 @pytest.fixture(scope="module")
-def second(tmp_path_factory, tiny_npz) -> Path:
-    """The same recipe as the `exported_run` fixture, through the command line in a new process."""
-    tmp = tmp_path_factory.mktemp("reproduced")
-    run_dir = tmp / "run"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(tmp / "cache")}
-    flags = {key: key.replace("_", "-") for key in TINY_RUN}
-    recipe = [
-        (f"--{flags[key]}" if value else f"--no-{flags[key]}") if isinstance(value, bool) else f"--{flags[key]}={value}"
-        for key, value in TINY_RUN.items()
-    ]
-    train = ["train", "--data", str(tiny_npz), "--dir", str(run_dir), *recipe]
-    export = ["export", "--dir", str(run_dir), "--int8", "--min-agreement", "0"]
-    done = subprocess.run([sys.executable, "-c", RUN_COMMANDS, json.dumps([train, export])], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    assert (run_dir / "lenet5_int8.tflite").is_file(), done.stdout
-    return run_dir
+def second(twin, first) -> Path:
+    """The same recipe as the `exported_run` fixture, through the command line in a new process (conftest.Twin,
+    started beside it)."""
+    code, output = twin.wait()
+    assert code == 0, output
+    assert (twin.run_dir / "lenet5_int8.tflite").is_file(), output
+    return twin.run_dir
 
 
 def test_int8_model_is_byte_identical(first, second):
