@@ -72,12 +72,14 @@ def exported_run(tmp_path_factory, tiny_npz: Path, twin) -> Path:
     """A run trained for one float and one QAT epoch on `tiny_npz`, exported to float32 + int8.
 
     Built once per test run (two conversions). Tests that change a run work on
-    a copy (`copy_run`). Its command-line twin (`twin`) is started first and trains beside it.
+    a copy (`copy_run`). Its command-line twin (`twin`), where a collected test compares the two, is
+    started first and trains beside it.
     """
     from lenet_edge.conversion import export_run
     from lenet_edge.training import TrainConfig, train
 
-    twin.start()
+    if twin.compared:
+        twin.start()
     run_dir = tmp_path_factory.mktemp("tiny-exported-run")
     train(TrainConfig(**TINY_RUN, data=str(tiny_npz)), run_dir, log=lambda _: None)
     export_run(run_dir, int8=True, min_agreement=0.0)
@@ -100,8 +102,9 @@ class Twin:
     two). It takes about as long as the run itself, most of it on one core, so it is started with the run and
     awaited where it is compared."""
 
-    def __init__(self, tmp: Path, data: Path):
+    def __init__(self, tmp: Path, data: Path, compared: bool):
         self.run_dir, self.log, self.data, self.process = tmp / "run", tmp / "output.txt", data, None
+        self.compared = compared  # a collected test compares it with the shared run: start it with that run
         self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(tmp / "cache")}
 
     def start(self) -> None:
@@ -129,8 +132,10 @@ class Twin:
 
 
 @pytest.fixture(scope="session")
-def twin(tmp_path_factory, tiny_npz: Path):
-    made = Twin(tmp_path_factory.mktemp("reproduced"), tiny_npz)
+def twin(request, tmp_path_factory, tiny_npz: Path):
+    # a session without test_reproducible (say `pytest tests/test_read.py`) gains nothing from starting it early
+    compared = any(item.path.name == "test_reproducible.py" for item in request.session.items)
+    made = Twin(tmp_path_factory.mktemp("reproduced"), tiny_npz, compared)
     yield made
     if made.process is not None and made.process.poll() is None:  # a session that never compared it
         made.process.kill()
