@@ -139,11 +139,11 @@ def train(
         verifier = train_verifier(VerifierConfig(), splits, config.seed, log)
     elif config.verifier:
         log(f"verifier: not trained for --arch {config.arch} (only for lenet5); `read` cuts by the digit model alone")
-    line = None
+    line, line_recipe = None, line_config(config)
     if config.line_model and config.arch == "lenet5":
         from .line_model import train_line_model
 
-        line = train_line_model(line_config(config), splits, config.seed, log, scanned=dataset.written_sizes)
+        line = train_line_model(line_recipe, splits, config.seed, log, scanned=dataset.written_sizes)
     elif config.line_model:
         log(f"line model: not trained for --arch {config.arch} (only for lenet5)")
 
@@ -175,7 +175,7 @@ def train(
         },
         **({"teacher": digits.teacher} if digits.teacher else {}),
         **({"verifier": _verifier_record(verifier)} if verifier else {}),
-        **({"line_model": _line_record(line, line_config(config))} if line else {}),
+        **({"line_model": _line_record(line, line_recipe)} if line else {}),
         "versions": versions(),
         "metrics": metrics,
         "history": digits.history,
