@@ -66,27 +66,18 @@ TINY_RUN = dict(
     epochs=1, qat_epochs=1, batch_size=32, val_fraction=0.2, line_model=True, line_epochs=1, line_qat_epochs=1
 )
 
+# The shared tiny run: `train` then `export_run` through the Python API, in a new process.
+RUN_API = """
+import json, sys
+from pathlib import Path
+from lenet_edge.conversion import export_run
+from lenet_edge.training import TrainConfig, train
+recipe, run_dir = json.loads(sys.argv[1]), Path(sys.argv[2])
+train(TrainConfig(**recipe), run_dir, log=print)
+export_run(run_dir, int8=True, min_agreement=0.0, progress=print)
+"""
 
-@pytest.fixture(scope="session")
-def exported_run(tmp_path_factory, tiny_npz: Path, twin) -> Path:
-    """A run trained for one float and one QAT epoch on `tiny_npz`, exported to float32 + int8.
-
-    Built once per test run (two conversions). Tests that change a run work on
-    a copy (`copy_run`). Its command-line twin (`twin`), where a collected test compares the two, is
-    started first and trains beside it.
-    """
-    from lenet_edge.conversion import export_run
-    from lenet_edge.training import TrainConfig, train
-
-    if twin.compared:
-        twin.start()
-    run_dir = tmp_path_factory.mktemp("tiny-exported-run")
-    train(TrainConfig(**TINY_RUN, data=str(tiny_npz)), run_dir, log=lambda _: None)
-    export_run(run_dir, int8=True, min_agreement=0.0)
-    return run_dir
-
-
-# `lenet-edge train` then `lenet-edge export` in one new process (one TensorFlow import, not two).
+# Its twin: `lenet-edge train` then `lenet-edge export` in one new process (one TensorFlow import, not two).
 RUN_COMMANDS = """
 import json, sys
 from lenet_edge.cli import main
@@ -97,49 +88,85 @@ for args in json.loads(sys.argv[1]):
 """
 
 
-class Twin:
-    """The shared tiny run's recipe through the command line in a new process (test_reproducible compares the
-    two). It takes about as long as the run itself, most of it on one core, so it is started with the run and
-    awaited where it is compared."""
+class Build:
+    """A tiny run made in a child process, started before the first test (`start_builds`) where a collected test
+    needs it, and awaited where one first does. The tests that need one run last (`pytest_collection_modifyitems`),
+    so the run trains and exports while the others run: most of either is on one core (TensorFlow's import and
+    tracing, the converter, Python), and the other core was idle."""
 
-    def __init__(self, tmp: Path, data: Path, compared: bool):
-        self.run_dir, self.log, self.data, self.process = tmp / "run", tmp / "output.txt", data, None
-        self.compared = compared  # a collected test compares it with the shared run: start it with that run
-        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(tmp / "cache")}
+    def __init__(self, folder: Path, code: str, *args: str):
+        self.run_dir, self.log, self.process = folder / "run", folder / "output.txt", None
+        self.argv = [sys.executable, "-c", code, *args]
+        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(folder / "cache")}
 
     def start(self) -> None:
-        if self.process is not None:
-            return
-        flags = {key: key.replace("_", "-") for key in TINY_RUN}
-        recipe = [
-            (f"--{flags[k]}" if v else f"--no-{flags[k]}") if isinstance(v, bool) else f"--{flags[k]}={v}"
-            for k, v in TINY_RUN.items()
-        ]
-        train = ["train", "--data", str(self.data), "--dir", str(self.run_dir), *recipe]
-        export = ["export", "--dir", str(self.run_dir), "--int8", "--min-agreement", "0"]
-        with self.log.open("w") as log:  # a file, not a pipe: nothing waits on a reader
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", RUN_COMMANDS, json.dumps([train, export])],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        if self.process is None:
+            with self.log.open("w") as log:  # a file, not a pipe: nothing waits on a reader
+                self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
-    def wait(self) -> tuple[int, str]:
-        """`(exit code, output)` once it has finished."""
+    def wait(self) -> Path:
+        """The run's folder, once the process has finished; the test fails with its output if it did not succeed."""
         self.start()
-        return self.process.wait(timeout=300), self.log.read_text()
+        code = self.process.wait(timeout=600)
+        if code != 0 or not (self.run_dir / "lenet5_int8.tflite").is_file():
+            pytest.fail(f"the tiny run in {self.run_dir} failed (exit {code}):\n{self.log.read_text()}")
+        return self.run_dir
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:  # a session that never needed it
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture(scope="session")
-def twin(request, tmp_path_factory, tiny_npz: Path):
-    # a session without test_reproducible (say `pytest tests/test_read.py`) gains nothing from starting it early
-    compared = any(item.path.name == "test_reproducible.py" for item in request.session.items)
-    made = Twin(tmp_path_factory.mktemp("reproduced"), tiny_npz, compared)
+def builds(tmp_path_factory, tiny_npz: Path) -> dict[str, Build]:
+    """The tiny runs made in child processes, by the name of the fixture that returns each."""
+    flags = {key: key.replace("_", "-") for key in TINY_RUN}
+    recipe = [
+        (f"--{flags[k]}" if v else f"--no-{flags[k]}") if isinstance(v, bool) else f"--{flags[k]}={v}"
+        for k, v in TINY_RUN.items()
+    ]
+    api, cli = tmp_path_factory.mktemp("tiny-exported-run"), tmp_path_factory.mktemp("reproduced")
+    commands = [
+        ["train", "--data", str(tiny_npz), "--dir", str(cli / "run"), *recipe],
+        ["export", "--dir", str(cli / "run"), "--int8", "--min-agreement", "0"],
+    ]
+    made = {
+        "exported_run": Build(api, RUN_API, json.dumps({**TINY_RUN, "data": str(tiny_npz)}), str(api / "run")),
+        "twin": Build(cli, RUN_COMMANDS, json.dumps(commands)),
+    }
     yield made
-    if made.process is not None and made.process.poll() is None:  # a session that never compared it
-        made.process.kill()
-        made.process.wait()
+    for build in made.values():
+        build.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_builds(request, builds: dict[str, Build]) -> None:
+    needed = {name for item in request.session.items for name in item.fixturenames}
+    for name, build in builds.items():
+        if name in needed:
+            build.start()
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The tests of the tiny runs made in child processes (`Build`) go last, each group in its order."""
+    items.sort(key=lambda item: "exported_run" in item.fixturenames or "twin" in item.fixturenames)
+
+
+@pytest.fixture(scope="session")
+def exported_run(builds: dict[str, Build]) -> Path:
+    """A run trained for one float and one QAT epoch on `tiny_npz` (`TINY_RUN`), exported to float32 + int8.
+
+    Made once per test run, through the Python API in a child process (`Build`). Tests that change a run work on a
+    copy (`copy_run`).
+    """
+    return builds["exported_run"].wait()
+
+
+@pytest.fixture(scope="session")
+def twin(builds: dict[str, Build]) -> Path:
+    """The same recipe as `exported_run`, through the command line in another process (test_reproducible)."""
+    return builds["twin"].wait()
 
 
 # The `best` recipe's path on the tiny data: a teacher, elastic distortion, distillation, QAT (no piece verifier:
