@@ -62,6 +62,22 @@ class LineConfig:
 
 
 @dataclass(frozen=True)
+class VerifierConfig:
+    """The piece verifier's recipe (`verifier.train_verifier`): its epochs are the run's
+    (`TrainConfig.verifier_epochs` and `verifier_qat_epochs`, these by default), the rest the same for every run."""
+
+    # Lines of training digits composed into pieces, at most 1 per 8 digits (Hoda's 54,000: 6,750 lines). More than
+    # the 2,500 first used: exact numbers of Hoda train digits read 96.6% / 87.6% (spaced / tight), not 96.3% / 86.8%.
+    lines: int = 10_000
+    epochs: int = 6  # float epochs; the best on validation pieces is kept (train --verifier-epochs)
+    qat_epochs: int = 2  # (train --verifier-qat-epochs)
+    batch_size: int = 256
+    lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
+    qat_lr: float = 1e-4
+    label_smoothing: float = 0.05  # keeps log P(one) finite for the dynamic programme's sums
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides the trained weights (recorded in the manifest).
 
@@ -98,6 +114,8 @@ class TrainConfig:
     distill_alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to the (smoothed) true labels
     # The piece verifier `read` cuts touching digits with (verifier.py), trained after the lenet5 digit model.
     verifier: bool = True
+    verifier_epochs: int = VerifierConfig.epochs  # its float epochs (the rest of its recipe is VerifierConfig's)
+    verifier_qat_epochs: int = VerifierConfig.qat_epochs
     # The line model whose reading of a whole number may overrule the segmentation's (line_model.py), trained last
     # when asked for (`train --line-model`): on Hoda it takes several times as long as everything before it.
     line_model: bool = False
@@ -129,27 +147,17 @@ class TrainConfig:
             (self.teacher_epochs >= 1, "teacher_epochs must be at least 1"),
             (self.temperature > 0, "temperature must be positive"),
             (0 <= self.distill_alpha <= 1, "distill_alpha must be in [0, 1]"),
+            (self.verifier_epochs >= 1, "verifier_epochs must be at least 1"),
+            (
+                self.verifier_qat_epochs >= 1,
+                "verifier_qat_epochs must be at least 1 (export converts the QAT verifier)",
+            ),
             (self.line_epochs >= 1, "line_epochs must be at least 1"),
             (self.line_qat_epochs >= 1, "line_qat_epochs must be at least 1 (export converts the QAT line model)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-
-@dataclass(frozen=True)
-class VerifierConfig:
-    """The piece verifier's recipe (`verifier.train_verifier`), the same for every run that trains one."""
-
-    # Lines of training digits composed into pieces, at most 1 per 8 digits (Hoda's 54,000: 6,750 lines). More than
-    # the 2,500 first used: exact numbers of Hoda train digits read 96.6% / 87.6% (spaced / tight), not 96.3% / 86.8%.
-    lines: int = 10_000
-    epochs: int = 6  # float epochs; the best on validation pieces is kept
-    qat_epochs: int = 2
-    batch_size: int = 256
-    lr: float = 2e-3  # peak Adam rate, cosine-decayed over the float epochs
-    qat_lr: float = 1e-4
-    label_smoothing: float = 0.05  # keeps log P(one) finite for the dynamic programme's sums
 
 
 RECIPE_NAMES = ("fast", "best")

@@ -132,11 +132,11 @@ def train(
     log(f"data: {dataset.source} ({', '.join(f'{k} {v:,}' for k, v in data_record['split_sizes'].items())})")
 
     digits = train_digit_model(config, splits, log, teacher=reused)
-    verifier = None
+    verifier, verifier_recipe = None, verifier_config(config)
     if config.verifier and config.arch == "lenet5":
         from .verifier import train_verifier
 
-        verifier = train_verifier(VerifierConfig(), splits, config.seed, log)
+        verifier = train_verifier(verifier_recipe, splits, config.seed, log)
     elif config.verifier:
         log(f"verifier: not trained for --arch {config.arch} (only for lenet5); `read` cuts by the digit model alone")
     line, line_recipe = None, line_config(config)
@@ -174,7 +174,7 @@ def train(
             "output": "logits (B, 10)",
         },
         **({"teacher": digits.teacher} if digits.teacher else {}),
-        **({"verifier": _verifier_record(verifier)} if verifier else {}),
+        **({"verifier": _verifier_record(verifier, verifier_recipe)} if verifier else {}),
         **({"line_model": _line_record(line, line_recipe)} if line else {}),
         "versions": versions(),
         "metrics": metrics,
@@ -222,7 +222,7 @@ def train(
     return TrainResult(run_dir, manifest)
 
 
-def _verifier_record(verifier) -> dict:
+def _verifier_record(verifier, config: VerifierConfig) -> dict:
     """The manifest's record of the piece verifier: its model, data, validation figures and history."""
     from .verifier import held_out, scores
 
@@ -235,7 +235,7 @@ def _verifier_record(verifier) -> dict:
         "float32 (B, 28, 28, 1) = uint8 / 255, a preprocessed piece",
         "logits (B, 2): not one digit, exactly one digit",
     )
-    return _helper_record(verifier, VerifierConfig(), shapes, metrics)
+    return _helper_record(verifier, config, shapes, metrics)
 
 
 def _helper_record(helper, config, shapes: tuple[str, str], metrics: dict) -> dict:
@@ -298,6 +298,11 @@ def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], No
     else:
         history["qat"] = []
     return DigitModel(models, history, best, seconds, cpu, record)
+
+
+def verifier_config(config: TrainConfig) -> VerifierConfig:
+    """The piece verifier's recipe in a run of `config`: `VerifierConfig` with the run's verifier epochs."""
+    return replace(VerifierConfig(), epochs=config.verifier_epochs, qat_epochs=config.verifier_qat_epochs)
 
 
 def line_config(config: TrainConfig) -> LineConfig:

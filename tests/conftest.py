@@ -60,10 +60,18 @@ def tiny_npz(tmp_path_factory) -> Path:
     return path
 
 
-# The recipe of the shared tiny run (test_reproducible repeats it through the command line). Its line model trains
-# for one float and one QAT epoch too: at its default 8 + 2 it took most of the run's time.
+# The recipe of the shared tiny run (test_reproducible repeats it through the command line). Its piece verifier and
+# line model train for one float and one QAT epoch too: at their defaults (6 + 2, 8 + 2) they took most of its time.
 TINY_RUN = dict(
-    epochs=1, qat_epochs=1, batch_size=32, val_fraction=0.2, line_model=True, line_epochs=1, line_qat_epochs=1
+    epochs=1,
+    qat_epochs=1,
+    batch_size=32,
+    val_fraction=0.2,
+    verifier_epochs=1,
+    verifier_qat_epochs=1,
+    line_model=True,
+    line_epochs=1,
+    line_qat_epochs=1,
 )
 
 # The shared tiny run: `train` then `export_run` through the Python API, in a new process.

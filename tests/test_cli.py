@@ -39,6 +39,7 @@ def test_every_command_has_help_with_examples(command):
         (["train", "--arch", "vgg"], "'vgg' is not one of"),
         (["train", "--epochs", "-1"], "-1 is not in the range"),
         (["train", "--line-qat-epochs", "0"], "0 is not in the range"),  # export converts the QAT line model
+        (["train", "--verifier-qat-epochs", "0"], "0 is not in the range"),  # and the QAT piece verifier
         (["train", "--val-fraction", "1.5"], "--val-fraction"),
         (["train", "--val-fraction", "0"], "--val-fraction"),
         (["data", "download", "mnist"], "'mnist' is not"),

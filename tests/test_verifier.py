@@ -121,6 +121,8 @@ def test_train_trains_and_export_exports_the_verifier(exported_run):
     record = manifest["verifier"]
     assert record["data"]["pieces"]["train"]["one"] > 0 and record["data"]["pieces"]["train"]["not_one"] > 0
     assert 0 <= record["metrics"]["qat"]["accuracy"] <= 1
+    assert (record["config"]["epochs"], record["config"]["qat_epochs"]) == (1, 1)  # the run's --verifier-epochs, ...
+    assert [len(record["history"][stage]) for stage in ("float", "qat")] == [1, 1]
     path = exported_run / artifacts["verifier_int8_tflite"]["path"]
     check = verify_int8(path, classes=CLASSES)
     assert check["quantization"]["input"]["dtype"] == "int8"

@@ -130,6 +130,8 @@ def recipe_option(flags: str, text: str, field: str | None = None, **kwargs):
     "Weight of the teacher's soft targets; the rest goes to the true labels.",
     type=click.FloatRange(0, 1),
 )
+@recipe_option("--verifier-epochs", "The piece verifier's float epochs (lenet5).", type=click.IntRange(min=1))
+@recipe_option("--verifier-qat-epochs", "The piece verifier's QAT epochs (lenet5).", type=click.IntRange(min=1))
 @recipe_option(
     "--line-model/--no-line-model",
     "Also train the line model `read` checks its cuts with (lenet5 only; on Hoda it takes several times as long "
