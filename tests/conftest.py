@@ -85,6 +85,14 @@ train(TrainConfig(**recipe), run_dir, log=print)
 export_run(run_dir, int8=True, min_agreement=0.0, progress=print)
 """
 
+# A copy of it exported again with more options, through the Python API, in a new process.
+EXPORT_API = """
+import json, sys
+from lenet_edge.conversion import export_run
+options, run_dir = json.loads(sys.argv[1]), sys.argv[2]
+export_run(run_dir, **options, progress=print)
+"""
+
 # Its twin: `lenet-edge train` then `lenet-edge export` in one new process (one TensorFlow import, not two).
 RUN_COMMANDS = """
 import json, sys
@@ -97,18 +105,22 @@ for args in json.loads(sys.argv[1]):
 
 
 class Build:
-    """A tiny run made in a child process, started before the first test (`start_builds`) where a collected test
-    needs it, and awaited where one first does. The tests that need one run last (`pytest_collection_modifyitems`),
-    so the run trains and exports while the others run: most of either is on one core (TensorFlow's import and
-    tracing, the converter, Python), and the other core was idle."""
+    """A tiny run made in a child process where a collected test needs it (`start_builds`), and awaited where one
+    first does. The tests that need one run last (`pytest_collection_modifyitems`), so the shared run trains and
+    exports while the others run: most of either is on one core (TensorFlow's import and tracing, the converter,
+    Python), and the other core was idle. A build `after` another exports a copy of that one's run again, started
+    once that run is there."""
 
-    def __init__(self, folder: Path, code: str, *args: str):
-        self.run_dir, self.log, self.process = folder / "run", folder / "output.txt", None
+    def __init__(self, folder: Path, code: str, *args: str, after: "Build | None" = None):
+        self.run_dir, self.log, self.process, self.after = folder / "run", folder / "output.txt", None, after
         self.argv = [sys.executable, "-c", code, *args]
         self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(folder / "cache")}
+        self.needed = False  # some collected test uses it
 
     def start(self) -> None:
         if self.process is None:
+            if self.after is not None:
+                copy_run(self.after.wait(), self.run_dir)
             with self.log.open("w") as log:  # a file, not a pipe: nothing waits on a reader
                 self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -139,10 +151,15 @@ def builds(tmp_path_factory, tiny_npz: Path) -> dict[str, Build]:
         ["train", "--data", str(tiny_npz), "--dir", str(cli / "run"), *recipe],
         ["export", "--dir", str(cli / "run"), "--int8", "--min-agreement", "0"],
     ]
-    made = {
-        "exported_run": Build(api, RUN_API, json.dumps({**TINY_RUN, "data": str(tiny_npz)}), str(api / "run")),
-        "twin": Build(cli, RUN_COMMANDS, json.dumps(commands)),
+    run = Build(api, RUN_API, json.dumps({**TINY_RUN, "data": str(tiny_npz)}), str(api / "run"))
+    again = {
+        "variants_run": {"mediapipe": True, "web": litertjs_installed()},  # --web where LiteRT.js is installed
+        "micro_run": {"micro": True},
     }
+    made = {"exported_run": run, "twin": Build(cli, RUN_COMMANDS, json.dumps(commands))}
+    for name, options in again.items():
+        folder, options = tmp_path_factory.mktemp(name), {"int8": True, "min_agreement": 0.0, **options}
+        made[name] = Build(folder, EXPORT_API, json.dumps(options), str(folder / "run"), after=run)
     yield made
     for build in made.values():
         build.stop()
@@ -152,7 +169,8 @@ def builds(tmp_path_factory, tiny_npz: Path) -> dict[str, Build]:
 def start_builds(request, builds: dict[str, Build]) -> None:
     needed = {name for item in request.session.items for name in item.fixturenames}
     for name, build in builds.items():
-        if name in needed:
+        build.needed = name in needed
+        if build.needed and build.after is None:
             build.start()
 
 
@@ -168,7 +186,23 @@ def exported_run(builds: dict[str, Build]) -> Path:
     Made once per test run, through the Python API in a child process (`Build`). Tests that change a run work on a
     copy (`copy_run`).
     """
-    return builds["exported_run"].wait()
+    run = builds["exported_run"].wait()
+    for build in builds.values():
+        if build.needed and build.after is builds["exported_run"]:
+            build.start()
+    return run
+
+
+@pytest.fixture(scope="session")
+def variants_run(builds: dict[str, Build], exported_run: Path) -> Path:
+    """A copy of `exported_run` exported again with --mediapipe and, when LiteRT.js is installed (`npm ci`), --web."""
+    return builds["variants_run"].wait()
+
+
+@pytest.fixture(scope="session")
+def micro_run(builds: dict[str, Build], exported_run: Path) -> Path:
+    """A copy of `exported_run` exported again with --micro."""
+    return builds["micro_run"].wait()
 
 
 @pytest.fixture(scope="session")
@@ -248,16 +282,6 @@ def litertjs_installed() -> bool:
     except ModelError:
         return False
     return True
-
-
-@pytest.fixture(scope="session")
-def variants_run(tmp_path_factory, exported_run: Path) -> Path:
-    """`exported_run` exported again with --mediapipe and, when LiteRT.js is installed (`npm ci`), --web."""
-    from lenet_edge.conversion import export_run
-
-    run = copy_run(exported_run, tmp_path_factory.mktemp("variants") / "run")
-    export_run(run, int8=True, mediapipe=True, web=litertjs_installed(), min_agreement=0.0)
-    return run
 
 
 @pytest.fixture(scope="session")

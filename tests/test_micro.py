@@ -56,14 +56,6 @@ def int8(exported_run) -> Path:
 
 
 @pytest.fixture(scope="module")
-def micro_run(exported_run, tmp_path_factory) -> Path:
-    """A copy of the tiny run exported again with --micro."""
-    run = copy_run(exported_run, tmp_path_factory.mktemp("micro") / "run")
-    export_run(run, ExportConfig(int8=True, micro=True, min_agreement=0.0))
-    return run
-
-
-@pytest.fixture(scope="module")
 def gelu_model(tmp_path_factory) -> Path:
     """A float classifier that keeps the model contract but ends in GELU, an op TFLM has no kernel for."""
     from lenet_edge.compat import keras, tf
