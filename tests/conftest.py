@@ -108,19 +108,22 @@ class Build:
     """A tiny run made in a child process where a collected test needs it (`start_builds`), and awaited where one
     first does. The tests that need one run last (`pytest_collection_modifyitems`), so the shared run trains and
     exports while the others run: most of either is on one core (TensorFlow's import and tracing, the converter,
-    Python), and the other core was idle. A build `after` another exports a copy of that one's run again, started
-    once that run is there."""
+    Python), and the other core was idle. A build `after` another starts once that one's run is there, and so does
+    not slow it down; with `copy` it exports a copy of that run again."""
 
-    def __init__(self, folder: Path, code: str, *args: str, after: "Build | None" = None):
-        self.run_dir, self.log, self.process, self.after = folder / "run", folder / "output.txt", None, after
+    def __init__(self, folder: Path, code: str, *args: str, after: "Build | None" = None, copy: bool = False):
+        self.run_dir, self.log, self.process = folder / "run", folder / "output.txt", None
+        self.after, self.copy = after, copy
         self.argv = [sys.executable, "-c", code, *args]
         self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "LENET_EDGE_CACHE": str(folder / "cache")}
         self.needed = False  # some collected test uses it
 
     def start(self) -> None:
         if self.process is None:
-            if self.after is not None:
-                copy_run(self.after.wait(), self.run_dir)
+            if self.after is not None and (self.copy or self.after.needed):
+                source = self.after.wait()
+                if self.copy:
+                    copy_run(source, self.run_dir)
             with self.log.open("w") as log:  # a file, not a pipe: nothing waits on a reader
                 self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -156,10 +159,10 @@ def builds(tmp_path_factory, tiny_npz: Path) -> dict[str, Build]:
         "variants_run": {"mediapipe": True, "web": litertjs_installed()},  # --web where LiteRT.js is installed
         "micro_run": {"micro": True},
     }
-    made = {"exported_run": run, "twin": Build(cli, RUN_COMMANDS, json.dumps(commands))}
+    made = {"exported_run": run, "twin": Build(cli, RUN_COMMANDS, json.dumps(commands), after=run)}
     for name, options in again.items():
         folder, options = tmp_path_factory.mktemp(name), {"int8": True, "min_agreement": 0.0, **options}
-        made[name] = Build(folder, EXPORT_API, json.dumps(options), str(folder / "run"), after=run)
+        made[name] = Build(folder, EXPORT_API, json.dumps(options), str(folder / "run"), after=run, copy=True)
     yield made
     for build in made.values():
         build.stop()
@@ -170,7 +173,8 @@ def start_builds(request, builds: dict[str, Build]) -> None:
     needed = {name for item in request.session.items for name in item.fixturenames}
     for name, build in builds.items():
         build.needed = name in needed
-        if build.needed and build.after is None:
+    for build in builds.values():
+        if build.needed and (build.after is None or not build.after.needed):  # the others: see `exported_run`
             build.start()
 
 
@@ -183,8 +187,8 @@ def pytest_collection_modifyitems(items: list) -> None:
 def exported_run(builds: dict[str, Build]) -> Path:
     """A run trained for one float and one QAT epoch on `tiny_npz` (`TINY_RUN`), exported to float32 + int8.
 
-    Made once per test run, through the Python API in a child process (`Build`). Tests that change a run work on a
-    copy (`copy_run`).
+    Made once per test run, through the Python API in a child process (`Build`); the builds `after` it start once it
+    is there. Tests that change a run work on a copy (`copy_run`).
     """
     run = builds["exported_run"].wait()
     for build in builds.values():
