@@ -74,23 +74,16 @@ TINY_RUN = dict(
     line_qat_epochs=1,
 )
 
-# The shared tiny run: `train` then `export_run` through the Python API, in a new process.
+# A tiny run through the Python API in a new process: `train` of a recipe (unless null; a re-export of a copy has
+# none), then `export_run`.
 RUN_API = """
 import json, sys
-from pathlib import Path
 from lenet_edge.conversion import export_run
 from lenet_edge.training import TrainConfig, train
-recipe, run_dir = json.loads(sys.argv[1]), Path(sys.argv[2])
-train(TrainConfig(**recipe), run_dir, log=print)
-export_run(run_dir, int8=True, min_agreement=0.0, progress=print)
-"""
-
-# A copy of it exported again with more options, through the Python API, in a new process.
-EXPORT_API = """
-import json, sys
-from lenet_edge.conversion import export_run
-options, run_dir = json.loads(sys.argv[1]), sys.argv[2]
-export_run(run_dir, **options, progress=print)
+run_dir, recipe, export = sys.argv[1], *map(json.loads, sys.argv[2:])
+if recipe is not None:
+    train(TrainConfig(**recipe), run_dir, log=print)
+export_run(run_dir, **export, progress=print)
 """
 
 # Its twin: `lenet-edge train` then `lenet-edge export` in one new process (one TensorFlow import, not two).
@@ -120,7 +113,7 @@ class Build:
 
     def start(self) -> None:
         if self.process is None:
-            if self.after is not None and (self.copy or self.after.needed):
+            if self.after is not None:
                 source = self.after.wait()
                 if self.copy:
                     copy_run(source, self.run_dir)
@@ -154,15 +147,16 @@ def builds(tmp_path_factory, tiny_npz: Path) -> dict[str, Build]:
         ["train", "--data", str(tiny_npz), "--dir", str(cli / "run"), *recipe],
         ["export", "--dir", str(cli / "run"), "--int8", "--min-agreement", "0"],
     ]
-    run = Build(api, RUN_API, json.dumps({**TINY_RUN, "data": str(tiny_npz)}), str(api / "run"))
+    exported = {"int8": True, "min_agreement": 0.0}
+    run = Build(api, RUN_API, str(api / "run"), json.dumps({**TINY_RUN, "data": str(tiny_npz)}), json.dumps(exported))
     again = {
         "variants_run": {"mediapipe": True, "web": litertjs_installed()},  # --web where LiteRT.js is installed
         "micro_run": {"micro": True},
     }
     made = {"exported_run": run, "twin": Build(cli, RUN_COMMANDS, json.dumps(commands), after=run)}
     for name, options in again.items():
-        folder, options = tmp_path_factory.mktemp(name), {"int8": True, "min_agreement": 0.0, **options}
-        made[name] = Build(folder, EXPORT_API, json.dumps(options), str(folder / "run"), after=run, copy=True)
+        folder, options = tmp_path_factory.mktemp(name), {**exported, **options}
+        made[name] = Build(folder, RUN_API, str(folder / "run"), "null", json.dumps(options), after=run, copy=True)
     yield made
     for build in made.values():
         build.stop()
@@ -173,8 +167,7 @@ def start_builds(request, builds: dict[str, Build]) -> None:
     needed = {name for item in request.session.items for name in item.fixturenames}
     for name, build in builds.items():
         build.needed = name in needed
-    for build in builds.values():
-        if build.needed and (build.after is None or not build.after.needed):  # the others: see `exported_run`
+        if build.needed and build.after is None:  # the others: see `exported_run`
             build.start()
 
 
