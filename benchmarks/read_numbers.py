@@ -49,6 +49,7 @@ from lenet_edge.machine import loadavg, machine_info  # noqa: E402
 from lenet_edge.manifest import artifact_path, read_manifest  # noqa: E402
 from lenet_edge.reading import (  # noqa: E402
     MIXED_KEY,
+    MIXED_LINE_KEY,
     MIXED_VERIFIER_KEY,
     Classifier,
     LineReader,
@@ -322,7 +323,8 @@ MIXED_MODE = "with the piece verifier and the line model, mixed models"
 def model_pairs(run: Path) -> dict[str, tuple[Classifier, Classifier, LineReader]]:
     """The run's digit model, piece verifier and line model, kept loaded: "int8" (`export --int8`), and "mixed"
     when the run also has `export --mixed`'s pair (float32 first layers where int8 loses on the CPU it was
-    exported on), read with the same int8 line model, as `lenet-edge read` reads."""
+    exported on), read with its line model (`line_mixed.tflite`, the same float layers; a run exported before it
+    existed: the int8 one), as `lenet-edge read` reads."""
     manifest = read_manifest(run)
     models = {"int8": resolve_model(None, run)}
     if MIXED_VERIFIER_KEY in manifest.get("artifacts", {}):
@@ -343,6 +345,13 @@ def model_pairs(run: Path) -> dict[str, tuple[Classifier, Classifier, LineReader
 def mixed_layers(run: Path) -> str:
     """The float32 layers of the run's mixed verifier, as export recorded them ("c1 and c3")."""
     return " and ".join(read_manifest(run)["export"]["models"][MIXED_VERIFIER_KEY]["float_layers"])
+
+
+def mixed_line(run: Path) -> str:
+    """The line model the mixed models read with: `line_mixed.tflite` where `export --mixed` wrote it."""
+    if MIXED_LINE_KEY in read_manifest(run).get("artifacts", {}):
+        return "`line_mixed.tflite`"
+    return "the int8 line model (exported before `line_mixed.tflite` existed)"
 
 
 def machine() -> str:
@@ -497,9 +506,9 @@ def main() -> None:
         "it is sure enough of its own to overrule any other, the number is read without segmenting), as "
         "`lenet-edge read` reads a run trained with `--line-model` by default"
         + (
-            "; and a fourth time with the run's mixed models (`export --mixed`: `lenet5_mixed.tflite` and "
-            f"`verifier_mixed.tflite`, {mixed_layers(args.run)} in float32 and the rest int8, with the same int8 "
-            "line model, as `lenet-edge read --model RUN/lenet5_mixed.tflite` reads), which read "
+            "; and a fourth time with the run's mixed models (`export --mixed`: `lenet5_mixed.tflite`, "
+            f"`verifier_mixed.tflite` and {mixed_line(args.run)}, {mixed_layers(args.run)} in float32 and the rest "
+            "int8, as `lenet-edge read --model RUN/lenet5_mixed.tflite` reads), which read "
             f"{sum(a[3] == b[3] for a, b in zip(after, rows[MIXED_MODE], strict=True)):,} of the {n:,} numbers "
             "exactly as the int8 models do."
             if MIXED_MODE in rows

@@ -265,51 +265,57 @@ LINE_SEED = 103  # apart from the seeds `train` composes its numbers with (the r
 LINE_NUMBERS = 300  # numbers of the benched split's digits the line model reads
 
 
+# manifest key -> bench.json key of each line model `export` may write (`--mixed` adds the second)
+LINE_MODELS = {"line_int8_tflite": "line_model", "line_mixed_tflite": "line_mixed"}
+
+
 def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progress=None) -> dict[str, dict]:
-    """The run's line model on numbers composed of the benched split's digits: exact numbers and latency.
+    """The run's line models on numbers composed of the benched split's digits: exact numbers and latency.
 
     The numbers are made as for training (`line_model.training_lines`, another seed) from the digits
     of the split being benched, so on `--split test` no digit was seen in training; each digit at its
     height as written where the line model was trained so (the manifest's `written_heights`). Latency: one
     number's strip end to end (`reading.LineReader`: LiteRT with XNNPACK, one thread, as `read` runs
-    it), p50/p90 after warm-up. Returns `{"line_model": result}`, or {} for a run without one.
+    it), p50/p90 after warm-up. Returns bench.json key (`LINE_MODELS`) -> result, for each line model the
+    run has.
     """
     import time
 
     from .line_model import best_path, split_lines
     from .manifest import artifact_path
-    from .reading import LINE_KEY, LineReader
+    from .reading import LineReader
 
-    if LINE_KEY not in manifest.get("artifacts", {}):
+    keys = [key for key in LINE_MODELS if key in manifest.get("artifacts", {})]
+    if not keys:
         return {}
     say = progress or (lambda message: None)
     numbers = max(8, min(LINE_NUMBERS, len(split.labels) // 4))
     say(f"line model: composing {numbers} numbers of the split's digits")
     written = bool(manifest.get("line_model", {}).get("data", {}).get("written_heights"))
     strips, digits = split_lines(split, numbers, LINE_SEED, written)
-    path = artifact_path(run_dir, manifest, LINE_KEY)
-    reader = LineReader(path)
-    exact = np.mean([[d for d, *_ in best_path(reader(s))] == t.tolist() for s, t in zip(strips, digits, strict=True)])
-    say(f"line model: timing {path.name} on {config.runs} numbers")
+    results = {}
+    for key in keys:
+        path = artifact_path(run_dir, manifest, key)
+        reader = LineReader(path)
+        read = [[d for d, *_ in best_path(reader(s))] for s in strips]
+        say(f"line model: timing {path.name} on {config.runs} numbers")
 
-    def time_one(strip) -> int:
-        start = time.perf_counter_ns()
-        reader(strip)
-        return time.perf_counter_ns() - start
+        def time_one(strip, reader=reader) -> int:
+            start = time.perf_counter_ns()
+            reader(strip)
+            return time.perf_counter_ns() - start
 
-    timing = _percentiles(time_one, strips, config)
-    return {
-        "line_model": {
+        results[LINE_MODELS[key]] = {
             "file": path.name,
             "sha256": sha256_file(path),
             "bytes": path.stat().st_size,
             "numbers": int(numbers),
             "written_heights": written,
-            "exact": float(exact),
+            "exact": float(np.mean([r == t.tolist() for r, t in zip(read, digits, strict=True)])),
             "median_width_px": int(np.median([s.shape[1] for s in strips])),
-            **timing,
+            **_percentiles(time_one, strips, config),
         }
-    }
+    return results
 
 
 def reading_lines(entry: dict) -> list[str]:
@@ -321,8 +327,7 @@ def reading_lines(entry: dict) -> list[str]:
         f"p90 {v['p90_us']:.1f} µs (LiteRT, XNNPACK)"
         for v in (entry[name] for name in VERIFIERS.values() if name in entry)
     ]
-    if "line_model" in entry:
-        v = entry["line_model"]
+    for v in (entry[name] for name in LINE_MODELS.values() if name in entry):
         lines.append(
             f"Line model {v['file']} ({v['bytes']:,} bytes): {100 * v['exact']:.2f}% of {v['numbers']:,} held-out "
             f"numbers of 1-12 digits{' (at their heights as written)' if v.get('written_heights') else ''} "

@@ -63,6 +63,7 @@ TEACHER_FILE = "teacher_float32.tflite"
 VERIFIER_FILE = "verifier_int8.tflite"
 VERIFIER_MIXED_FILE = "verifier_mixed.tflite"
 LINE_FILE = "line_int8.tflite"
+LINE_MIXED_FILE = "line_mixed.tflite"
 VERIFIER_TFLM_PIECES = 200  # validation pieces the int8 verifier is also run on in TensorFlow Lite Micro
 VERIFIER_TFLM_STEPS = 1  # largest difference, in int8 output steps, allowed between TFLM and LiteRT's reference
 
@@ -363,11 +364,11 @@ def export_run(
     if config.mediapipe:
         say("converting the QAT model for MediaPipe's ImageClassifier (uint8 RGB in, probabilities out)")
         mediapipe = _mediapipe_variant(qat_model, results["int8_tflite"]["data"], card, val, say)
+    mixed_layers = results["mixed_tflite"]["float_layers"] if config.mixed else None
     if verifier_weights is not None:
-        mixed_layers = results["mixed_tflite"]["float_layers"] if config.mixed else None
         results.update(_verifier(verifier_weights, manifest, splits, config, say, mixed_layers))
     if line_weights is not None:
-        results["line_int8_tflite"] = _line_model(line_weights, run_dir, manifest, splits, config, say)
+        results.update(_line_models(line_weights, run_dir, manifest, splits, config, say, mixed_layers))
     if teacher_keras is not None:
         say("converting the distillation teacher to float32 TFLite (a reference for bench)")
         teacher = load_float(teacher_keras)
@@ -470,6 +471,7 @@ EXPORT_FILES = {
     "verifier_int8_tflite": VERIFIER_FILE,
     "verifier_mixed_tflite": VERIFIER_MIXED_FILE,
     "line_int8_tflite": LINE_FILE,
+    "line_mixed_tflite": LINE_MIXED_FILE,
     "c_header": f"{C_NAME}.h",
     "c_source": f"{C_NAME}.cc",
     **{key: f"{MICRO_DIR}/{name}" for key, name in MICRO_FILES.items()},
@@ -585,24 +587,38 @@ def _line_member_weights(run_dir: Path, manifest: dict) -> list[tuple[Path, floa
     return [(artifact_path(run_dir, manifest, member_keys(k)[1]), float(rate)) for k, rate in enumerate(rates)]
 
 
-def _line_model(
-    members: list[tuple[Path, float]], run_dir: Path, manifest: dict, splits: Mapping, config: ExportConfig, say
-) -> dict[str, Any]:
-    """line_int8.tflite: the QAT line model, full-integer int8, stored with input width `STORED_WIDTH`.
+def _line_models(
+    members: list[tuple[Path, float]],
+    run_dir: Path,
+    manifest: dict,
+    splits: Mapping,
+    config: ExportConfig,
+    say,
+    mixed_layers=None,
+) -> dict[str, dict[str, Any]]:
+    """line_int8.tflite (and with `mixed_layers`, line_mixed.tflite): the QAT line model, stored with input width
+    `STORED_WIDTH`, verified. Returns manifest key -> result.
 
     A line model of several members is one file: the members side by side on the same strip, one output
     each, so that each keeps its own int8 scale (`reading.LineReader` reads them together with
     `line_model.combined`; one output of their concatenated logits, on one scale, read 0.2% of the
-    validation numbers otherwise than the Keras members). Its validation numbers are composed
-    again from the validation split exactly as `train` made them; the int8 model must read the same
-    digits as the QAT Keras members on `min_agreement` of them. The parity's `top1_*` are the shares of
-    numbers each reads exactly (`line_model.best_path`).
+    validation numbers otherwise than the Keras members). line_int8.tflite is full-integer int8; in
+    line_mixed.tflite each member has as many leading float32 layers as the digit model's mixed model
+    (`mixed.same_depth`: the first convolutions, on one input channel, where int8 loses on x86), the rest
+    int8 with QAT's ranges: `read` pairs it with that model. Its validation numbers are composed again
+    from the validation split exactly as `train` made them; each file must read the same digits as the
+    Keras graph it is converted from on `min_agreement` of them: the QAT members, or for the mixed one the
+    members with their float layers not fake-quantized (its agreement with the QAT members is recorded
+    too, `agreement_with_qat`). The parity's `top1_*` are the shares of numbers each reads exactly
+    (`line_model.best_path`).
 
-    The conversion and its check took half of exporting the tests' tiny run, and give the same bytes for
+    The conversions and their checks took half of exporting the tests' tiny run, and give the same bytes for
     the same weights: a file an earlier export converted from the same `sources` (the members' weights, the
-    TensorFlow version) is kept as it is, with its recorded parity, when exporting again (say with --micro).
+    TensorFlow version, the float layers) is kept as it is, with its recorded parity, when exporting again
+    (say with --micro).
     """
-    from .line_model import FRAME, STORED_WIDTH, batch, best_path, combined, load_line_qat, validation_lines
+    from . import mixed
+    from .line_model import STORED_WIDTH, build_line_model
 
     sources = {
         "weights_sha256": [sha256_file(weights) for weights, _ in members],
@@ -610,11 +626,48 @@ def _line_model(
         "tensorflow": tf.__version__,
         "stored_width": STORED_WIDTH,
     }
-    kept = _converted_before(run_dir, manifest, "line_int8_tflite", sources)
-    if kept is not None:
-        say(f"keeping {LINE_FILE}: converted by an earlier export from the same member weights")
-        _check_line_agreement(kept["parity"], config)
-        return kept
+    wanted = {"line_int8_tflite": (LINE_FILE, None)}  # manifest key -> (file, float layers of a mixed one)
+    if mixed_layers is not None:
+        wanted["line_mixed_tflite"] = (LINE_MIXED_FILE, mixed.same_depth(mixed_layers, build_line_model()))
+    results = {}
+    for key, (file, layers) in wanted.items():
+        kept = _converted_before(run_dir, manifest, key, _line_sources(sources, layers))
+        if kept is not None:
+            say(f"keeping {file}: converted by an earlier export from the same member weights")
+            _check_line_agreement(file, kept["parity"], config)
+            results[key] = kept
+    todo = {key: wanted[key] for key in wanted if key not in results}
+    if todo:
+        results.update(_line_converted(todo, members, manifest, splits, config, say, sources))
+    return {key: results[key] for key in wanted}
+
+
+def _line_sources(sources: dict, layers) -> dict:
+    """What a line model file is converted from: the members' `sources`, and a mixed one's float layers."""
+    return sources if layers is None else {**sources, "float_layers": list(layers)}
+
+
+def _line_converted(
+    todo: dict,
+    members: list[tuple[Path, float]],
+    manifest: dict,
+    splits: Mapping,
+    config: ExportConfig,
+    say,
+    sources: dict,
+) -> dict[str, dict[str, Any]]:
+    """`_line_models`' files in `todo` (manifest key -> (file, float layers or None)), converted and verified."""
+    from . import mixed
+    from .line_model import (
+        FRAME,
+        STORED_WIDTH,
+        batch,
+        best_path,
+        build_line_model,
+        combined,
+        load_line_qat,
+        validation_lines,
+    )
     from .reading import LineReader
 
     made = manifest.get("line_model", {}).get("data", {})
@@ -622,8 +675,17 @@ def _line_model(
     say("composing the line model's validation numbers again")
     count = int(made.get("lines", {}).get("val", 8))
     strips, digits = validation_lines(splits["val"], count, seed, bool(made.get("written_heights")))
-    models = [load_line_qat(weights, dropout) for weights, dropout in members]
-    say(f"converting the QAT line model ({len(models)} member(s)) to full-integer int8 TFLite ({LINE_FILE})")
+    qat = [load_line_qat(weights, dropout) for weights, dropout in members]
+    truth = [d.tolist() for d in digits]
+
+    def read_keras(models) -> list[list[int]]:  # the members together, as `read` combines them
+        read = []
+        for strip in strips:
+            side_by_side = np.concatenate([m(batch([strip]), training=False).numpy()[0, 0] for m in models], axis=-1)
+            read.append([d for d, *_ in best_path(combined(side_by_side))])
+        return read
+
+    read_qat = read_keras(qat)
 
     def representative_dataset():  # QAT's ranges come from training: these only satisfy the converter
         for strip in strips[: config.calibration_size]:
@@ -632,55 +694,83 @@ def _line_model(
             x[0, :, :width, 0] = strip[:, :width] / 255.0
             yield [x]
 
+    results = {}
+    for key, (file, layers) in todo.items():
+        if layers is None:
+            say(f"converting the QAT line model ({len(qat)} member(s)) to full-integer int8 TFLite ({file})")
+            data = _integer_only(_line_converter(qat), representative_dataset, tf.int8)
+            info = inspect_tflite(data)
+            problems = _integer_only_problems(info)
+            if problems:
+                raise ModelError(f"{file} is not a full-integer int8 model: " + "; ".join(problems[:3]))
+            source = read_qat
+            extras = {
+                "quantization": {
+                    **io_quantization(info),
+                    "outputs": [{k: entry[k] for k in ("scale", "zero_point", "dtype")} for entry in info["outputs"]],
+                },
+                "ops": dict(sorted(Counter(op["op"] for op in info["ops"]).items())),
+            }
+        else:
+            say(f"converting the QAT line model with {', '.join(layers)} in float32, the rest int8 ({file})")
+            models = [
+                mixed.mixed_model(m, build_line_model(dropout), layers)
+                for m, (_, dropout) in zip(qat, members, strict=True)
+            ]
+            data = mixed.mixed_converted(_line_converter(models))
+            check = _float_then_int8(file, data, members=len(models))
+            # its float layers compute without QAT's fake quantization: checked against that Keras graph, the
+            # one it was converted from (the QAT members' agreement recorded beside it)
+            source = read_keras(models)
+            extras = {"float_layers": list(layers), "precision": check["precision"]}
+        say(f"comparing {file} with the Keras line model on {len(strips)} validation numbers")
+        reader = LineReader(data)
+        read_tflite = [[d for d, *_ in best_path(reader(strip))] for strip in strips]
+        agreement = {
+            "n": len(truth),
+            "top1_tflite": _share(read_tflite, truth),
+            "top1_keras": _share(source, truth),
+            "agreement": _share(read_tflite, source),
+            "disagreements": int(sum(a != b for a, b in zip(read_tflite, source, strict=True))),
+            **({} if source is read_qat else {"agreement_with_qat": _share(read_tflite, read_qat)}),
+        }
+        _check_line_agreement(file, agreement, config)
+        results[key] = {
+            "file": file,
+            "data": data,
+            "metadata": None,
+            **extras,
+            "parity": agreement,
+            "sources": _line_sources(sources, layers),
+            **_delegation(data),
+        }
+    return results
+
+
+def _share(read: list, other: list) -> float:
+    """The share of readings in `read` equal to `other`'s, in turn."""
+    return float(np.mean([a == b for a, b in zip(read, other, strict=True)]))
+
+
+def _line_converter(models: list) -> tf.lite.TFLiteConverter:
+    """A converter of the line model's `models` side by side (one output each), its input `STORED_WIDTH` wide:
+    a fixed width in the file (every runtime can load it as it is), which LiteRT resizes to each number's."""
+    from .line_model import FRAME, STORED_WIDTH
+
     def logits(x):  # one (B, 1, W/2, 11) output per member
         return tuple(m(x, training=False) for m in models) if len(models) > 1 else models[0](x, training=False)
 
     holder = tf.Module()
     holder.models = models  # keeps every member's variables alive for the converter
-    # a fixed width in the file (every runtime can load it as it is), which LiteRT resizes to each number's
     call = tf.function(logits)
     spec = tf.TensorSpec((1, FRAME, STORED_WIDTH, 1), tf.float32, name="line")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function(spec)], holder)
-    data = _integer_only(converter, representative_dataset, tf.int8)
-    info = inspect_tflite(data)
-    problems = _integer_only_problems(info)
-    if problems:
-        raise ModelError(f"{LINE_FILE} is not a full-integer int8 model: " + "; ".join(problems[:3]))
-    say(f"comparing {LINE_FILE} with the Keras line model on {len(strips)} validation numbers")
-    reader = LineReader(data)
-    read_tflite, read_keras = [], []
-    for strip in strips:
-        read_tflite.append([d for d, *_ in best_path(reader(strip))])
-        side_by_side = np.concatenate([m(batch([strip]), training=False).numpy()[0, 0] for m in models], axis=-1)
-        read_keras.append([d for d, *_ in best_path(combined(side_by_side))])
-    truth = [d.tolist() for d in digits]
-    agreement = {
-        "n": len(truth),
-        "top1_tflite": float(np.mean([a == t for a, t in zip(read_tflite, truth, strict=True)])),
-        "top1_keras": float(np.mean([a == t for a, t in zip(read_keras, truth, strict=True)])),
-        "agreement": float(np.mean([a == b for a, b in zip(read_tflite, read_keras, strict=True)])),
-        "disagreements": int(sum(a != b for a, b in zip(read_tflite, read_keras, strict=True))),
-    }
-    _check_line_agreement(agreement, config)
-    return {
-        "file": LINE_FILE,
-        "data": data,
-        "metadata": None,
-        "quantization": {
-            **io_quantization(info),
-            "outputs": [{k: entry[k] for k in ("scale", "zero_point", "dtype")} for entry in info["outputs"]],
-        },
-        "ops": dict(sorted(Counter(op["op"] for op in info["ops"]).items())),
-        "parity": agreement,
-        "sources": sources,
-        **_delegation(data),
-    }
+    return tf.lite.TFLiteConverter.from_concrete_functions([call.get_concrete_function(spec)], holder)
 
 
-def _check_line_agreement(agreement: dict, config: ExportConfig) -> None:
+def _check_line_agreement(file: str, agreement: dict, config: ExportConfig) -> None:
     if agreement["agreement"] < config.min_agreement:
         raise ModelError(
-            f"{LINE_FILE}: reads {agreement['agreement']:.4f} of {agreement['n']} validation numbers as the Keras "
+            f"{file}: reads {agreement['agreement']:.4f} of {agreement['n']} validation numbers as the Keras "
             f"line model does, below the required {config.min_agreement}"
         )
 
@@ -699,12 +789,12 @@ def _converted_before(run_dir: Path, manifest: dict, key: str, sources: dict) ->
     return {"file": entry["path"], "data": data, **{k: entry.get(k) for k in _ARTIFACT_KEYS}, **record}
 
 
-def _float_then_int8(file: str, data: bytes) -> dict[str, Any]:
+def _float_then_int8(file: str, data: bytes, members: int = 1) -> dict[str, Any]:
     """`mixed.verify_mixed` of a model about to be written as `file`, its error naming the file."""
     from . import mixed
 
     try:
-        return mixed.verify_mixed(data)
+        return mixed.verify_mixed(data, members)
     except ModelError as exc:
         raise ModelError(f"{file}: {exc}") from None
 
@@ -847,6 +937,16 @@ def format_summary(summary: Mapping) -> str:
             f"{line['file']}: the line model `read` checks its cuts with; it reads {100 * p['top1_tflite']:.2f}% of "
             f"{p['n']:,} validation numbers exactly (its 'val acc'), and the same digits as the QAT Keras model "
             f"on {100 * p['agreement']:.2f}%"
+        )
+    line = next((f for f in summary["files"] if f["key"] == "line_mixed_tflite"), None)
+    if line is not None:
+        p = line["parity"]
+        lines.append(
+            f"{line['file']}: the line model with {', '.join(line['float_layers'])} in float32 in each member, the "
+            f"rest int8; `lenet-edge read --model {summary['run_dir']}/{mixed['file']}` reads with it; it reads "
+            f"{100 * p['top1_tflite']:.2f}% of the validation numbers exactly, and the same digits as its Keras "
+            f"graph on {100 * p['agreement']:.2f}% (as the QAT one, whose fake quantization its float layers "
+            f"leave out, on {100 * p['agreement_with_qat']:.2f}%)"
         )
     metadata = next(iter(summary.get("metadata", {}).values()), None)
     if metadata:

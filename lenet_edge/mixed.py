@@ -104,7 +104,11 @@ def _role(layer, weight) -> tuple[str, str]:
 
 def convert_mixed(model: keras.Model) -> bytes:
     """float32 input, the float prefix, QUANTIZE, int8 layers, int8 output: the converter reads QAT's ranges."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    return mixed_converted(tf.lite.TFLiteConverter.from_keras_model(model))
+
+
+def mixed_converted(converter: tf.lite.TFLiteConverter) -> bytes:
+    """`convert_mixed` with a converter of the model(s) made already (several side by side: one output each)."""
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.inference_output_type = tf.int8  # the int8 model's output, argmax on the raw scores
     with warnings.catch_warnings():
@@ -120,8 +124,11 @@ def precision(model: ModelSource) -> list[dict[str, Any]]:
     return [{"index": int(op["index"]), "op": op["op_name"], "precision": k} for op, k in zip(ops, kinds, strict=True)]
 
 
-def verify_mixed(model: ModelSource) -> dict[str, Any]:
+def verify_mixed(model: ModelSource, members: int = 1) -> dict[str, Any]:
     """Check a mixed model: float32 input, float ops, exactly one QUANTIZE to int8, then int8 ops, int8 output.
+
+    A model of several `members` side by side on one input (the line model's) has a QUANTIZE and an int8
+    output per member: float ops before the first QUANTIZE, int8 ops after it but the other QUANTIZEs.
 
     Returns:
         `{"precision": precision(model), "float_ops", "int8_ops"}` (counts).
@@ -134,17 +141,16 @@ def verify_mixed(model: ModelSource) -> dict[str, Any]:
     problems = []
     if info["inputs"][0]["dtype"] != "float32":
         problems.append(f"input is {info['inputs'][0]['dtype']}, not float32")
-    if info["outputs"][0]["dtype"] != "int8":
-        problems.append(f"output is {info['outputs'][0]['dtype']}, not int8")
+    problems += [f"output is {out['dtype']}, not int8" for out in info["outputs"] if out["dtype"] != "int8"]
     switches = [r for r in rows if "->" in r["precision"]]
-    if [r["precision"] for r in switches] != ["float32->int8"] or switches[0]["op"] != "QUANTIZE":
+    if [(r["op"], r["precision"]) for r in switches] != [("QUANTIZE", "float32->int8")] * members:
         problems.append(
-            "expected one QUANTIZE float32->int8, found "
+            f"expected {members} QUANTIZE float32->int8, found "
             + (", ".join(f"{r['op']} {r['precision']}" for r in switches) or "none")
         )
     else:
         at = rows.index(switches[0])
-        before, after = rows[:at], rows[at + 1 :]
+        before, after = rows[:at], [r for r in rows[at + 1 :] if r not in switches]
         if not before or any(r["precision"] != "float32" for r in before):
             problems.append("the ops before the QUANTIZE are not all float32")
         if not after or any(r["precision"] != "int8" for r in after):

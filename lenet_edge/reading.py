@@ -49,6 +49,7 @@ from .verifier import scores as one_digit
 VERIFIER_KEY = "verifier_int8_tflite"  # the manifest entry of the piece verifier `export --int8` writes
 MIXED_KEY, MIXED_VERIFIER_KEY = "mixed_tflite", "verifier_mixed_tflite"  # `export --mixed`'s pair
 LINE_KEY = "line_int8_tflite"  # the manifest entry of the line model `export --int8` writes
+MIXED_LINE_KEY = "line_mixed_tflite"  # ... and `export --mixed`'s, paired with the mixed digit model
 MAX_PIXELS = 40_000_000  # largest image read accepts (40 MP, a large phone photo), checked before decoding
 MAX_DIGITS = 40  # more segments than this is not one number
 MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, so no number
@@ -177,14 +178,20 @@ def resolve_verifier(model: str | os.PathLike, log: Callable[[str], None] | None
                 "touching digits are cut by the digit model alone"
             )
         return None
-    mixed = artifacts.get(MIXED_KEY, {}).get("path") == Path(model).name and MIXED_VERIFIER_KEY in artifacts
-    return artifact_path(folder, manifest, MIXED_VERIFIER_KEY if mixed else VERIFIER_KEY)
+    return artifact_path(folder, manifest, _paired(model, artifacts, MIXED_VERIFIER_KEY, VERIFIER_KEY))
+
+
+def _paired(model: str | os.PathLike, artifacts: dict, mixed_key: str, key: str) -> str:
+    """`mixed_key` for the run's mixed digit model when the run has that file too (`export --mixed`), else `key`."""
+    mixed = artifacts.get(MIXED_KEY, {}).get("path") == Path(model).name and mixed_key in artifacts
+    return mixed_key if mixed else key
 
 
 def resolve_line_model(model: str | os.PathLike, log: Callable[[str], None] | None = None) -> Path | None:
     """The line model exported beside the digit model `model` (`line_int8.tflite`), or None.
 
-    Found, and sha256-checked, through the manifest in `model`'s directory, as `resolve_verifier`. Without
+    Found, and sha256-checked, through the manifest in `model`'s directory, as `resolve_verifier`:
+    `line_mixed.tflite` beside the run's mixed model, where `export --mixed` wrote one. Without
     one (a model without a manifest beside it, a run trained before the line model existed or for
     another architecture), `read` takes the segmentation's reading as it is (said through `log`).
 
@@ -194,11 +201,12 @@ def resolve_line_model(model: str | os.PathLike, log: Callable[[str], None] | No
     folder, manifest = _manifest_beside(model)
     if manifest is None:
         return None
-    if LINE_KEY not in manifest.get("artifacts", {}):
+    artifacts = manifest.get("artifacts", {})
+    if LINE_KEY not in artifacts:
         if log:
             log(f"{folder}: no line model (`lenet-edge train --line-model`, then `export --int8`, add one)")
         return None
-    return artifact_path(folder, manifest, LINE_KEY)
+    return artifact_path(folder, manifest, _paired(model, artifacts, MIXED_LINE_KEY, LINE_KEY))
 
 
 def read_array(

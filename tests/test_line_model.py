@@ -166,7 +166,7 @@ def test_export_composes_the_validation_numbers_as_train_did(tiny_npz, tmp_path,
     for written in (True, False):
         manifest = {"config": {"seed": 5}, "line_model": {"data": {"lines": {"val": 9}, "written_heights": written}}}
         with pytest.raises(RuntimeError, match="composed"):
-            conversion._line_model([], tmp_path, manifest, splits, ExportConfig(), lambda _: None)
+            conversion._line_models([], tmp_path, manifest, splits, ExportConfig(), lambda _: None)
     assert [(count, seed) for count, seed, _ in seen] == [(9, 6), (9, 6)]
     assert np.array_equal(seen[0][2], splits["val"].raw_shapes[:, 0]) and seen[1][2] is None
 
@@ -212,9 +212,9 @@ def test_the_members_file_reads_as_each_member_alone_combined(exported_run):
     splits = load_run_splits(manifest)[1]
     weights = [exported_run / manifest["artifacts"][key]["path"] for key in ("line_qat_weights", "line_qat_weights_1")]
     alone = [
-        conversion._line_model(
+        conversion._line_models(
             [(path, rate)], exported_run, manifest, splits, ExportConfig(min_agreement=0.0), lambda _: None
-        )
+        )["line_int8_tflite"]
         for path, rate in zip(weights, (0.0, 0.25), strict=True)
     ]
     assert [len(inspect_tflite(a["data"])["outputs"]) for a in alone] == [1, 1]
@@ -249,7 +249,7 @@ def test_exporting_again_keeps_the_line_model_converted_from_the_same_weights(ex
     after["export"]["models"]["line_int8_tflite"]["sources"]["tensorflow"] = "2.0.0"  # converted by another one
     members = conversion._line_member_weights(run, after)
     with pytest.raises(AssertionError, match="converted again"):
-        conversion._line_model(members, run, after, load_run_splits(after)[1], ExportConfig(), lambda _: None)
+        conversion._line_models(members, run, after, load_run_splits(after)[1], ExportConfig(), lambda _: None)
 
 
 def test_a_file_that_is_no_line_model_is_refused(exported_run):

@@ -125,7 +125,7 @@ def test_auto_keeps_the_fastest_candidate_measured_here(qat, exported_run, image
     assert [r["precision"] for r in mixed.precision(data)].count("float32->int8") == 1
 
 
-def test_export_and_bench_the_mixed_model(exported_run, tmp_path):
+def test_export_and_bench_the_mixed_model(exported_run, tmp_path, monkeypatch):
     run = copy_run(exported_run, tmp_path / "run")
     runner = CliRunner()
     result = runner.invoke(main, ["export", "--dir", str(run), "--float-layers", "c1,c3", "--min-agreement", "0"])
@@ -138,6 +138,9 @@ def test_export_and_bench_the_mixed_model(exported_run, tmp_path):
     paired = f"`lenet-edge read --model {run}/lenet5_mixed.tflite` cuts with it"
     assert f"verifier_mixed.tflite: the piece verifier with c1, c3 in float32, the rest int8; {paired}" in result.output
     check_mixed_verifier(run, manifest)
+    line = "line_mixed.tflite: the line model with c1, c3 in float32 in each member, the rest int8; "
+    assert line + f"`lenet-edge read --model {run}/lenet5_mixed.tflite` reads with it" in result.output
+    check_mixed_line_model(run, manifest, monkeypatch)
 
     config = BenchConfig(runs=20, warmup=2, batch_sizes=(1, 4), throughput_seconds=0.05, load_repeats=1, micro_runs=10)
     results, _ = bench_run(run, config, write=False)
@@ -147,9 +150,10 @@ def test_export_and_bench_the_mixed_model(exported_run, tmp_path):
     text = format_markdown(results)
     assert "- mixed: float32 (CONV_2D, MAX_POOL_2D, CONV_2D) -> QUANTIZE float32->int8 -> int8" in text
     assert "On this CPU ship " in results["targets"][0]["verdict"]
-    files = [results[key]["file"] for key in ("verifier", "verifier_mixed")]
-    assert files == ["verifier_int8.tflite", "verifier_mixed.tflite"]
-    assert "Piece verifier verifier_mixed.tflite" in text
+    files = [results[key]["file"] for key in ("verifier", "verifier_mixed", "line_model", "line_mixed")]
+    assert files == ["verifier_int8.tflite", "verifier_mixed.tflite", "line_int8.tflite", "line_mixed.tflite"]
+    assert "Piece verifier verifier_mixed.tflite" in text and "Line model line_mixed.tflite" in text
+    assert results["line_mixed"]["numbers"] == results["line_model"]["numbers"] > 0  # the same numbers
 
 
 def check_mixed_verifier(run, manifest):
@@ -170,6 +174,42 @@ def check_mixed_verifier(run, manifest):
     assert len(pieces) > 50 and np.abs(logits - keras_logits).max() <= tolerance
     clear = np.abs(keras_logits[:, 1] - keras_logits[:, 0]) > 2 * tolerance
     assert clear.sum() > 50 and (logits.argmax(1) == keras_logits.argmax(1))[clear].all()
+
+
+def check_mixed_line_model(run, manifest, monkeypatch):
+    """The line model's mixed file: each member with the digit model's float depth, read with the mixed models."""
+    from lenet_edge import conversion, line_model
+    from lenet_edge.line_model import FRAME
+    from lenet_edge.reading import LineReader, resolve_line_model
+
+    record = manifest["export"]["models"]["line_mixed_tflite"]
+    assert record["float_layers"] == ["c1", "c3"] and record["sources"]["float_layers"] == ["c1", "c3"]
+    assert record["parity"]["n"] == manifest["line_model"]["data"]["lines"]["val"]
+    assert record["parity"]["agreement"] >= 0.9  # with the Keras graph it was converted from
+    assert 0 <= record["parity"]["agreement_with_qat"] <= 1 and 0 <= record["parity"]["top1_tflite"] <= 1
+    path = run / "line_mixed.tflite"
+    kinds = [r["precision"] for r in mixed.verify_mixed(path, members=2)["precision"]]
+    assert kinds.count("float32") == 6 and kinds.count("float32->int8") == 2  # c1, s2, c3 of each member
+    with pytest.raises(ModelError, match="expected 1 QUANTIZE"):
+        mixed.verify_mixed(path)  # two members: a QUANTIZE each
+    assert resolve_line_model(run / "lenet5_mixed.tflite") == path
+    assert resolve_line_model(run / "lenet5_int8.tflite") == run / "line_int8.tflite"
+    strips = [np.random.default_rng(k).integers(0, 256, (FRAME, 96)).astype(np.uint8) for k in range(4)]
+    both = [LineReader(run / name) for name in ("line_int8.tflite", "line_mixed.tflite")]
+    for strip in strips:  # the same network: log-probabilities close, not equal (c1 and c3 not quantized)
+        int8, mixed_logp = (reader(strip) for reader in both)
+        assert int8.shape == mixed_logp.shape and np.abs(np.exp(int8) - np.exp(mixed_logp)).max() < 0.5
+        assert np.allclose(np.exp(mixed_logp).sum(axis=1), 1)
+
+    def converting(*args, **kwargs):
+        raise AssertionError("a line model was converted again")
+
+    monkeypatch.setattr(line_model, "load_line_qat", converting)  # exported again: both files kept as they are
+    members = conversion._line_member_weights(run, manifest)
+    splits = load_run_splits(manifest)[1]
+    kept = conversion._line_models(members, run, manifest, splits, ExportConfig(), lambda _: None, ("c1", "c3"))
+    assert [r["file"] for r in kept.values()] == ["line_int8.tflite", "line_mixed.tflite"]
+    assert kept["line_mixed_tflite"]["data"] == path.read_bytes()
 
 
 def test_bad_float_layers_is_a_usage_error(exported_run):

@@ -101,7 +101,8 @@ def predict(images, run_dir, model_path, top_k, as_json, batch_size, explain, qu
     "--line-model/--no-line-model",
     default=True,
     show_default=True,
-    help="Let the run's line model (line_int8.tflite beside the model), if it has one, check the cuts: it reads "
+    help="Let the run's line model (line_int8.tflite beside the model; line_mixed.tflite beside "
+    "lenet5_mixed.tflite), if it has one, check the cuts: it reads "
     "the whole number at once, and where it finds its own reading of it much more likely, its reading wins "
     "(where it is sure enough that no other reading could win, the cuts are not even made).",
 )

@@ -206,7 +206,8 @@ def run_splits(manifest: dict, source: str | None = None):
     "--mixed",
     is_flag=True,
     help="Also write lenet5_mixed.tflite: the first layers in float32 (those int8 loses on this CPU), "
-    "a QUANTIZE, the rest int8, from the QAT model; implies --int8.",
+    "a QUANTIZE, the rest int8, from the QAT model (and for `read`, the piece verifier and the line model "
+    "likewise: verifier_mixed.tflite, line_mixed.tflite); implies --int8.",
 )
 @click.option(
     "--float-layers",
