@@ -921,16 +921,17 @@ def format_summary(summary: Mapping) -> str:
             f"kTensorArenaSize {micro['arena_bytes']:,}; flash {micro['flash_bytes']:,} bytes; "
             f"{micro['macs_total']:,} MACs per image; sample {sample['digit']} read as {sample['predicted']}"
         )
-    mixed = next((f for f in summary["files"] if f["key"] == "mixed_tflite"), None)
+    by_key = {f["key"]: f for f in summary["files"]}
+    mixed = by_key.get("mixed_tflite")
     if mixed is not None:
         lines.append(_mixed_line(mixed))
-    verifier = next((f for f in summary["files"] if f["key"] == "verifier_mixed_tflite"), None)
+    verifier = by_key.get("verifier_mixed_tflite")
     if verifier is not None:
         lines.append(
             f"{verifier['file']}: the piece verifier with {', '.join(verifier['float_layers'])} in float32, "
             f"the rest int8; `lenet-edge read --model {summary['run_dir']}/{mixed['file']}` cuts with it"
         )
-    line = next((f for f in summary["files"] if f["key"] == "line_int8_tflite"), None)
+    line = by_key.get("line_int8_tflite")
     if line is not None:
         p = line["parity"]
         lines.append(
@@ -938,16 +939,8 @@ def format_summary(summary: Mapping) -> str:
             f"{p['n']:,} validation numbers exactly (its 'val acc'), and the same digits as the QAT Keras model "
             f"on {100 * p['agreement']:.2f}%"
         )
-    line = next((f for f in summary["files"] if f["key"] == "line_mixed_tflite"), None)
-    if line is not None:
-        p = line["parity"]
-        lines.append(
-            f"{line['file']}: the line model with {', '.join(line['float_layers'])} in float32 in each member, the "
-            f"rest int8; `lenet-edge read --model {summary['run_dir']}/{mixed['file']}` reads with it; it reads "
-            f"{100 * p['top1_tflite']:.2f}% of the validation numbers exactly, and the same digits as its Keras "
-            f"graph on {100 * p['agreement']:.2f}% (as the QAT one, whose fake quantization its float layers "
-            f"leave out, on {100 * p['agreement_with_qat']:.2f}%)"
-        )
+    if "line_mixed_tflite" in by_key:
+        lines.append(_line_mixed_line(by_key["line_mixed_tflite"], f"{summary['run_dir']}/{mixed['file']}"))
     metadata = next(iter(summary.get("metadata", {}).values()), None)
     if metadata:
         lines.append(
@@ -966,7 +959,7 @@ def format_summary(summary: Mapping) -> str:
             f"Web page in {summary['web']}/ (LiteRT.js, the int8 model): "
             f"`lenet-edge serve-web {summary['run_dir']}` and open the address it prints"
         )
-    int8 = next((f for f in summary["files"] if f["key"] == "int8_tflite"), None)
+    int8 = by_key.get("int8_tflite")
     if int8 is not None:
         p, q = int8["parity"], int8["quantization"]
         lines += [
@@ -979,6 +972,17 @@ def format_summary(summary: Mapping) -> str:
             "logits for the digits 0-9",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _line_mixed_line(entry: Mapping, mixed_model: str) -> str:
+    """What line_mixed.tflite is, what reads with it (`mixed_model`), and how it reads the validation numbers."""
+    p = entry["parity"]
+    return (
+        f"{entry['file']}: the line model with {', '.join(entry['float_layers'])} in float32 in each member, the "
+        f"rest int8; `lenet-edge read --model {mixed_model}` reads with it; it reads {100 * p['top1_tflite']:.2f}% "
+        f"of the validation numbers exactly, and the same digits as its Keras graph on {100 * p['agreement']:.2f}% "
+        f"(as the QAT one, whose fake quantization its float layers leave out, on {100 * p['agreement_with_qat']:.2f}%)"
+    )
 
 
 def _mixed_line(entry: Mapping) -> str:
