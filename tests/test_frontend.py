@@ -28,6 +28,7 @@ from lenet_edge.data.frontend import (
     run_frontend,
 )
 from lenet_edge.data.preprocess import preprocess, preprocess_many
+from lenet_edge.data.rules import _could_span, _spanning
 from lenet_edge.data.synthetic import synthetic_splits
 
 PAGE = 240  # px, side of a generated photo
@@ -188,6 +189,36 @@ def test_a_long_stroke_alone_is_not_a_rule():
         assert kept_rows[-1] - kept_rows[0] >= 0.9 * size * stages.page.scale, size  # the whole stem kept
     ruled = run_frontend(wob(photo(stem, size=90, extra=[line_through(0.3), line_through(0.7)])))
     assert ruled.page.removed.any() and ruled.digit.count == 1  # the rules across it still go
+
+
+def test_the_quick_span_test_never_misses_a_spanning_component():
+    """`_could_span` (runs of inked columns and rows) lets the labelling be skipped only where no component
+    crosses: on random strokes and on lines of spaced and of touching digits it is never False where
+    `_spanning` finds one, and on spaced digits it does skip the labelling."""
+    rng = np.random.default_rng(3)
+    masks = []
+    for _ in range(300):
+        h, w = rng.integers(8, 60, size=2)
+        mask = np.zeros((h, w), np.uint8)
+        for _ in range(rng.integers(1, 6)):
+            cv2.line(
+                mask,
+                tuple(int(v) for v in rng.integers(-5, w + 5, 2)),
+                (int(rng.integers(-5, w + 5)), int(rng.integers(-5, h + 5))),
+                1,
+                int(rng.integers(1, 3)),
+            )
+        masks.append(mask.astype(bool))
+    spaced = np.zeros((40, 200), bool)
+    for x in range(10, 190, 30):
+        spaced[8:32, x : x + 20] = True
+    touching = spaced.copy()
+    touching[20, 10:190] = True
+    masks += [spaced, touching]
+    for mask in masks:
+        if _spanning(mask)[1].any():
+            assert _could_span(mask)
+    assert not _could_span(spaced) and _could_span(touching) and _spanning(touching)[1].any()
 
 
 def test_a_broken_stroke_stays_one_digit(digits):

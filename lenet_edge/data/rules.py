@@ -71,6 +71,20 @@ def _spanning(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return stats, (stats[:, cv2.CC_STAT_WIDTH] >= SPAN * w) | (stats[:, cv2.CC_STAT_HEIGHT] >= SPAN * h)
 
 
+def _could_span(mask: np.ndarray) -> bool:
+    """Could a component of `mask` cross `SPAN` of it (`_spanning`)? Without labelling it: a connected
+    component covers an unbroken run of columns and one of rows, so one that crosses needs a run of inked
+    columns (or rows) that long. On a line of spaced digits neither exists, and the labelling is not needed."""
+    h, w = mask.shape
+    return _longest_run(mask.any(axis=0)) >= SPAN * w or _longest_run(mask.any(axis=1)) >= SPAN * h
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    """The length of the longest run of True in a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], flags, [False]]).astype(np.int8)))
+    return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
+
+
 def frames_a_digit(ink: np.ndarray) -> bool:
     """On a clean image, are there straight runs that are rules around a digit, not the digit's own strokes?
 
@@ -82,7 +96,7 @@ def frames_a_digit(ink: np.ndarray) -> bool:
     no rule can (a rule lies inside one), and the rule search, ~100x dearer on
     a wide line of digits, is skipped.
     """
-    if not _spanning(ink)[1].any():
+    if not _could_span(ink) or not _spanning(ink)[1].any():
         return False
     lines = np.logical_or(*find_rules(ink)[:2])
     if not lines.any():
