@@ -107,9 +107,8 @@ def line_image(
     ids = [label for g in groups for label in g.labels]
     wanted = np.zeros(max(ids) + 2, bool)  # component label -> kept; every label above them -> the last, False
     wanted[ids] = True
-    window = labels[r0:r1, x0:x1]
-    kept = wanted[np.minimum(window, len(wanted) - 1)]
-    crop = np.pad(np.where(kept, gray[r0:r1, x0:x1], 0), ((r0 - top, bottom - r1), (0, 0)))
+    kept = np.take(wanted, labels[r0:r1, x0:x1], mode="clip")
+    crop = np.pad(gray[r0:r1, x0:x1] * kept, ((r0 - top, bottom - r1), (0, 0)))
     strip = cv2.resize(crop, (width, FRAME), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     pixels = np.zeros((FRAME, padded), np.uint8)
     pixels[:, MARGIN : MARGIN + width] = strip
@@ -221,17 +220,20 @@ def log_likelihood(logp: np.ndarray, digits: Sequence[int]) -> float:
     """
     states = np.full(2 * len(digits) + 1, BLANK)
     states[1::2] = digits
-    skip = np.zeros(len(states), bool)  # a state reachable from two back
-    skip[2:] = (states[2:] != BLANK) & (states[2:] != states[:-2])
+    # 0 where a state may be reached from two back, -inf where not (adding it leaves the other term alone)
+    skip = np.full(max(len(states) - 2, 0), -np.inf)
+    skip[(states[2:] != BLANK) & (states[2:] != states[:-2])] = 0.0
+    emit = logp[:, states]  # (T, states)
     alpha = np.full(len(states), -np.inf)
-    alpha[0] = logp[0, BLANK]
-    if len(states) > 1:
-        alpha[1] = logp[0, states[1]]
-    for t in range(1, len(logp)):
-        step = alpha.copy()
-        step[1:] = np.logaddexp(step[1:], alpha[:-1])
-        step[2:] = np.where(skip[2:], np.logaddexp(step[2:], alpha[:-2]), step[2:])
-        alpha = step + logp[t, states]
+    alpha[:2] = emit[0, :2]
+    step, two_back = np.empty_like(alpha), np.empty_like(skip)
+    for t in range(1, len(emit)):  # in place: a frame's few NumPy calls, not its allocations, are the cost
+        step[0] = alpha[0]
+        np.logaddexp(alpha[1:], alpha[:-1], out=step[1:])
+        np.add(alpha[:-2], skip, out=two_back)
+        np.logaddexp(step[2:], two_back, out=step[2:])
+        step += emit[t]
+        alpha, step = step, alpha
     return float(np.logaddexp(alpha[-1], alpha[-2]) if len(states) > 1 else alpha[-1])
 
 
