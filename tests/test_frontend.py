@@ -19,15 +19,17 @@ from lenet_edge.cli import main
 from lenet_edge.data import load_dataset
 from lenet_edge.data.folders import load_image, load_image_folder
 from lenet_edge.data.frontend import (
+    CLEAN_BACKGROUND_MAX,
     NoDigitError,
     SeveralDigitsError,
+    _background_is_black,
     clean_page,
     digit_image,
     digit_images,
     find_digit,
     run_frontend,
 )
-from lenet_edge.data.preprocess import preprocess, preprocess_many
+from lenet_edge.data.preprocess import INK_THRESHOLD, preprocess, preprocess_many
 from lenet_edge.data.rules import _could_span, _spanning
 from lenet_edge.data.synthetic import synthetic_splits
 
@@ -189,6 +191,25 @@ def test_a_long_stroke_alone_is_not_a_rule():
         assert kept_rows[-1] - kept_rows[0] >= 0.9 * size * stages.page.scale, size  # the whole stem kept
     ruled = run_frontend(wob(photo(stem, size=90, extra=[line_through(0.3), line_through(0.7)])))
     assert ruled.page.removed.any() and ruled.digit.count == 1  # the rules across it still go
+
+
+def test_the_background_test_is_the_mean_of_the_non_ink_pixels():
+    """`_background_is_black` from the histogram decides as the plain mean of the pixels up to
+    `INK_THRESHOLD` does, on small images of every kind and on one past float32's exact counts."""
+    rng = np.random.default_rng(4)
+    images = []
+    for _ in range(500):
+        h, w = rng.integers(1, 30, 2)
+        image = np.clip(rng.normal(rng.uniform(0, 12), rng.uniform(0, 10), (h, w)), 0, 255).astype(np.uint8)
+        image[rng.random((h, w)) < rng.uniform(0, 1)] = rng.integers(0, 256)
+        images.append(image)
+    large = np.zeros((4097, 4097), np.uint8)
+    large[::7], large[::3] = 9, 200
+    for image in [*images, large, np.full((5, 5), 255, np.uint8)]:
+        background = image[image <= INK_THRESHOLD]
+        expected = background.size == 0 or float(background.mean()) <= CLEAN_BACKGROUND_MAX
+        assert _background_is_black(image) == expected
+    assert sum(_background_is_black(image) for image in images) not in (0, len(images))
 
 
 def test_the_quick_span_test_never_misses_a_spanning_component():
