@@ -26,15 +26,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .config import READ_MIN_CONFIDENCE
 from .data.folders import load_image
-from .data.frontend import clean_page, ink_image
+from .data.frontend import Page, clean_page, ink_image
+from .data.preprocess import INK_THRESHOLD
 from .errors import DataError, ModelError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
 from .line_model import CLASSES as LINE_CLASSES
@@ -56,6 +58,9 @@ MAX_INK_SHARE = 0.5  # ink over more than half the image: no paper to write on, 
 BATCH_STEP = 4  # interpreter batches are multiples of this (a chunk of pieces padded up to the next one)
 MAX_BATCH = 16  # pieces per interpreter call at most: per image, larger batches are no faster
 NO_INK = "no ink (a blank image, or only lines or an empty box)"
+READ_HEIGHT = 48  # px: a clean image whose writing is taller is read shrunk to this height (`_shrunk`)
+CORE_ROWS = 0.2  # the writing's height, before any labelling: its rows with this share of the busiest row's ink
+WRITING_SHARE = 0.75  # ... and a line of writing leaves paper above or below it: at most this share of the rows
 MIN_CONFIDENCE = READ_MIN_CONFIDENCE  # default: a segment the model is less sure of than this is no digit
 
 
@@ -233,7 +238,7 @@ def read_array(
         there is no number.
     """
     config = config or SegmentConfig()
-    page = clean_page(gray)  # the photo front end `predict` uses: lighting, rules and frames
+    page = _shrunk(clean_page(gray))  # the photo front end `predict` uses: lighting, rules and frames
     ink = page.ink
     share = float(ink.mean()) if ink.size else 0.0
     if share == 0:
@@ -262,6 +267,33 @@ def read_array(
     if len(read) > MAX_DIGITS:
         return _too_many_marks(len(read))
     return _record(read, confidence, [_input_box(b, page.scale, gray.shape) for b in boxes], min_confidence)
+
+
+def _shrunk(page: Page) -> Page:
+    """A clean page whose writing is taller than `READ_HEIGHT` px, shrunk to that height (area averaging, the
+    ink again the pixels above `INK_THRESHOLD`); any other page as it is.
+
+    The models see no more than that: the line model reads the line 20 px tall and the digit model each piece
+    in a 20 px box, while labelling and cropping cost time in proportion to the pixels. The writing's height
+    is taken before any labelling, from the rows holding at least `CORE_ROWS` of the busiest row's ink
+    (0.76-1.07x the segmentation's H on 90% of numbers of training digits). Photos are already brought to
+    a working size by `clean_page`. Ink over more than `WRITING_SHARE` of the rows is no line of writing (a
+    page of noise, which averaging would make solid): it is read as it is, where its marks can be counted.
+    `READ_HEIGHT` was chosen on numbers of validation digits: at 48 px they
+    read as well as at full size (9,316 against 9,311 of 9,600 exactly), where 40 px lost some (9,306).
+    """
+    if not page.clean or not page.ink.any():
+        return page
+    rows = np.count_nonzero(page.ink, axis=1)
+    height = int(np.count_nonzero(rows >= CORE_ROWS * rows.max()))
+    if height <= READ_HEIGHT or height > WRITING_SHARE * len(rows):
+        return page
+    scale = READ_HEIGHT / height
+    h, w = page.flattened.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    flattened = cv2.resize(page.flattened, size, interpolation=cv2.INTER_AREA)
+    ink = flattened > INK_THRESHOLD
+    return replace(page, flattened=flattened, ink=ink, removed=np.zeros_like(ink), scale=scale)
 
 
 @dataclass(frozen=True)

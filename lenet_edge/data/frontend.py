@@ -76,7 +76,7 @@ class Page:
     flattened: np.ndarray  # uint8, ink bright on black, lighting divided out
     ink: np.ndarray  # bool, binarized ink with the rules removed
     removed: np.ndarray  # bool, pixels removed as rules (ruled lines, frames)
-    scale: float  # working size / input size (1.0 unless the input was larger than WORK_PIXELS)
+    scale: float  # working size / input size (below 1 for a photo over WORK_PIXELS, or tall writing `read` shrinks)
     clean: bool  # the input was already a clean digit image (black background, no rule)
     threshold: int  # the binarization threshold used on `flattened`
 
