@@ -67,6 +67,7 @@ LENGTHS = tuple(range(4, 12))
 SCALE = (0.8, 2.5)
 MARGIN = 12  # px of paper around the number before scaling
 TIMED_NUMBERS = 50  # different 11-digit numbers timed per layout and scale
+TIMED_SCALES = (1.0, 2.5, 5.0)  # as scanned (Hoda: 200 dpi), the largest scale read above, and a 1,000 dpi scan
 TIMING_ROUNDS = 6  # reads of each
 
 
@@ -252,7 +253,7 @@ class Timed:
 
 def time_numbers(images, labels, pairs: dict, seed: int) -> dict:
     """How long reading one 11-digit number takes with each set of models (`pairs`: name -> (digit classifier,
-    verifier, line model or None)): `TIMED_NUMBERS` different numbers per layout and scale (1.0 and 2.5), each
+    verifier, line model or None)): `TIMED_NUMBERS` different numbers per layout and scale (`TIMED_SCALES`), each
     read `TIMING_ROUNDS` times, every number and set interleaved in each round. Returns (set name, layout and
     scale) -> (p50 ms, p90 ms, median image shape, median pieces classified over the numbers that were segmented,
     p50 ms inside the models' calls, how many of the numbers were segmented: not those the line model alone read)."""
@@ -263,7 +264,7 @@ def time_numbers(images, labels, pairs: dict, seed: int) -> dict:
         for _ in range(TIMED_NUMBERS):
             idx = rng.integers(0, len(images), size=11)
             lines.append(compose([images[i] for i in idx], layout, rng)[0])
-        for scale in (1.0, 2.5):
+        for scale in TIMED_SCALES:
             cases[f"{layout}, {scale}x"] = [to_white_on_black(render(line, scale, True, rng)) for line in lines]
     runs = [(pair, name, k) for name in cases for k in range(TIMED_NUMBERS) for pair in pairs]
     pieces = dict.fromkeys(runs, 0)
@@ -635,7 +636,7 @@ def main() -> None:
         "## Time to read one 11-digit number",
         "",
         "End to end from the grayscale array, as `lenet-edge read` reads: the front end's clean-image test and "
-        "ink mask, the shrinking of tall writing (the 2.5x numbers), the connected components, the number's "
+        "ink mask, the shrinking of tall writing (the 2.5x and 5x numbers), the connected components, the number's "
         "strip and one call of the line model with the "
         "likelihood of its reading; then, unless that settles it, the segmentation (cut candidates, "
         "preprocessing of every candidate piece: each group whole, and each piece a group not surely one digit "
