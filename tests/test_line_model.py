@@ -5,6 +5,8 @@ numerics, the plumbing and the contract whatever the model learnt; how much it
 helps is measured by benchmarks/read_numbers.py on Hoda.
 """
 
+import math
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from lenet_edge.line_model import (
     LINE_HEIGHT,
     STRIDE,
     WIDTH_STEP,
+    LineImage,
     best_path,
     build_line_model,
     combined,
@@ -349,6 +352,40 @@ def test_beyond_overruling_means_no_other_reading_comes_within_the_margin():
                 assert log_likelihood(logp, other) < whole.likelihood - margin
                 checked += 1
     assert checked > 500
+
+
+def test_a_line_readings_boxes_are_the_kept_ink_in_each_digits_columns():
+    """Each box of `LineReading.reading` is the extent of the kept ink in the columns its frames span (from
+    halfway to the previous digit's to halfway to the next one's), or, in a gap without ink, those columns
+    (at least one) over the rows of the line's ink."""
+    rng = np.random.default_rng(5)
+    gaps = 0
+    for _ in range(200):
+        h, w = int(rng.integers(5, 40)), int(rng.integers(20, 200))
+        ink = rng.random((h, w)) < rng.uniform(0.0, 0.2)
+        ink[:, rng.integers(0, w, size=int(rng.integers(0, w)))] = False  # empty columns, some whole gaps
+        ink[int(rng.integers(0, h)), int(rng.integers(0, w))] = True  # the line has some ink
+        t = int(rng.integers(4, 60))
+        logits = rng.normal(0, 1, (t, CLASSES))
+        logits[np.arange(t), rng.integers(0, CLASSES, t)] += 8
+        origin = (int(rng.integers(0, 50)), int(rng.integers(0, 50)))
+        strip = LineImage(
+            np.zeros((FRAME, 2 * t), np.uint8), origin[1] + rng.uniform(0, 9), rng.uniform(0.3, 3), ink, origin
+        )
+        whole = LineReading(strip, log_softmax(logits), 4.0)
+        digits, _, boxes = whole.reading()
+        centres = [(a + b) / 2 for _, a, b, _ in whole.own]
+        bounds = [0.0, *((a + b) / 2 for a, b in zip(centres[:-1], centres[1:], strict=True)), t - 1.0]
+        assert len(boxes) == len(digits)
+        for (x0, y0, x1, y1), start, end in zip(boxes, bounds[:-1], bounds[1:], strict=True):
+            a, b = strip.columns(math.floor(start), math.ceil(end))
+            window = ink[:, a - origin[1] : b - origin[1]]
+            if window.any():
+                rows, cols = np.flatnonzero(window.any(axis=1)), np.flatnonzero(window.any(axis=0))
+            else:
+                rows, cols, gaps = np.flatnonzero(ink.any(axis=1)), np.arange(max(1, b - a)), gaps + 1
+            assert (x0, y0, x1, y1) == (a + cols[0], origin[0] + rows[0], a + cols[-1] + 1, origin[0] + rows[-1] + 1)
+    assert gaps > 10
 
 
 def test_read_uses_the_runs_line_model_unless_told_not_to(exported_run, tmp_path, monkeypatch):
