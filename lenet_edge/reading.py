@@ -30,12 +30,11 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .config import READ_MIN_CONFIDENCE
 from .data.folders import load_image
-from .data.frontend import Page, clean_page, ink_image
+from .data.frontend import Page, clean_page, ink_image, shrunk_by
 from .data.preprocess import INK_THRESHOLD
 from .errors import DataError, ModelError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
@@ -296,9 +295,7 @@ def _shrunk(page: Page) -> Page:
     if height <= READ_HEIGHT or height > WRITING_SHARE * len(rows):
         return page
     scale = READ_HEIGHT / height
-    h, w = page.flattened.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    flattened = cv2.resize(page.flattened, size, interpolation=cv2.INTER_AREA)
+    flattened = shrunk_by(page.flattened, scale)
     ink = flattened > INK_THRESHOLD
     return replace(page, flattened=flattened, ink=ink, removed=np.zeros_like(ink), scale=scale)
 

@@ -108,8 +108,7 @@ def clean_page(image: np.ndarray) -> Page:
             return Page(image, ink, np.zeros_like(ink), 1.0, True, INK_THRESHOLD)
     scale = min(1.0, math.sqrt(WORK_PIXELS / image.size))
     if scale < 1.0:
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        image = shrunk_by(image, scale)
     if np.median(image) > 127:  # mostly bright: dark ink on paper that the border test took for a scan
         image = 255 - image
     flattened = flatten(image)
@@ -128,6 +127,12 @@ def clean_page(image: np.ndarray) -> Page:
     if lines.any():
         ink = drop_residues(remove_rules(ink, horizontal, vertical, thickness), lines)
     return Page(flattened, ink, lines & ~ink, scale, False, threshold)
+
+
+def shrunk_by(image: np.ndarray, scale: float) -> np.ndarray:
+    """`image` made `scale` (< 1) times its size by area averaging, each side at least 1 px."""
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def flatten(image: np.ndarray) -> np.ndarray:
