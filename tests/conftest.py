@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real Hoda data lives, and quiet TensorFlow."""
+"""Shared fixtures: where the real Hoda data lives, and quiet TensorFlow; and a stand-in line model."""
 
 import json
 import os
@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from lenet_edge.line_model import BLANK, CLASSES, STRIDE, log_softmax
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -295,3 +298,25 @@ def chromium():
     needs("LiteRT.js", litertjs_installed(), "`npm ci --prefix lenet_edge/web` (.ci/run runs it)")
     with Chromium() as browser:
         yield browser
+
+
+def frames(*classes, sure=8.0):
+    """(T, 11) log-probabilities whose most likely class at frame t is classes[t] (by `sure` nats)."""
+    logits = np.zeros((len(classes), CLASSES))
+    logits[np.arange(len(classes)), classes] = sure
+    return log_softmax(logits)
+
+
+class Line:
+    """A stand-in line model reading `digits` along the strip, `sure` nats above the rest at their frames."""
+
+    def __init__(self, digits, sure=8.0):
+        self.digits, self.sure, self.calls = digits, sure, 0
+
+    def __call__(self, pixels):
+        self.calls += 1
+        classes = [BLANK] * (pixels.shape[1] // STRIDE)
+        ink = np.flatnonzero((pixels > 64).any(axis=0)) // STRIDE
+        for k, d in enumerate(self.digits):  # spread over the ink's frames
+            classes[ink[0] + (k + 1) * (ink[-1] - ink[0]) // (len(self.digits) + 1)] = d
+        return frames(*classes, sure=self.sure)

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import Line, frames
 
 from lenet_edge.line_model import (
     BLANK,
@@ -29,13 +30,6 @@ from lenet_edge.line_model import (
 from lenet_edge.manifest import read_manifest
 from lenet_edge.reading import LineReader, LineReading, read_array
 from lenet_edge.segment import SegmentConfig
-
-
-def frames(*classes, sure=8.0):
-    """(T, 11) log-probabilities whose most likely class at frame t is classes[t] (by `sure` nats)."""
-    logits = np.zeros((len(classes), CLASSES))
-    logits[np.arange(len(classes)), classes] = sure
-    return log_softmax(logits)
 
 
 def test_log_likelihood_is_tensorflows_ctc_loss():
@@ -269,21 +263,6 @@ class Sure:
         probs = np.full((len(images), 10), 0.01)
         probs[:, 3] = 0.91
         return probs
-
-
-class Line:
-    """A stand-in line model reading `digits` along the strip, `sure` nats above the rest at their frames."""
-
-    def __init__(self, digits, sure=8.0):
-        self.digits, self.sure, self.calls = digits, sure, 0
-
-    def __call__(self, pixels):
-        self.calls += 1
-        classes = [BLANK] * (pixels.shape[1] // STRIDE)
-        ink = np.flatnonzero((pixels > 64).any(axis=0)) // STRIDE
-        for k, d in enumerate(self.digits):  # spread over the ink's frames
-            classes[ink[0] + (k + 1) * (ink[-1] - ink[0]) // (len(self.digits) + 1)] = d
-        return frames(*classes, sure=self.sure)
 
 
 def test_the_line_model_overrules_the_segmentation_only_when_much_surer():

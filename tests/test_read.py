@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import Line
 from PIL import Image
 
 import lenet_edge as le
@@ -24,8 +25,6 @@ from lenet_edge.cli import main
 from lenet_edge.data.frontend import clean_page
 from lenet_edge.data.preprocess import INK_THRESHOLD
 from lenet_edge.data.synthetic import generate_numbers
-from lenet_edge.line_model import BLANK
-from lenet_edge.line_model import CLASSES as LINE_CLASSES
 from lenet_edge.manifest import PERSIAN_DIGITS
 from lenet_edge.reading import (
     BATCH_STEP,
@@ -193,15 +192,6 @@ def test_numbers_photographed_on_ruled_paper_in_a_shadow_are_segmented_as_scans(
             assert abs(centre - (clean["box"][0] + clean["box"][2]) / 2) < 1.5
 
 
-class BlankLine:
-    """A line model that reads no digit anywhere: `read_array` then stands by the segmentation's reading."""
-
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        logp = np.full((pixels.shape[1] // 2, LINE_CLASSES), -30.0)
-        logp[:, BLANK] = 0.0
-        return logp
-
-
 def test_with_a_line_model_large_clean_writing_is_read_at_the_reading_height():
     """A clean scan enlarged 4x is read shrunk to `READ_HEIGHT` when a line model reads too (the same digits
     as the scan itself), its boxes in the enlarged image's own pixels; writing no taller than that, and any
@@ -215,7 +205,7 @@ def test_with_a_line_model_large_clean_writing_is_read_at_the_reading_height():
         rows = np.count_nonzero(shrunk.ink, axis=1)
         assert shrunk.scale < 1 and abs(np.count_nonzero(rows >= 0.2 * rows.max()) - READ_HEIGHT) <= 0.15 * READ_HEIGHT
         scan = read_array(number, Uniform(), min_confidence=0)
-        for line in (BlankLine(), None):
+        for line in (Line([]), None):
             got = read_array(large, Uniform(), min_confidence=0, line=line)
             assert len(got["digits"]) == len(scan["digits"]) == len(text)
             for seen, clean in zip(got["digits"], scan["digits"], strict=True):
@@ -224,7 +214,7 @@ def test_with_a_line_model_large_clean_writing_is_read_at_the_reading_height():
                 assert abs((x0 + x1) / 8 - (clean["box"][0] + clean["box"][2]) / 2) < 1.5
     noise = (np.random.default_rng(0).random((300, 400)) < 0.3).astype(np.uint8) * 255
     assert _shrunk(clean_page(noise)).scale == 1.0  # ink across every row: no line of writing to shrink
-    assert read_array(noise, Uniform(), line=BlankLine())["error"].startswith("not a number: ")
+    assert read_array(noise, Uniform(), line=Line([]))["error"].startswith("not a number: ")
 
 
 def test_cli_human_and_json_output(exported_run, tmp_path):
