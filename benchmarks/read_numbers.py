@@ -383,20 +383,14 @@ def spread(sets: dict[int, dict[str, list]]) -> list[tuple]:
     stats = []
     for mode in next(iter(sets.values())):
         models = "mixed" if mode == MIXED_MODE else "int8"
-        for seed, by_mode in sets.items():
-            stats += [
-                (f"{layout}, {models}, seed {seed}", *rest) for layout, *rest in summarise(by_mode[mode], _layout)
-            ]
+        groups = {f"seed {seed}": by_mode[mode] for seed, by_mode in sets.items()}
         if len(sets) > 1:
-            pooled = [row for by_mode in sets.values() for row in by_mode[mode]]
-            stats += [
-                (f"{layout}, {models}, all {len(sets)} sets", *rest) for layout, *rest in summarise(pooled, _layout)
-            ]
-    return sorted(stats, key=lambda s: (s[0].split(",")[1], s[0].split(",")[0]))
-
-
-def _layout(row: tuple) -> str:
-    return row[0]
+            groups[f"all {len(sets)} sets"] = [row for rows in groups.values() for row in rows]
+        figures = {
+            name: {layout: rest for layout, *rest in summarise(rows, lambda r: r[0])} for name, rows in groups.items()
+        }
+        stats += [(f"{layout}, {models}, {name}", *figures[name][layout]) for layout in LAYOUTS for name in groups]
+    return stats
 
 
 def table(title: str, stats: list[tuple]) -> list[str]:
