@@ -37,6 +37,8 @@ from pathlib import Path
 
 from common import DEFAULT_HODA, HERE, hoda_runs, machine_line, percent, portable, run, run_loaded
 
+from lenet_edge.fileio import atomic_write_text
+
 
 def without_micro(bench_md: str) -> str:
     """bench.md without its TensorFlow Lite Micro section (the verdict after it stays)."""
@@ -281,7 +283,7 @@ def main() -> None:
     env = {**os.environ, "LENET_EDGE_CACHE": str(cache)}
     loads = data_load_times(args.data, env, log)
     results = [pipeline(arch, recipe, args.data, runs_dir, env, args.runs, log) for arch, recipe in RUNS]
-    args.out.write_text(portable(render(results, loads, args.data)), encoding="utf-8")
+    atomic_write_text(args.out, portable(render(results, loads, args.data)))
     figures = HERE / "figures"  # the plots the README shows: results only, no Hoda pixels
     shutil.copyfile(runs_dir / "lenet5" / "latency.png", figures / "hoda_latency.png")
     shutil.copyfile(runs_dir / "lenet5" / "confusion_int8.png", figures / "hoda_confusion_int8.png")

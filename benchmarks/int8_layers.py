@@ -34,6 +34,7 @@ from common import HERE, machine_line
 from lenet_edge.compat import Interpreter, keras, tf, versions
 from lenet_edge.data import load_run_splits
 from lenet_edge.data.preprocess import to_model_input
+from lenet_edge.fileio import atomic_write_text
 from lenet_edge.machine import loadavg, machine_info
 from lenet_edge.mixed import convert_mixed, mixed_model, weighted_layers
 from lenet_edge.model import build_lenet5, load_float, load_qat
@@ -184,7 +185,7 @@ def main() -> None:
     us = time_invokes(models)
     machine = machine_info(load_start, versions())
     text = render(layer_costs(model, us), {n: us[f"mixed {n}"] for n in names}, us, machine, load_start)
-    args.out.write_text(text, encoding="utf-8")
+    atomic_write_text(args.out, text)
     print(text)
 
 

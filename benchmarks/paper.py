@@ -33,6 +33,8 @@ import numpy as np
 from common import DEFAULT_HODA, HERE, hoda_runs, machine_line, percent, portable, run
 from PIL import Image
 
+from lenet_edge.fileio import atomic_write_text
+
 INKS = {"black": (35, 35, 45), "blue": (30, 55, 165), "red": (185, 35, 40)}
 RULE_COLOURS = {"light blue": (150, 190, 230), "grey": (120, 120, 120), "dark": (60, 60, 70)}
 CONDITIONS = {
@@ -328,7 +330,7 @@ def main() -> None:
     text = render_md(results, timing, clean, args.n, args.split, model, " ".join(load))
     target = HERE / "PAPER.md" if args.split == "test" else HERE / "runs" / "paper_train.md"
     target.parent.mkdir(exist_ok=True)
-    target.write_text(text)
+    atomic_write_text(target, text)
     print(f"wrote {portable(str(target))}")
 
 

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from lenet_edge.data.cdb import read_cdb  # noqa: E402
 from lenet_edge.data.preprocess import preprocess_many, to_white_on_black  # noqa: E402
 from lenet_edge.data.sources import train_val_split  # noqa: E402
+from lenet_edge.fileio import atomic_write_text  # noqa: E402
 from lenet_edge.inference import resolve_model  # noqa: E402
 from lenet_edge.line_model import NOISE_SIGMA, on_paper  # noqa: E402
 from lenet_edge.machine import loadavg, machine_info  # noqa: E402
@@ -656,7 +657,7 @@ def main() -> None:
             for (pair, name), (p50, p90, shape, n, model, cut) in timing.items()
         ),
     ]
-    args.out.write_text(portable("\n".join(lines) + "\n"), encoding="utf-8")
+    atomic_write_text(args.out, portable("\n".join(lines) + "\n"))
     print(f"wrote {args.out}")
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from common import DEFAULT_HODA, HERE, LoadSampler, portable
 
+from lenet_edge.fileio import atomic_write_text
 from lenet_edge.machine import cpu_identity, isa_line
 
 TRAIN_FILE = "Train 60000.cdb"
@@ -282,8 +283,8 @@ def main() -> None:
     try:
         outcome = search(s)
     finally:
-        REPORT.write_text(render(s, None), encoding="utf-8")
-    REPORT.write_text(render(s, outcome), encoding="utf-8")
+        atomic_write_text(REPORT, render(s, None))
+    atomic_write_text(REPORT, render(s, outcome))
     print(f"wrote {REPORT}")
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from common import DEFAULT_HODA, HERE, hoda_runs, machine_line, percent, portable, run, run_loaded
 
+from lenet_edge.fileio import atomic_write_text
+
 PERSIAN = "۰۱۲۳۴۵۶۷۸۹"
 
 
@@ -94,7 +96,7 @@ def main() -> None:
                 "bench": json.loads((run_dir / "bench.json").read_text()),
             }
         )
-    args.out.write_text(portable(render(results)), encoding="utf-8")
+    atomic_write_text(args.out, portable(render(results)))
     print(f"wrote {args.out}")
 
 
