@@ -21,6 +21,7 @@ from lenet_edge.data import load_dataset
 from lenet_edge.data.preprocess import preprocess
 from lenet_edge.data.preview import sample_grid
 from lenet_edge.data.synthetic import generate
+from lenet_edge.fileio import atomic_path
 
 GAP, GREY = 4, 96
 
@@ -36,7 +37,8 @@ def preprocessing_figure(target, seed: int = 3) -> None:
         after = Image.fromarray(preprocess(raw[index])).resize((cell, cell), Image.Resampling.NEAREST)
         canvas[GAP : GAP + cell, left : left + cell] = np.asarray(before)
         canvas[2 * GAP + cell : 2 * GAP + 2 * cell, left : left + cell] = np.asarray(after)
-    Image.fromarray(canvas).save(target)
+    with atomic_path(target) as tmp:
+        Image.fromarray(canvas).save(tmp)
 
 
 def main() -> None:

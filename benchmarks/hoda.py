@@ -37,7 +37,7 @@ from pathlib import Path
 
 from common import DEFAULT_HODA, HERE, hoda_runs, machine_line, percent, portable, run, run_loaded
 
-from lenet_edge.fileio import atomic_write_text
+from lenet_edge.fileio import atomic_write_bytes, atomic_write_text
 
 
 def without_micro(bench_md: str) -> str:
@@ -285,8 +285,8 @@ def main() -> None:
     results = [pipeline(arch, recipe, args.data, runs_dir, env, args.runs, log) for arch, recipe in RUNS]
     atomic_write_text(args.out, portable(render(results, loads, args.data)))
     figures = HERE / "figures"  # the plots the README shows: results only, no Hoda pixels
-    shutil.copyfile(runs_dir / "lenet5" / "latency.png", figures / "hoda_latency.png")
-    shutil.copyfile(runs_dir / "lenet5" / "confusion_int8.png", figures / "hoda_confusion_int8.png")
+    for plot, name in (("latency.png", "hoda_latency.png"), ("confusion_int8.png", "hoda_confusion_int8.png")):
+        atomic_write_bytes(figures / name, (runs_dir / "lenet5" / plot).read_bytes())
     print(f"wrote {args.out}")
 
 
