@@ -21,6 +21,7 @@ from conftest import Line
 from PIL import Image
 
 import lenet_edge as le
+from lenet_edge import reading
 from lenet_edge.cli import main
 from lenet_edge.data.frontend import clean_page
 from lenet_edge.data.preprocess import INK_THRESHOLD
@@ -192,10 +193,12 @@ def test_numbers_photographed_on_ruled_paper_in_a_shadow_are_segmented_as_scans(
             assert abs(centre - (clean["box"][0] + clean["box"][2]) / 2) < 1.5
 
 
-def test_with_a_line_model_large_clean_writing_is_read_at_the_reading_height():
+def test_with_a_line_model_large_clean_writing_is_read_at_the_reading_height(monkeypatch):
     """A clean scan enlarged 4x is read shrunk to `READ_HEIGHT` when a line model reads too (the same digits
     as the scan itself), its boxes in the enlarged image's own pixels; writing no taller than that, and any
     writing read without a line model, at full size."""
+    pages = []  # what read_array's shrinking step returned: nothing when it read without a line model
+    monkeypatch.setattr(reading, "_shrunk", lambda page: pages.append(_shrunk(page)) or pages[-1])
     numbers = generate_numbers(4, 3, touching=0.0)
     for number, text in zip(numbers.images, numbers.texts, strict=True):
         page = clean_page(number)
@@ -206,7 +209,9 @@ def test_with_a_line_model_large_clean_writing_is_read_at_the_reading_height():
         assert shrunk.scale < 1 and abs(np.count_nonzero(rows >= 0.2 * rows.max()) - READ_HEIGHT) <= 0.15 * READ_HEIGHT
         scan = read_array(number, Uniform(), min_confidence=0)
         for line in (Line([]), None):
+            pages.clear()
             got = read_array(large, Uniform(), min_confidence=0, line=line)
+            assert [p.scale < 1 for p in pages] == ([True] if line is not None else [])
             assert len(got["digits"]) == len(scan["digits"]) == len(text)
             for seen, clean in zip(got["digits"], scan["digits"], strict=True):
                 x0, y0, x1, y1 = seen["box"]
