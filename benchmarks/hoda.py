@@ -10,7 +10,7 @@ leak out of the picture):
 2. `train` with default settings (the `fast` recipe, lenet5: ReLU + max pooling),
    `export --int8 --ptq --c-array --micro --mixed`, `bench` on the test split (LiteRT, then the
    same models in TensorFlow Lite Micro);
-3. the same with `--recipe best` (elastic augmentation and a distilled teacher; its
+3. the same with `--recipe best` (elastic augmentation, a distilled teacher, 48 epochs; its
    settings were chosen by benchmarks/search.py on validation only), whose
    bench also lists the teacher as a reference row;
 4. the `fast` recipe for `--arch lenet5-classic` (tanh + average pooling, the 1998 form),

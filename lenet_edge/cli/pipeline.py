@@ -70,8 +70,8 @@ def recipe_option(flags: str, text: str, field: str | None = None, **kwargs):
     type=click.Choice(RECIPE_NAMES),
     default=RECIPE.recipe,
     show_default=True,
-    help="Starting settings: fast (a few minutes on Hoda) or best (elastic augmentation and a distilled teacher; "
-    "several times longer). Options given explicitly override the recipe's values.",
+    help="Starting settings: fast (a few minutes on Hoda) or best (elastic augmentation, a distilled teacher, "
+    "48 epochs; several times longer). Options given explicitly override the recipe's values.",
 )
 @click.option("--data", "source", default=RECIPE.data, show_default=True, help=DATA_HELP)
 @DIR_OPTION
