@@ -15,16 +15,15 @@ Rewrites benchmarks/AUGMENT.md.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import numpy as np
-from common import HERE, portable
+from common import HERE, cpu_line, portable
 
 from lenet_edge.compat import keras, tf, versions
 from lenet_edge.config import RECIPES, TrainConfig
-from lenet_edge.machine import cpu_identity, isa_line, loadavg
+from lenet_edge.machine import loadavg
 
 BATCH = 128
 STEPS_PER_EPOCH = 422  # ceil(54,000 / 128): Hoda's train split less the 10% held out
@@ -77,7 +76,6 @@ def measure(repeats: int) -> dict:
 
 
 def render(rows: dict, load: tuple, repeats: int) -> str:
-    machine = cpu_identity()
     lenet = rows["train step, LeNet-5"]["cpu_ms"]
     lines = [
         "# Augmentation speed",
@@ -88,7 +86,7 @@ def render(rows: dict, load: tuple, repeats: int) -> str:
         f"Per epoch = x {STEPS_PER_EPOCH} batches (Hoda: 54,000 training images). In training the augmentation "
         "runs in tf.data's parallel map, beside the step.",
         "",
-        f"Machine: {machine['cpu']}, {os.cpu_count()} cores; CPU instruction sets: {isa_line(machine)}; "
+        f"Machine: {cpu_line()}; "
         + ", ".join(f"{k} {v}" for k, v in versions().items())
         + f". Load average (1 min) {load[0]} at the start, {load[1]} at the end.",
         "",

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from lenet_edge.machine import isa_line
+from lenet_edge.machine import cpu_identity, isa_line
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -82,6 +82,12 @@ def portable(text: str) -> str:
 
 def percent(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def cpu_line() -> str:
+    """This machine's CPU, cores and instruction sets, in one line (what a timing depends on)."""
+    machine = cpu_identity()
+    return f"{machine['cpu']}, {os.cpu_count()} cores; CPU instruction sets: {isa_line(machine)}"
 
 
 def machine_line(bench: dict, versions: dict) -> str:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -52,10 +51,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from common import DEFAULT_HODA, HERE, LoadSampler, portable
+from common import DEFAULT_HODA, HERE, LoadSampler, cpu_line, portable
 
 from lenet_edge.fileio import atomic_write_text
-from lenet_edge.machine import cpu_identity, isa_line
 
 TRAIN_FILE = "Train 60000.cdb"
 LOG = HERE / "SEARCH.jsonl"
@@ -133,7 +131,7 @@ class Search:
                 for model, rows in manifest["history"].items()
                 if rows
             },
-            "machine": machine_line(),
+            "machine": cpu_line(),
             "wall_s": round(time.perf_counter() - started, 1),
             "train_wall_s": manifest["wall_time_s"],
             "loadavg": load.summary(),
@@ -246,12 +244,6 @@ def recipe_check(chosen: dict) -> str:
         f"(so also qat_epochs {best['qat_epochs']}, teacher_lr {best['teacher_lr']:g}, the light affine "
         "augmentation): checked when this file was written, and by tests/test_recipes.py."
     )
-
-
-def machine_line() -> str:
-    """This machine's CPU, cores and instruction sets, as each run records them."""
-    machine = cpu_identity()
-    return f"{machine['cpu']}, {os.cpu_count()} cores; CPU instruction sets: {isa_line(machine)}"
 
 
 def render(s: Search, outcome: dict | None) -> str:
