@@ -85,6 +85,9 @@ MICRO_METHOD = {
     "litert": "the same model's outputs in LiteRT (as configured for the main table) on the same images: "
     "agreement = share of identical argmax, identical_outputs = share of images whose 10 raw outputs are "
     "bit-identical, max_abs_diff = largest raw output difference (int8: quantization steps)",
+    "litert_builtin": "the same comparison with LiteRT's built-in kernels (no XNNPACK), the reference TFLM's "
+    "kernels are ported from: XNNPACK requantizes int8 with its own rounding, so a model can agree with these "
+    "and still differ from XNNPACK by a step or a few where two classes are nearly tied",
 }
 
 
@@ -164,7 +167,8 @@ def bench_micro(
 
     Every model gets the TFLM benchmark (accuracy on the whole split, `micro_runs`
     timed rounds) and, when TFLM runs it: `min_arena_bytes` (exact), `flash_bytes`,
-    `macs` per layer and `macs_total`, and `litert` (agreement with `litert_outputs[name]`).
+    `macs` per layer and `macs_total`, `litert` (agreement with `litert_outputs[name]`, LiteRT as
+    `config` runs it) and `litert_builtin` (agreement with LiteRT's built-in kernels, without XNNPACK).
     A model TFLM cannot run (an op it has no kernel for) is an error entry naming it.
     """
     from .runtimes.litert import inspect_tflite
@@ -194,8 +198,19 @@ def bench_micro(
             macs=layers,
             macs_total=sum(layer["macs"] for layer in layers),
             litert=_agreement(outputs[name], litert_outputs.get(name)),
+            litert_builtin=_agreement(
+                outputs[name], _builtin_outputs(models[name], images, config, litert_outputs.get(name))
+            ),
         )
     return section
+
+
+def _builtin_outputs(model: Path, images: np.ndarray, config: BenchConfig, litert: np.ndarray | None) -> np.ndarray:
+    """`model`'s raw outputs in LiteRT's built-in kernels: `litert` itself when XNNPACK was off for it."""
+    if litert is not None and not config.xnnpack:
+        return litert
+    handle = open_model(model, "litert", threads=config.threads, xnnpack=False)
+    return handle.raw_all(images, config.accuracy_batch)
 
 
 def _agreement(tflm: np.ndarray, litert: np.ndarray | None) -> dict | None:

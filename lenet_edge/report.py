@@ -88,6 +88,8 @@ def _micro_rows(section: dict) -> tuple[list[str], list[list[str]]]:
         "LiteRT agree %",
         "same raw %",
         "max |Δ|",
+        "built-in agree %",
+        "built-in max |Δ|",
         "arena B",
         "flash B",
         "MACs",
@@ -96,13 +98,15 @@ def _micro_rows(section: dict) -> tuple[list[str], list[list[str]]]:
     ]
 
     def row(name: str, m: dict) -> list[str]:
-        litert = m.get("litert") or {}
+        litert, builtin = m.get("litert") or {}, m.get("litert_builtin") or {}
         return [
             name,
             f"{100 * m['accuracy']:.3f}",
             fmt(litert.get("agreement"), "{:.3%}", strip="%"),
             fmt(litert.get("identical_outputs"), "{:.2%}", strip="%"),
             fmt(litert.get("max_abs_diff"), "{:.4g}"),
+            fmt(builtin.get("agreement"), "{:.3%}", strip="%"),
+            fmt(builtin.get("max_abs_diff"), "{:.4g}"),
             f"{m['min_arena_bytes']:,}",
             f"{m['flash_bytes']:,}",
             f"{m['macs_total']:,}",
@@ -118,7 +122,9 @@ def _micro_footer(section: dict) -> str:
     return (
         f"TensorFlow Lite Micro: reference {section['reference']}; {c['runs']} timed rounds after {c['warmup']} "
         f"warm-up; arena B = the exact minimum tensor arena; flash B = the model's bytes; MACs = multiply-accumulates "
-        f"per image; LiteRT agree / same raw = argmax / all 10 raw outputs equal to LiteRT's on the same images. "
+        f"per image; LiteRT agree / same raw = argmax / all 10 raw outputs equal to LiteRT's (as the main table "
+        f"ran it) on the same images; built-in = against LiteRT's built-in kernels, without XNNPACK: the reference "
+        f"TFLM's kernels are ported from (XNNPACK rounds int8 its own way, which can move an output a step or a few). "
         f"{TFLM_NOTE}."
     )
 

@@ -34,6 +34,7 @@ from lenet_edge.firmware import (
     resolver_header,
     resolver_ops,
 )
+from lenet_edge.harness import output_agreement
 from lenet_edge.manifest import read_manifest
 from lenet_edge.runtimes import open_model
 from lenet_edge.runtimes.litert import inspect_tflite
@@ -166,16 +167,35 @@ def test_bench_adds_a_tflm_section(exported_run, tmp_path):
         assert entry["flash_bytes"] == (run / f"lenet5_{name}.tflite").stat().st_size
         assert entry["macs_total"] == sum(layer["macs"] for layer in entry["macs"]) > 0
         assert entry["litert"]["agreement"] == 1.0 and entry["litert"]["disagreements"] == 0
+        assert entry["litert_builtin"]["agreement"] == 1.0
         assert entry["accuracy"] == litert["accuracy"]
     assert section["models"]["int8"]["ratios_to_reference"]["p50_latency"] > 0  # int8 / float32, in TFLM
     assert section["models"]["int8"]["macs_total"] == section["models"]["float32"]["macs_total"]
     md = (run / "bench.md").read_text(encoding="utf-8")
     assert "## TensorFlow Lite Micro" in md and "not microcontroller speed" in md
-    assert f"| {section['models']['int8']['min_arena_bytes']:,} |" in md
+    assert f"| {section['models']['int8']['min_arena_bytes']:,} |" in md and "built-in agree %" in md
     assert "latency_tflm.png" in written and (run / "latency_tflm.png").stat().st_size > 0
 
     results, _ = bench_run(run, dataclasses.replace(FAST, micro=False), write=False)
     assert "tflm" not in results
+
+
+def test_bench_compares_tflm_with_litert_as_run_and_with_its_builtin_kernels(int8, images):
+    x, labels = images
+    raw_tflm = open_model(int8, "tflm").raw_all(x)
+    builtin = open_model(int8, "litert", xnnpack=False).raw_all(x)
+    stand_in = np.zeros_like(builtin)  # what LiteRT "ran": must be compared as given, not recomputed
+    section = bench_micro({"int8": int8}, x, labels, FAST, {"int8": stand_in}, reference="int8")
+    entry = section["models"]["int8"]
+    assert FAST.xnnpack and entry["litert"] == output_agreement(raw_tflm, stand_in)
+    assert entry["litert_builtin"] == output_agreement(raw_tflm, builtin)
+    assert entry["litert_builtin"]["agreement"] == 1.0 and entry["litert_builtin"]["max_abs_diff"] <= 1
+    assert "XNNPACK" in section["method"]["litert_builtin"]
+
+    # without XNNPACK, LiteRT's outputs are the built-in kernels' already: taken as they are
+    plain = dataclasses.replace(FAST, xnnpack=False)
+    section = bench_micro({"int8": int8}, x, labels, plain, {"int8": stand_in}, reference="int8")
+    assert section["models"]["int8"]["litert_builtin"] == section["models"]["int8"]["litert"]
 
 
 def test_bench_keeps_a_model_tflm_cannot_run_as_an_error_entry(int8, gelu_model, images):
