@@ -1,6 +1,6 @@
 """Reproduce the README's Hoda numbers in one command and rewrite benchmarks/RESULTS.md.
 
-    python benchmarks/hoda.py [--data ../shared/data/hoda] [--runs 3000]
+    python benchmarks/hoda.py [--data ../shared/data/hoda] [--runs 3000] [--render-only]
 
 Every step is the real command line in its own process, exactly as a user
 runs it (one process per export also keeps TFLiteConverter's per-call memory
@@ -24,6 +24,8 @@ an hour, most of it the `best` training.
 
 Run artifacts go to benchmarks/runs/ (git-ignored: they derive from Hoda,
 whose licence forbids redistribution); only the figures land in RESULTS.md.
+The measurements are also kept in benchmarks/runs/hoda.json, so that
+`--render-only` rewrites RESULTS.md from them without measuring again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 from common import DEFAULT_HODA, HERE, hoda_runs, machine_line, percent, portable, run, run_loaded
@@ -218,12 +221,13 @@ def micro_section(results: list[dict]) -> list[str]:
         "minimum tensor arena (allocation fails one byte below), flash = the model's bytes (the C array), "
         "agreement = share of identical argmax with LiteRT (XNNPACK, the main table), same raw = share of "
         "images whose 10 int8 outputs are bit-identical, max |Δ| = largest output difference in quantization "
-        "steps. The TFLM latency ratio is TFLM's portable reference kernels on this PC: it shows correctness "
-        "and memory, not microcontroller speed.",
+        "steps; built-in = the same against LiteRT's built-in kernels without XNNPACK, the reference TFLM's "
+        "kernels are ported from (XNNPACK rounds int8 its own way). The TFLM latency ratio is TFLM's portable "
+        "reference kernels on this PC: it shows correctness and memory, not microcontroller speed.",
         "",
-        "| run | TFLM int8 top-1 | LiteRT int8 top-1 | agreement | same raw | max \\|Δ\\| | arena | "
-        "kTensorArenaSize | flash | MACs | TFLM int8/float32 p50 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | TFLM int8 top-1 | LiteRT int8 top-1 | agreement | same raw | max \\|Δ\\| | built-in agreement | "
+        "built-in max \\|Δ\\| | arena | kTensorArenaSize | flash | MACs | TFLM int8/float32 p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     budget = []
     for r in results:
@@ -231,14 +235,15 @@ def micro_section(results: list[dict]) -> list[str]:
         litert = r["bench"]["models"]["int8"]
         folder = r["manifest"]["export"].get("micro", {})
         if "error" in micro or not micro or not folder:
-            lines.append(f"| {r['name']} | {micro.get('error', 'not measured')} |" + " |" * 9)
+            lines.append(f"| {r['name']} | {micro.get('error', 'not measured')} |" + " |" * 11)
             continue
-        agree = micro["litert"]
+        agree, builtin = micro["litert"], micro["litert_builtin"]
         ratio = (micro.get("ratios_to_reference") or {}).get("p50_latency")
         lines.append(
             f"| {r['name']} | {percent(micro['accuracy'])} | {percent(litert['accuracy'])} | "
             f"{100 * agree['agreement']:.2f}% ({agree['disagreements']} differ) | "
             f"{100 * agree['identical_outputs']:.1f}% | {agree['max_abs_diff']:.0f} | "
+            f"{100 * builtin['agreement']:.2f}% ({builtin['disagreements']} differ) | {builtin['max_abs_diff']:.0f} | "
             f"{micro['min_arena_bytes']:,} B | {folder['arena_bytes']:,} B | {micro['flash_bytes']:,} B | "
             f"{micro['macs_total']:,} | {'-' if ratio is None else f'{ratio:.2f}'} |"
         )
@@ -275,15 +280,30 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_HODA, help="Hoda directory (.cdb files)")
     parser.add_argument("--runs", type=int, default=3000, help="timed single-image rounds per model")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite RESULTS.md from the last run's measurements (runs/hoda.json)",
+    )
     args = parser.parse_args()
-    runs_dir, log = hoda_runs(args.data, "hoda.log")
-    cache = runs_dir / "cache"
-    if cache.exists():
-        shutil.rmtree(cache)
-    env = {**os.environ, "LENET_EDGE_CACHE": str(cache)}
-    loads = data_load_times(args.data, env, log)
-    results = [pipeline(arch, recipe, args.data, runs_dir, env, args.runs, log) for arch, recipe in RUNS]
-    atomic_write_text(args.out, portable(render(results, loads, args.data)))
+    runs_dir = HERE / "runs"
+    saved = runs_dir / "hoda.json"
+    if args.render_only:
+        if not saved.is_file():
+            sys.exit(f"{saved}: no measurements yet; run without --render-only first")
+        measured = json.loads(saved.read_text(encoding="utf-8"))
+    else:
+        _, log = hoda_runs(args.data, "hoda.log")
+        cache = runs_dir / "cache"
+        if cache.exists():
+            shutil.rmtree(cache)
+        env = {**os.environ, "LENET_EDGE_CACHE": str(cache)}
+        loads = data_load_times(args.data, env, log)
+        results = [pipeline(arch, recipe, args.data, runs_dir, env, args.runs, log) for arch, recipe in RUNS]
+        measured = {"data": str(args.data), "loads": loads, "results": results}
+        atomic_write_text(saved, json.dumps(measured))  # what RESULTS.md is rendered from: kept for --render-only
+    results = measured["results"]
+    atomic_write_text(args.out, portable(render(results, measured["loads"], Path(measured["data"]))))
     figures = HERE / "figures"  # the plots the README shows: results only, no Hoda pixels
     for plot, name in (("latency.png", "hoda_latency.png"), ("confusion_int8.png", "hoda_confusion_int8.png")):
         atomic_write_bytes(figures / name, (runs_dir / "lenet5" / plot).read_bytes())
