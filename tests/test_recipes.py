@@ -70,6 +70,11 @@ def test_explicit_options_override_the_recipe(captured):
     fast_arch = TrainConfig().teacher_arch
     assert RECIPES["best"].teacher_arch != fast_arch
     assert captured("--recipe", "best", "--teacher-arch", fast_arch).teacher_arch == fast_arch
+    assert RECIPES["fast"].verifier and RECIPES["best"].verifier  # `read`'s piece verifier, unless asked not to
+    assert (
+        captured("--no-verifier").verifier is False
+        and captured("--recipe", "best", "--no-verifier").epochs == RECIPES["best"].epochs
+    )
 
 
 def test_teacher_from_implies_a_teacher_and_conflicts_with_no_teacher(captured, tmp_path):
