@@ -129,6 +129,17 @@ def render(results: list[dict], loads: dict, data: Path) -> str:
             f"{100 * (int8 - float32):+.2f} pp | {r['times']['train_s']:.0f} s | "
             f"{load['mean']:.1f} / {load['max']:.1f} |"
         )
+    helpers = [
+        f"{r['name']} {verifier['data']['seconds'] + sum(verifier['wall_time_s'].values()):.0f} s"
+        for r in results
+        if (verifier := r["manifest"].get("verifier"))
+    ]
+    if helpers:
+        lines += [
+            "",
+            "The train wall time includes the piece verifier `read` cuts touching digits with (composing its "
+            f"pieces and training it; `train --no-verifier` skips it): {', '.join(helpers)}.",
+        ]
     lines += [
         "",
         f"Data loading (`lenet-edge data info`, whole command): first run (decode .cdb + preprocess) "
