@@ -496,7 +496,7 @@ def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say, 
         layers, timing = config.float_layers, None
         say(f"converting the QAT model with {', '.join(layers)} in float32 to {MIXED_FILE}")
         data = mixed.convert_mixed(mixed.mixed_model(qat_model, build_lenet5(arch), layers))
-    check = _float_then_int8(MIXED_FILE, data)
+    check = _float_then_int8(MIXED_FILE, data, float_layers=layers)
     result = _checked(MIXED_FILE, data, qat_model, val, say, min_agreement=config.min_agreement, card=card)
     result.update(float_layers=list(layers), precision=check["precision"], auto=timing)
     return result
@@ -789,12 +789,13 @@ def _converted_before(run_dir: Path, manifest: dict, key: str, sources: dict) ->
     return {"file": entry["path"], "data": data, **{k: entry.get(k) for k in _ARTIFACT_KEYS}, **record}
 
 
-def _float_then_int8(file: str, data: bytes, members: int = 1) -> dict[str, Any]:
-    """`mixed.verify_mixed` of a model about to be written as `file`, its error naming the file."""
+def _float_then_int8(file: str, data: bytes, members: int = 1, float_layers=None) -> dict[str, Any]:
+    """`mixed.verify_mixed` of a model about to be written as `file` (with `float_layers`, `mixed.verify_prefix`:
+    those layers float32), its error naming the file."""
     from . import mixed
 
     try:
-        return mixed.verify_mixed(data, members)
+        return mixed.verify_mixed(data, members) if float_layers is None else mixed.verify_prefix(data, float_layers)
     except ModelError as exc:
         raise ModelError(f"{file}: {exc}") from None
 

@@ -164,6 +164,28 @@ def verify_mixed(model: ModelSource, members: int = 1) -> dict[str, Any]:
     }
 
 
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # the ops of the weighted layers
+
+
+def verify_prefix(model: ModelSource, float_layers: Sequence[str]) -> dict[str, Any]:
+    """`verify_mixed`, and the float part computes exactly `float_layers` (their weighted ops in float32).
+
+    The converter can quantize a layer asked to stay float: in lenet5-classic, past `c1`, the average
+    pooling after a TANH takes a range and turns int8, and what follows with it.
+
+    Raises:
+        ModelError: not float-then-int8, or fewer layers in float32 than asked (naming the ones quantized).
+    """
+    check = verify_mixed(model)
+    kept = sum(r["precision"] == "float32" and r["op"] in WEIGHTED_OPS for r in check["precision"])
+    if kept != len(float_layers):
+        raise ModelError(
+            f"{label(model)}: {', '.join(float_layers[kept:])} asked to stay float32 but the converter quantized "
+            f"{'it' if len(float_layers) - kept == 1 else 'them'}: not a float prefix this graph can have"
+        )
+    return check
+
+
 def fastest_split(
     qat_model: keras.Model,
     arch: str,
@@ -185,18 +207,28 @@ def fastest_split(
 
     Returns:
         The chosen float layers, that candidate's bytes, and the record: `{"chosen", "p50_us": {name: µs},
-        "rounds", "machine"}` (a candidate's name is its float layers joined by "+"; machine: the CPU it was
-        chosen on and the load average).
+        "skipped": {name: why}, "rounds", "machine"}` (a candidate's name is its float layers joined by "+";
+        skipped: candidates the converter could not keep float as asked (`verify_prefix`), never timed;
+        machine: the CPU it was chosen on and the load average).
     """
     from .harness import timed_rounds
     from .machine import cpu_identity, loadavg
     from .runtimes import open_model
 
     order = weighted_layers(arch)
-    candidates = {}
+    candidates, skipped = {}, {}
     for k in range(1, len(order)):
         say(f"converting the candidate with {', '.join(order[:k])} in float32")
-        candidates["+".join(order[:k])] = convert_mixed(mixed_model(qat_model, build_lenet5(arch), order[:k]))
+        data = convert_mixed(mixed_model(qat_model, build_lenet5(arch), order[:k]))
+        try:
+            verify_prefix(data, order[:k])
+        except ModelError as exc:
+            skipped["+".join(order[:k])] = str(exc)
+            say(f"left out: {exc}")
+            continue
+        candidates["+".join(order[:k])] = data
+    if not candidates:
+        raise ModelError(f"no float prefix of {arch} converts to a float-then-int8 model")
     models = {**baselines, **candidates}
     handles = {name: open_model(data, "litert", threads=1) for name, data in models.items()}
     failed: dict[str, str] = {}
@@ -211,6 +243,7 @@ def fastest_split(
     record = {
         "chosen": chosen,
         "p50_us": p50,
+        "skipped": skipped,
         "rounds": rounds,
         "machine": {**cpu_identity(), "loadavg_1m_start": load_start, "loadavg_1m_end": loadavg()},
     }

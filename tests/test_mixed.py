@@ -4,7 +4,7 @@ The numerics test follows the house pattern: (1) a trained QAT model (the shared
 tiny run), (2) the mixed graph from it, (3) converted, (4) run in LiteRT, (5)
 compared: with the Keras QAT model, and the int8 body byte for byte with the
 int8 export's. Conversions here: 1 in the module fixture, 4 candidates (+0)
-in the auto test, 1 more in the CLI test.
+in the auto test, 4 in the lenet5-classic auto test, 1 more in the CLI test.
 """
 
 from __future__ import annotations
@@ -123,6 +123,22 @@ def test_auto_keeps_the_fastest_candidate_measured_here(qat, exported_run, image
     assert record["chosen"] == min(candidates, key=candidates.get) == "+".join(layers)
     assert record["machine"]["cpu"] and set(baselines) <= set(record["p50_us"])
     assert [r["precision"] for r in mixed.precision(data)].count("float32->int8") == 1
+    assert record["skipped"] == {}
+
+
+def test_auto_leaves_out_a_prefix_the_converter_cannot_keep_float(images):
+    """lenet5-classic past c1: the average pooling after a TANH turns int8, and the layers after it with it."""
+    from lenet_edge.model import quantize_aware
+
+    qat = quantize_aware(build_lenet5("lenet5-classic"))  # untrained: the graph decides this, not the weights
+    layers, data, record = mixed.fastest_split(qat, "lenet5-classic", {}, images, rounds=10, warmup=2)
+    assert layers == ("c1",) and list(record["p50_us"]) == ["c1"]
+    assert mixed.verify_prefix(data, layers)["precision"][0] == {"index": 0, "op": "CONV_2D", "precision": "float32"}
+    skipped = record["skipped"]
+    assert list(skipped) == ["c1+c3", "c1+c3+c5", "c1+c3+c5+f6"]
+    assert "c3 asked to stay float32 but the converter quantized it" in skipped["c1+c3"]
+    assert "is not a float-then-int8 model" in skipped["c1+c3+c5"]  # a DEQUANTIZE back to float and a second QUANTIZE
+    assert all("\n" not in why for why in skipped.values())
 
 
 def test_export_and_bench_the_mixed_model(exported_run, tmp_path, monkeypatch):
