@@ -64,14 +64,15 @@ def run_loaded(args: list[str], env: dict, log: Path) -> tuple[float, dict]:
     return seconds, load.summary()
 
 
-def hoda_runs(data: Path, log_name: str) -> tuple[Path, Path]:
-    """Check `data` holds Hoda's test file; return (benchmarks/runs, a fresh log file there)."""
+def hoda_runs(data: Path, log_name: str, *, fresh: bool = True) -> tuple[Path, Path]:
+    """Check `data` holds Hoda's test file; return (benchmarks/runs, the log file there: emptied if `fresh`)."""
     if not (data / "Test 20000.cdb").is_file():
         sys.exit(f"{data}: no 'Test 20000.cdb' there; pass --data DIR")
     runs_dir = HERE / "runs"
     runs_dir.mkdir(exist_ok=True)
     log = runs_dir / log_name
-    log.write_text("")
+    if fresh or not log.exists():
+        log.write_text("")
     return runs_dir, log
 
 

@@ -1,6 +1,6 @@
 """Reproduce the README's Hoda numbers in one command and rewrite benchmarks/RESULTS.md.
 
-    python benchmarks/hoda.py [--data ../shared/data/hoda] [--runs 3000] [--render-only]
+    python benchmarks/hoda.py [--data ../shared/data/hoda] [--runs 3000] [--resume | --render-only]
 
 Every step is the real command line in its own process, exactly as a user
 runs it (one process per export also keeps TFLiteConverter's per-call memory
@@ -19,13 +19,16 @@ leak out of the picture):
    manifest (export's micro/ figures).
 
 This is the one place the Hoda test split's figures are read; the recipes were
-fixed before it ran. On a quiet 2-core machine the whole script takes about
-an hour, most of it the `best` training.
+fixed before it ran. On a quiet 2-core machine the whole script takes one to
+two hours (on an AVX2-only Zen 3, `train` alone: fast 21 minutes, best 60),
+most of it the `best` training and the piece verifier of both lenet5 runs.
 
 Run artifacts go to benchmarks/runs/ (git-ignored: they derive from Hoda,
 whose licence forbids redistribution); only the figures land in RESULTS.md.
-The measurements are also kept in benchmarks/runs/hoda.json, so that
-`--render-only` rewrites RESULTS.md from them without measuring again.
+The measurements are also kept in benchmarks/runs/hoda.json, written after
+every step: `--resume` measures only what it lacks (after a failed or
+interrupted step, the runs before it stand), and `--render-only` rewrites
+RESULTS.md from it without measuring again.
 """
 
 from __future__ import annotations
@@ -304,26 +307,40 @@ def main() -> None:
     parser.add_argument(
         "--render-only",
         action="store_true",
-        help="rewrite RESULTS.md from the last run's measurements (runs/hoda.json)",
+        help="rewrite RESULTS.md from the last run's measurements (runs/hoda.json), measuring nothing",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the measurements runs/hoda.json already holds and measure only what it lacks",
     )
     args = parser.parse_args()
     runs_dir = HERE / "runs"
-    saved = runs_dir / "hoda.json"
-    if args.render_only:
-        if not saved.is_file():
-            sys.exit(f"{saved}: no measurements yet; run without --render-only first")
-        measured = json.loads(saved.read_text(encoding="utf-8"))
-    else:
-        _, log = hoda_runs(args.data, "hoda.log")
+    saved = runs_dir / "hoda.json"  # what RESULTS.md is rendered from, written after every step
+    if (args.render_only or args.resume) and not saved.is_file():
+        sys.exit(f"{saved}: no measurements yet; run without --render-only or --resume first")
+    measured = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+    if args.resume and measured.get("data") != str(args.data):
+        sys.exit(f"{saved}: measured on {measured.get('data')}, not {args.data}; run without --resume")
+    if not args.render_only:
+        if not args.resume:
+            measured = {"data": str(args.data), "results": []}
+        _, log = hoda_runs(args.data, "hoda.log", fresh=not args.resume)
         cache = runs_dir / "cache"
-        if cache.exists():
-            shutil.rmtree(cache)
+        if "loads" not in measured and cache.exists():
+            shutil.rmtree(cache)  # the first `data info` must decode the .cdb files
         env = {**os.environ, "LENET_EDGE_CACHE": str(cache)}
-        loads = data_load_times(args.data, env, log)
-        results = [pipeline(arch, recipe, args.data, runs_dir, env, args.runs, log) for arch, recipe in RUNS]
-        measured = {"data": str(args.data), "loads": loads, "results": results}
-        atomic_write_text(saved, json.dumps(measured))  # what RESULTS.md is rendered from: kept for --render-only
-    results = measured["results"]
+        if "loads" not in measured:
+            measured["loads"] = data_load_times(args.data, env, log)
+            atomic_write_text(saved, json.dumps(measured))
+        for arch, recipe in RUNS:
+            if any(r["name"] == run_name(arch, recipe) for r in measured["results"]):
+                continue
+            measured["results"].append(pipeline(arch, recipe, args.data, runs_dir, env, args.runs, log))
+            atomic_write_text(saved, json.dumps(measured))  # a later failure keeps this run's measurements
+    if len(measured["results"]) < len(RUNS):
+        sys.exit(f"{saved}: {len(measured['results'])} of {len(RUNS)} runs measured; finish them with --resume")
+    results = sorted(measured["results"], key=lambda r: RUNS.index((r["arch"], r["recipe"])))
     atomic_write_text(args.out, portable(render(results, measured["loads"], Path(measured["data"]))))
     figures = HERE / "figures"  # the plots the README shows: results only, no Hoda pixels
     for plot, name in (("latency.png", "hoda_latency.png"), ("confusion_int8.png", "hoda_confusion_int8.png")):
