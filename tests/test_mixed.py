@@ -4,7 +4,8 @@ The numerics test follows the house pattern: (1) a trained QAT model (the shared
 tiny run), (2) the mixed graph from it, (3) converted, (4) run in LiteRT, (5)
 compared: with the Keras QAT model, and the int8 body byte for byte with the
 int8 export's. Conversions here: 1 in the module fixture, 4 candidates (+0)
-in the auto test, 4 in the lenet5-classic auto test, 1 more in the CLI test.
+in the auto test, 1 in the lenet5-classic test (4 more in its auto test, marked slow), 1 more in the CLI
+test.
 """
 
 from __future__ import annotations
@@ -126,11 +127,24 @@ def test_auto_keeps_the_fastest_candidate_measured_here(qat, exported_run, image
     assert record["skipped"] == {}
 
 
-def test_auto_leaves_out_a_prefix_the_converter_cannot_keep_float(images):
-    """lenet5-classic past c1: the average pooling after a TANH turns int8, and the layers after it with it."""
+@pytest.fixture(scope="module")
+def classic_qat():
     from lenet_edge.model import quantize_aware
 
-    qat = quantize_aware(build_lenet5("lenet5-classic"))  # untrained: the graph decides this, not the weights
+    return quantize_aware(build_lenet5("lenet5-classic"))  # untrained: the graph decides this, not the weights
+
+
+def test_a_prefix_the_converter_cannot_keep_float_is_refused(classic_qat):
+    """lenet5-classic past c1: the average pooling after a TANH turns int8, and the layers after it with it."""
+    data = mixed.convert_mixed(mixed.mixed_model(classic_qat, build_lenet5("lenet5-classic"), ("c1", "c3")))
+    assert mixed.verify_mixed(data)["float_ops"] == 2  # one QUANTIZE: it looks float-then-int8 ...
+    with pytest.raises(ModelError, match="c3 asked to stay float32 but the converter quantized it"):
+        mixed.verify_prefix(data, ("c1", "c3"))  # ... but only CONV_2D c1 and its TANH are float
+
+
+@pytest.mark.slow
+def test_auto_leaves_out_a_prefix_the_converter_cannot_keep_float(classic_qat, images):
+    qat = classic_qat
     layers, data, record = mixed.fastest_split(qat, "lenet5-classic", {}, images, rounds=10, warmup=2)
     assert layers == ("c1",) and list(record["p50_us"]) == ["c1"]
     assert mixed.verify_prefix(data, layers)["precision"][0] == {"index": 0, "op": "CONV_2D", "precision": "float32"}
