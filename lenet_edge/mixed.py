@@ -36,7 +36,15 @@ import numpy as np
 from .compat import keras, tf, tfmot
 from .errors import ModelError
 from .model import build_lenet5
-from .runtimes.litert import ModelSource, inspect_tflite, label, load_interpreter, op_details, op_precisions
+from .runtimes.litert import (
+    WEIGHTED_OPS,
+    ModelSource,
+    inspect_tflite,
+    label,
+    load_interpreter,
+    op_details,
+    op_precisions,
+)
 
 
 def weighted_layers(arch: str | keras.Model) -> list[str]:
@@ -162,9 +170,6 @@ def verify_mixed(model: ModelSource, members: int = 1) -> dict[str, Any]:
         "float_ops": sum(r["precision"] == "float32" for r in rows),
         "int8_ops": sum(r["precision"] == "int8" for r in rows),
     }
-
-
-WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # the ops of the weighted layers
 
 
 def verify_prefix(model: ModelSource, float_layers: Sequence[str]) -> dict[str, Any]:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 ModelSource = Union[bytes, str, os.PathLike]  # noqa: UP007 (evaluated at import: Python 3.8 on a device)
 
 
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")  # the ops that carry a layer's weights
+
+
 def host_interpreter() -> ModuleType:
     """The host's TFLite interpreter module: `compat`, which imports LiteRT's `Interpreter` and `OpResolverType`."""
     from .. import compat

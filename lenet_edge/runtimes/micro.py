@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .base import NUM_CLASSES, ModelHandle, TensorSpec
-from .litert import ModelSource, inspect_tflite, label
+from .litert import WEIGHTED_OPS, ModelSource, inspect_tflite, label
 
 ARENA_FLOOR = 1024  # bytes; the interpreter segfaults below 464 (measured); no model tried allocated below 1,100
 DEFAULT_ARENA = 1 << 20  # bytes; ample for a 28x28 classifier (LeNet-5 int8 needs ~8.5 kB, float32 ~30 kB)
@@ -262,7 +262,7 @@ def macs(info: dict) -> list[dict]:
         out = tensors[op["outputs"][0]]
         out_elems = int(np.prod(out["shape"], dtype=np.int64))
         count = 0
-        if op["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        if op["op"] in WEIGHTED_OPS:
             weights = tensors[op["inputs"][1]]["shape"]
             if op["op"] == "CONV_2D":  # filter (C_out, kh, kw, C_in)
                 count = out_elems * weights[1] * weights[2] * weights[3]
