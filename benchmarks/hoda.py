@@ -327,10 +327,10 @@ def main() -> None:
             measured = {"data": str(args.data), "results": []}
         _, log = hoda_runs(args.data, "hoda.log", fresh=not args.resume)
         cache = runs_dir / "cache"
-        if "loads" not in measured and cache.exists():
-            shutil.rmtree(cache)  # the first `data info` must decode the .cdb files
         env = {**os.environ, "LENET_EDGE_CACHE": str(cache)}
         if "loads" not in measured:
+            if cache.exists():
+                shutil.rmtree(cache)  # the first `data info` must decode the .cdb files
             measured["loads"] = data_load_times(args.data, env, log)
             atomic_write_text(saved, json.dumps(measured))
         for arch, recipe in RUNS:
