@@ -154,10 +154,10 @@ def render(results: list[dict], loads: dict, data: Path) -> str:
         lines += [f"## Benchmark: {r['arch']}, {r['recipe']} recipe", "", r["bench_md"].strip(), ""]
         if "reference_kernels_md" in r:
             lines += [
-                f"## Benchmark: {r['arch']}, {r['recipe']} recipe, on LiteRT's reference kernels (`--no-xnnpack`)",
+                f"## Benchmark: {r['arch']}, {r['recipe']} recipe, on LiteRT's built-in kernels (`--no-xnnpack`)",
                 "",
-                "The same two files without the XNNPACK delegate: the built-in kernels, from which "
-                "TensorFlow Lite for Microcontrollers' are ported.",
+                "The same two files without the XNNPACK delegate: LiteRT's built-in kernels (its optimized CPU "
+                "kernels, not the reference ones TensorFlow Lite for Microcontrollers' are ported from).",
                 "",
                 r["reference_kernels_md"].strip(),
                 "",
@@ -235,9 +235,9 @@ def micro_section(results: list[dict]) -> list[str]:
         "minimum tensor arena (allocation fails one byte below), flash = the model's bytes (the C array), "
         "agreement = share of identical argmax with LiteRT (XNNPACK, the main table), same raw = share of "
         "images whose 10 int8 outputs are bit-identical, max |Δ| = largest output difference in quantization "
-        "steps; built-in = the same against LiteRT's built-in kernels without XNNPACK, the reference TFLM's "
-        "kernels are ported from (XNNPACK rounds int8 its own way). The TFLM latency ratio is TFLM's portable "
-        "reference kernels on this PC: it shows correctness and memory, not microcontroller speed.",
+        "steps; built-in = the same against LiteRT's built-in kernels without XNNPACK (its optimized CPU kernels, "
+        "not the reference ones TFLM's are ported from; XNNPACK rounds int8 its own way). The TFLM latency ratio is "
+        "TFLM's portable reference kernels on this PC: it shows correctness and memory, not microcontroller speed.",
         "",
         "| run | TFLM int8 top-1 | LiteRT int8 top-1 | agreement | same raw | max \\|Δ\\| | built-in agreement | "
         "built-in max \\|Δ\\| | arena | kTensorArenaSize | flash | MACs | TFLM int8/float32 p50 |",
@@ -279,7 +279,7 @@ def micro_section(results: list[dict]) -> list[str]:
                 "",
                 f"{name}: the {xnnpack['disagreements']} digits TFLM reads otherwise than LiteRT with XNNPACK come "
                 f"from XNNPACK's own int8 rounding (outputs up to {xnnpack['max_abs_diff']:.0f} steps apart): "
-                "against LiteRT's built-in kernels, which TFLM's are ported from, TFLM gives the same digit on all "
+                "against LiteRT's built-in kernels without XNNPACK, TFLM gives the same digit on all "
                 f"{micro['n']:,} (outputs at most {builtin['max_abs_diff']:.0f} step apart).",
             ]
     for arch, micro, _ in budget:

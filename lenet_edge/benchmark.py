@@ -85,9 +85,9 @@ MICRO_METHOD = {
     "litert": "the same model's outputs in LiteRT (as configured for the main table) on the same images: "
     "agreement = share of identical argmax, identical_outputs = share of images whose 10 raw outputs are "
     "bit-identical, max_abs_diff = largest raw output difference (int8: quantization steps)",
-    "litert_builtin": "the same comparison with LiteRT's built-in kernels (no XNNPACK), the reference TFLM's "
-    "kernels are ported from: XNNPACK requantizes int8 with its own rounding, so a model can agree with these "
-    "and still differ from XNNPACK by a step or a few where two classes are nearly tied",
+    "litert_builtin": "the same comparison with LiteRT's built-in kernels (no XNNPACK; its optimized CPU kernels, "
+    "not the reference ones TFLM's are ported from): XNNPACK requantizes int8 with its own rounding, so a model "
+    "can agree with these and still differ from XNNPACK by a step or a few where two classes are nearly tied",
 }
 
 

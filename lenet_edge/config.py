@@ -250,7 +250,7 @@ class BenchConfig:
     runs: int = 2000  # timed single-image rounds; each round runs every model once
     warmup: int = 200  # untimed rounds before the timed ones, interleaved the same way
     batch_sizes: tuple[int, ...] = (1, 32)  # throughput is measured at each
-    xnnpack: bool = True  # False: BUILTIN_WITHOUT_DEFAULT_DELEGATES (reference kernels only)
+    xnnpack: bool = True  # False: BUILTIN_WITHOUT_DEFAULT_DELEGATES (LiteRT's built-in kernels only)
     accuracy_batch: int = 256  # batch used to compute accuracy over the split
     throughput_seconds: float = 2.0  # target timed seconds per model and batch size
     throughput_chunks: int = 5  # the throughput is the median over this many interleaved chunks

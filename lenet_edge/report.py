@@ -123,8 +123,8 @@ def _micro_footer(section: dict) -> str:
         f"TensorFlow Lite Micro: reference {section['reference']}; {c['runs']} timed rounds after {c['warmup']} "
         f"warm-up; arena B = the exact minimum tensor arena; flash B = the model's bytes; MACs = multiply-accumulates "
         f"per image; LiteRT agree / same raw = argmax / all 10 raw outputs equal to LiteRT's (as the main table "
-        f"ran it) on the same images; built-in = against LiteRT's built-in kernels, without XNNPACK: the reference "
-        f"TFLM's kernels are ported from (XNNPACK rounds int8 its own way, which can move an output a step or a few). "
+        f"ran it) on the same images; built-in = against LiteRT's built-in kernels, without XNNPACK (XNNPACK rounds "
+        f"int8 its own way, which can move an output a step or a few). "
         f"{TFLM_NOTE}."
     )
 

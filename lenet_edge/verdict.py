@@ -98,7 +98,7 @@ def _why(entry: dict, name: str, ratio: float) -> str:
     machine, arch = entry["machine"], entry["machine"].get("cpu_arch")
     dot = dot_product(machine)
     if not entry["config"]["xnnpack"]:
-        return "XNNPACK off, so both ran LiteRT's reference kernels, not the ones a phone or a PC would use"
+        return "XNNPACK off, so both ran LiteRT's built-in kernels, not the ones a phone or a PC would use"
     xnn, ref_xnn = entry["models"][name]["xnnpack"], entry["models"][entry["reference"]]["xnnpack"]
     if ref_xnn["delegated"] and xnn["ops_delegated"] < xnn["ops_total"]:
         runtime = runtime_label(machine["versions"])

@@ -79,7 +79,7 @@ def test_tflm_gives_litert_answers_on_tiny_data(int8, images):
     raw_tflm, raw_litert = tflm.raw_all(x), litert.raw_all(x)
     assert raw_tflm.dtype == np.int8 and raw_tflm.shape == (len(x), 10)
     np.testing.assert_array_equal(raw_tflm.argmax(1), raw_litert.argmax(1))
-    # Built-in kernels are what TFLM's are ported from: the same integer arithmetic, within one step.
+    # For this ReLU model LiteRT's built-in kernels and TFLM's do the same integer arithmetic, within one step.
     assert np.abs(raw_tflm.astype(int) - raw_litert.astype(int)).max() <= 1
 
 

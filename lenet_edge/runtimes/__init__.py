@@ -64,6 +64,6 @@ def open_model(source, runtime: str = "litert", **options) -> ModelHandle:
 def predict_tflite(model, images: np.ndarray, batch_size: int = SCORES_BATCH, classes: int = NUM_CLASSES) -> np.ndarray:
     """Float `(N, classes)` logits of a .tflite model (path or bytes) on uint8 `(N, 28, 28)` images.
 
-    LiteRT's built-in kernels (those TensorFlow Lite Micro's are ported from), no XNNPACK.
+    LiteRT's built-in kernels, no XNNPACK.
     """
     return open_model(model, xnnpack=False, classes=classes).scores(images, batch_size)

@@ -56,8 +56,9 @@ def load_interpreter(
 ) -> Interpreter:
     """An allocated LiteRT interpreter.
 
-    Without XNNPACK it runs the graph's built-in kernels (those TensorFlow Lite
-    Micro's are ported from); with it (the AUTO resolver), XNNPACK rewrites the
+    Without XNNPACK it runs the graph's built-in kernels (LiteRT's optimized
+    CPU kernels, not the reference ones TensorFlow Lite Micro's are ported
+    from); with it (the AUTO resolver), XNNPACK rewrites the
     graph at `allocate_tensors`.
 
     Args:
