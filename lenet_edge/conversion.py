@@ -511,7 +511,7 @@ def _verifier(
     Its validation pieces are composed again from the validation split exactly as `train` made them
     (same lines, same seed); each model must agree with the QAT Keras model on `min_agreement` of
     them. The int8 one must also give TensorFlow Lite Micro's interpreter the same int8 outputs as
-    LiteRT's reference kernels on the first `VERIFIER_TFLM_PIECES`, within `VERIFIER_TFLM_STEPS` (so
+    LiteRT's built-in kernels on the first `VERIFIER_TFLM_PIECES`, within `VERIFIER_TFLM_STEPS` (so
     `read` could run on a microcontroller). The mixed one has as many float32 layers as the digit
     model's mixed model (`mixed.same_depth`): `read` pairs it with that model, on CPUs where int8 loses.
     """
@@ -543,7 +543,7 @@ def _verifier(
     # TFLM's kernels may round a requantization differently from LiteRT's reference ones: one int8 step at most
     if tflm["max_abs_diff"] > VERIFIER_TFLM_STEPS:
         raise ModelError(
-            f"{VERIFIER_FILE}: TensorFlow Lite Micro's int8 outputs differ from LiteRT's reference kernels' by up "
+            f"{VERIFIER_FILE}: TensorFlow Lite Micro's int8 outputs differ from LiteRT's built-in kernels' by up "
             f"to {tflm['max_abs_diff']:.0f} steps on {len(sample)} pieces (at most {VERIFIER_TFLM_STEPS} allowed)"
         )
     results = {
@@ -831,7 +831,7 @@ def _card_maker(run_dir: Path, manifest: dict, config: ExportConfig, weights: Pa
 def _described(key: str, bare: bytes, card, val, say, outputs=None) -> dict:
     """The converted model with its TFLite metadata, after checking it gives the same raw outputs as without.
 
-    `outputs(model, images)`: the model's raw outputs (default: LiteRT's reference kernels through `open_model`).
+    `outputs(model, images)`: the model's raw outputs (default: LiteRT's built-in kernels through `open_model`).
     """
     from .metadata import with_metadata
 

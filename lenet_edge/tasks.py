@@ -175,7 +175,7 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
 
 
 def variant_outputs(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The variant's (N, 10) float outputs in LiteRT (reference kernels) on (N, 28, 28) uint8 images."""
+    """The variant's (N, 10) float outputs in LiteRT (built-in kernels) on (N, 28, 28) uint8 images."""
     from .runtimes.litert import load_interpreter
 
     interpreter = load_interpreter(model)
