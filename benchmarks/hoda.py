@@ -236,12 +236,14 @@ def micro_section(results: list[dict]) -> list[str]:
         "agreement = share of identical argmax with LiteRT (XNNPACK, the main table), same raw = share of "
         "images whose 10 int8 outputs are bit-identical, max |Δ| = largest output difference in quantization "
         "steps; built-in = the same against LiteRT's built-in kernels without XNNPACK (its optimized CPU kernels, "
-        "not the reference ones TFLM's are ported from; XNNPACK rounds int8 its own way). The TFLM latency ratio is "
+        "not the reference ones TFLM's are ported from; XNNPACK rounds int8 its own way); ref-kernel = against "
+        "LiteRT's reference kernels (BUILTIN_REF), the code TFLM's are ported from. The TFLM latency ratio is "
         "TFLM's portable reference kernels on this PC: it shows correctness and memory, not microcontroller speed.",
         "",
         "| run | TFLM int8 top-1 | LiteRT int8 top-1 | agreement | same raw | max \\|Δ\\| | built-in agreement | "
-        "built-in max \\|Δ\\| | arena | kTensorArenaSize | flash | MACs | TFLM int8/float32 p50 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "built-in max \\|Δ\\| | ref-kernel agreement | ref-kernel max \\|Δ\\| | arena | kTensorArenaSize | flash | "
+        "MACs | TFLM int8/float32 p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     budget = []
     for r in results:
@@ -249,15 +251,20 @@ def micro_section(results: list[dict]) -> list[str]:
         litert = r["bench"]["models"]["int8"]
         folder = r["manifest"]["export"].get("micro", {})
         if "error" in micro or not micro or not folder:
-            lines.append(f"| {r['name']} | {micro.get('error', 'not measured')} |" + " |" * 11)
+            lines.append(f"| {r['name']} | {micro.get('error', 'not measured')} |" + " |" * 13)
             continue
-        agree, builtin = micro["litert"], micro["litert_builtin"]
+        agree, builtin, ref = micro["litert"], micro["litert_builtin"], micro.get("litert_reference")
         ratio = (micro.get("ratios_to_reference") or {}).get("p50_latency")
+        compared = [
+            f"{100 * c['agreement']:.2f}% ({c['disagreements']} differ) | {c['max_abs_diff']:.0f}"
+            if c
+            else "- | -"  # a bench.json from before bench compared with the reference kernels
+            for c in (builtin, ref)
+        ]
         lines.append(
             f"| {r['name']} | {percent(micro['accuracy'])} | {percent(litert['accuracy'])} | "
             f"{100 * agree['agreement']:.2f}% ({agree['disagreements']} differ) | "
-            f"{100 * agree['identical_outputs']:.1f}% | {agree['max_abs_diff']:.0f} | "
-            f"{100 * builtin['agreement']:.2f}% ({builtin['disagreements']} differ) | {builtin['max_abs_diff']:.0f} | "
+            f"{100 * agree['identical_outputs']:.1f}% | {agree['max_abs_diff']:.0f} | {' | '.join(compared)} | "
             f"{micro['min_arena_bytes']:,} B | {folder['arena_bytes']:,} B | {micro['flash_bytes']:,} B | "
             f"{micro['macs_total']:,} | {'-' if ratio is None else f'{ratio:.2f}'} |"
         )

@@ -88,6 +88,9 @@ MICRO_METHOD = {
     "litert_builtin": "the same comparison with LiteRT's built-in kernels (no XNNPACK; its optimized CPU kernels, "
     "not the reference ones TFLM's are ported from): XNNPACK requantizes int8 with its own rounding, so a model "
     "can agree with these and still differ from XNNPACK by a step or a few where two classes are nearly tied",
+    "litert_reference": "the same comparison with LiteRT's reference kernels (BUILTIN_REF), the code TFLM's kernels "
+    "are ported from; neither LiteRT's optimized kernels nor these are TFLM's twin (int8 TANH, for one, is computed "
+    "otherwise by the optimized ones), so bench shows all three",
 }
 
 
@@ -168,7 +171,8 @@ def bench_micro(
     Every model gets the TFLM benchmark (accuracy on the whole split, `micro_runs`
     timed rounds) and, when TFLM runs it: `min_arena_bytes` (exact), `flash_bytes`,
     `macs` per layer and `macs_total`, `litert` (agreement with `litert_outputs[name]`, LiteRT as
-    `config` runs it) and `litert_builtin` (agreement with LiteRT's built-in kernels, without XNNPACK).
+    `config` runs it), `litert_builtin` (agreement with LiteRT's built-in kernels, without XNNPACK) and
+    `litert_reference` (with LiteRT's reference kernels).
     A model TFLM cannot run (an op it has no kernel for) is an error entry naming it.
     """
     from .runtimes.litert import inspect_tflite
@@ -200,6 +204,12 @@ def bench_micro(
             litert=_agreement(outputs[name], litert_outputs.get(name)),
             litert_builtin=_agreement(
                 outputs[name], _builtin_outputs(models[name], images, config, litert_outputs.get(name))
+            ),
+            litert_reference=_agreement(
+                outputs[name],
+                open_model(models[name], "litert", threads=config.threads, xnnpack=False, reference=True).raw_all(
+                    images, config.accuracy_batch
+                ),
             ),
         )
     return section

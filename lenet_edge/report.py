@@ -90,6 +90,8 @@ def _micro_rows(section: dict) -> tuple[list[str], list[list[str]]]:
         "max |Δ|",
         "built-in agree %",
         "built-in max |Δ|",
+        "ref-kernel agree %",
+        "ref-kernel max |Δ|",
         "arena B",
         "flash B",
         "MACs",
@@ -98,7 +100,7 @@ def _micro_rows(section: dict) -> tuple[list[str], list[list[str]]]:
     ]
 
     def row(name: str, m: dict) -> list[str]:
-        litert, builtin = m.get("litert") or {}, m.get("litert_builtin") or {}
+        litert, builtin, ref = (m.get(key) or {} for key in ("litert", "litert_builtin", "litert_reference"))
         return [
             name,
             f"{100 * m['accuracy']:.3f}",
@@ -107,6 +109,8 @@ def _micro_rows(section: dict) -> tuple[list[str], list[list[str]]]:
             fmt(litert.get("max_abs_diff"), "{:.4g}"),
             fmt(builtin.get("agreement"), "{:.3%}", strip="%"),
             fmt(builtin.get("max_abs_diff"), "{:.4g}"),
+            fmt(ref.get("agreement"), "{:.3%}", strip="%"),
+            fmt(ref.get("max_abs_diff"), "{:.4g}"),
             f"{m['min_arena_bytes']:,}",
             f"{m['flash_bytes']:,}",
             f"{m['macs_total']:,}",
@@ -124,7 +128,8 @@ def _micro_footer(section: dict) -> str:
         f"warm-up; arena B = the exact minimum tensor arena; flash B = the model's bytes; MACs = multiply-accumulates "
         f"per image; LiteRT agree / same raw = argmax / all 10 raw outputs equal to LiteRT's (as the main table "
         f"ran it) on the same images; built-in = against LiteRT's built-in kernels, without XNNPACK (XNNPACK rounds "
-        f"int8 its own way, which can move an output a step or a few). "
+        f"int8 its own way, which can move an output a step or a few); ref-kernel = against LiteRT's reference "
+        f"kernels, the code TFLM's kernels are ported from. "
         f"{TFLM_NOTE}."
     )
 

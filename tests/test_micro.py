@@ -167,20 +167,21 @@ def test_bench_adds_a_tflm_section(exported_run, tmp_path):
         assert entry["flash_bytes"] == (run / f"lenet5_{name}.tflite").stat().st_size
         assert entry["macs_total"] == sum(layer["macs"] for layer in entry["macs"]) > 0
         assert entry["litert"]["agreement"] == 1.0 and entry["litert"]["disagreements"] == 0
-        assert entry["litert_builtin"]["agreement"] == 1.0
+        assert entry["litert_builtin"]["agreement"] == 1.0 and entry["litert_reference"]["agreement"] == 1.0
         assert entry["accuracy"] == litert["accuracy"]
     assert section["models"]["int8"]["ratios_to_reference"]["p50_latency"] > 0  # int8 / float32, in TFLM
     assert section["models"]["int8"]["macs_total"] == section["models"]["float32"]["macs_total"]
     md = (run / "bench.md").read_text(encoding="utf-8")
     assert "## TensorFlow Lite Micro" in md and "not microcontroller speed" in md
-    assert f"| {section['models']['int8']['min_arena_bytes']:,} |" in md and "built-in agree %" in md
+    assert f"| {section['models']['int8']['min_arena_bytes']:,} |" in md
+    assert "built-in agree %" in md and "ref-kernel agree %" in md
     assert "latency_tflm.png" in written and (run / "latency_tflm.png").stat().st_size > 0
 
     results, _ = bench_run(run, dataclasses.replace(FAST, micro=False), write=False)
     assert "tflm" not in results
 
 
-def test_bench_compares_tflm_with_litert_as_run_and_with_its_builtin_kernels(int8, images):
+def test_bench_compares_tflm_with_litert_as_run_and_with_its_builtin_and_reference_kernels(int8, images):
     x, labels = images
     raw_tflm = open_model(int8, "tflm").raw_all(x)
     builtin = open_model(int8, "litert", xnnpack=False).raw_all(x)
@@ -191,6 +192,12 @@ def test_bench_compares_tflm_with_litert_as_run_and_with_its_builtin_kernels(int
     assert entry["litert_builtin"] == output_agreement(raw_tflm, builtin)
     assert entry["litert_builtin"]["agreement"] == 1.0 and entry["litert_builtin"]["max_abs_diff"] <= 1
     assert "XNNPACK" in section["method"]["litert_builtin"]
+    reference = open_model(int8, "litert", xnnpack=False, reference=True).raw_all(x)  # BUILTIN_REF
+    assert entry["litert_reference"] == output_agreement(raw_tflm, reference)
+    assert entry["litert_reference"]["agreement"] == 1.0 and entry["litert_reference"]["max_abs_diff"] <= 2
+    assert "BUILTIN_REF" in section["method"]["litert_reference"]
+    with pytest.raises(ValueError, match="without XNNPACK"):
+        open_model(int8, "litert", xnnpack=True, reference=True)
 
     # without XNNPACK, LiteRT's outputs are the built-in kernels' already: taken as they are
     plain = dataclasses.replace(FAST, xnnpack=False)

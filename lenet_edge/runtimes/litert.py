@@ -52,19 +52,26 @@ def label(model: ModelSource) -> str:
 
 
 def load_interpreter(
-    model: ModelSource, *, threads: int = 1, xnnpack: bool = False, interpreter: ModuleType | None = None
+    model: ModelSource,
+    *,
+    threads: int = 1,
+    xnnpack: bool = False,
+    reference: bool = False,
+    interpreter: ModuleType | None = None,
 ) -> Interpreter:
     """An allocated LiteRT interpreter.
 
     Without XNNPACK it runs the graph's built-in kernels (LiteRT's optimized
     CPU kernels, not the reference ones TensorFlow Lite Micro's are ported
     from); with it (the AUTO resolver), XNNPACK rewrites the
-    graph at `allocate_tensors`.
+    graph at `allocate_tensors`. `reference` runs LiteRT's reference kernels
+    instead (BUILTIN_REF: slow, the code TFLM's kernels are ported from).
 
     Args:
         model: a path, or the model's bytes.
         threads: interpreter threads.
         xnnpack: use the default XNNPACK delegate.
+        reference: the reference kernels (without XNNPACK only).
         interpreter: the module providing `Interpreter` and `OpResolverType` (default: the host's LiteRT).
 
     Raises:
@@ -79,8 +86,12 @@ def load_interpreter(
         if os.path.getsize(model) == 0:
             raise ModelError(f"{model}: empty file")
         source = {"model_path": str(model)}
+    if xnnpack and reference:
+        raise ValueError("reference kernels run without XNNPACK")
     resolvers = api.OpResolverType
     resolver = resolvers.AUTO if xnnpack else resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if reference:
+        resolver = resolvers.BUILTIN_REF
     try:
         loaded = api.Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver)
         loaded.allocate_tensors()
@@ -106,7 +117,7 @@ def op_details(interpreter: Interpreter) -> list[dict]:
 
 
 class LiteRTModel(ModelHandle):
-    """A .tflite model (path or bytes) loaded in LiteRT, `threads` threads, XNNPACK on or off.
+    """A .tflite model (path or bytes) loaded in LiteRT, `threads` threads, XNNPACK on or off (or `reference` kernels).
 
     `interpreter` is the TFLite interpreter module (see `load_interpreter`); a
     device without LiteRT passes `tflite_runtime.interpreter`, whose API is the same.
@@ -120,6 +131,7 @@ class LiteRTModel(ModelHandle):
         *,
         threads: int = 1,
         xnnpack: bool = True,
+        reference: bool = False,
         interpreter: ModuleType | None = None,
         classes: int = NUM_CLASSES,
     ):
@@ -128,7 +140,9 @@ class LiteRTModel(ModelHandle):
         self.xnnpack = xnnpack
         if interpreter is not None:
             self.runtime = runtime_name(interpreter)
-        self.interpreter = load_interpreter(model, threads=threads, xnnpack=xnnpack, interpreter=interpreter)
+        self.interpreter = load_interpreter(
+            model, threads=threads, xnnpack=xnnpack, reference=reference, interpreter=interpreter
+        )
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         self._ready([tensor_spec(d) for d in inputs], [tensor_spec(d) for d in outputs])
         self._in, self._out = int(inputs[0]["index"]), int(outputs[0]["index"])
