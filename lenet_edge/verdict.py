@@ -103,9 +103,9 @@ def _why(entry: dict, name: str, ratio: float) -> str:
     if ref_xnn["delegated"] and xnn["ops_delegated"] < xnn["ops_total"]:
         runtime = runtime_label(machine["versions"])
         if not xnn["delegated"]:
-            return f"XNNPACK did not take {name}'s graph in {runtime}: it ran on the built-in reference kernels"
+            return f"XNNPACK did not take {name}'s graph in {runtime}: it ran on LiteRT's built-in kernels"
         left = xnn["ops_total"] - xnn["ops_delegated"]
-        return f"XNNPACK left {left} of {name}'s {xnn['ops_total']} ops to the reference kernels in {runtime}"
+        return f"XNNPACK left {left} of {name}'s {xnn['ops_total']} ops to the built-in kernels in {runtime}"
     if arch == "x86_64":
         if not dot:
             return (
