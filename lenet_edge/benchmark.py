@@ -203,23 +203,23 @@ def bench_micro(
             macs_total=sum(layer["macs"] for layer in layers),
             litert=_agreement(outputs[name], litert_outputs.get(name)),
             litert_builtin=_agreement(
-                outputs[name], _builtin_outputs(models[name], images, config, litert_outputs.get(name))
+                outputs[name], _undelegated_outputs(models[name], images, config, litert_outputs.get(name))
             ),
             litert_reference=_agreement(
-                outputs[name],
-                open_model(models[name], "litert", threads=config.threads, xnnpack=False, reference=True).raw_all(
-                    images, config.accuracy_batch
-                ),
+                outputs[name], _undelegated_outputs(models[name], images, config, None, reference=True)
             ),
         )
     return section
 
 
-def _builtin_outputs(model: Path, images: np.ndarray, config: BenchConfig, litert: np.ndarray | None) -> np.ndarray:
-    """`model`'s raw outputs in LiteRT's built-in kernels: `litert` itself when XNNPACK was off for it."""
-    if litert is not None and not config.xnnpack:
+def _undelegated_outputs(
+    model: Path, images: np.ndarray, config: BenchConfig, litert: np.ndarray | None, reference: bool = False
+) -> np.ndarray:
+    """`model`'s raw outputs in LiteRT without XNNPACK: its built-in kernels (`litert` itself when XNNPACK was off
+    for it), or with `reference` its reference kernels."""
+    if litert is not None and not config.xnnpack and not reference:
         return litert
-    handle = open_model(model, "litert", threads=config.threads, xnnpack=False)
+    handle = open_model(model, "litert", threads=config.threads, xnnpack=False, reference=reference)
     return handle.raw_all(images, config.accuracy_batch)
 
 
