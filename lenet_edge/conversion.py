@@ -540,7 +540,7 @@ def _verifier(
         raise ModelError(f"{VERIFIER_FILE}: {exc}") from None
     reference = open_model(data, xnnpack=False, classes=CLASSES).raw_all(sample)
     tflm = output_agreement(micro, reference)
-    # TFLM's kernels may round a requantization differently from LiteRT's reference ones: one int8 step at most
+    # TFLM's kernels may round a requantization differently from LiteRT's built-in ones: one int8 step at most
     if tflm["max_abs_diff"] > VERIFIER_TFLM_STEPS:
         raise ModelError(
             f"{VERIFIER_FILE}: TensorFlow Lite Micro's int8 outputs differ from LiteRT's built-in kernels' by up "
