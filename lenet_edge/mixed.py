@@ -224,14 +224,14 @@ def fastest_split(
     candidates, skipped = {}, {}
     for k in range(1, len(order)):
         say(f"converting the candidate with {', '.join(order[:k])} in float32")
-        data = convert_mixed(mixed_model(qat_model, build_lenet5(arch), order[:k]))
+        name, data = "+".join(order[:k]), convert_mixed(mixed_model(qat_model, build_lenet5(arch), order[:k]))
         try:
             verify_prefix(data, order[:k])
         except ModelError as exc:
-            skipped["+".join(order[:k])] = str(exc)
+            skipped[name] = str(exc)
             say(f"left out: {exc}")
             continue
-        candidates["+".join(order[:k])] = data
+        candidates[name] = data
     if not candidates:
         raise ModelError(f"no float prefix of {arch} converts to a float-then-int8 model")
     models = {**baselines, **candidates}
