@@ -8,8 +8,8 @@ that its digits are `LINE_HEIGHT` px tall in a `FRAME` px high strip, and says
 at every `STRIDE`-th column which digit is there, or none (the blank). Trained
 with connectionist temporal classification (CTC: Graves et al. 2006, the loss
 of line recognizers from handwriting to licence plates) on lines composed of
-training digits, it learns where digits begin and end from the lines alone. It is two such
-networks (*members*, `LineConfig.dropout`: the second trained with dropout),
+training digits, it learns where digits begin and end from the lines alone. It is three such
+networks (*members*, `LineConfig.dropout`: the second and third trained with dropout),
 each trained alone on the same numbers; `combined` reads them together, the
 mean of their log-probabilities at every frame: they err on different numbers.
 

@@ -173,14 +173,15 @@ def test_train_trains_and_export_exports_the_line_model(exported_run):
 
     manifest = read_manifest(exported_run)
     artifacts = manifest["artifacts"]
-    members = ("line_float_keras", "line_qat_weights", "line_float_keras_1", "line_qat_weights_1")
+    members = [f"line_{kind}{suffix}" for suffix in ("", "_1", "_2") for kind in ("float_keras", "qat_weights")]
     assert {*members, "line_int8_tflite"} <= set(artifacts)
     record = manifest["line_model"]
-    assert record["config"]["dropout"] == [0.0, 0.25]  # two members, trained alone on the same numbers
+    assert record["config"]["dropout"] == [0.0, 0.25, 0.1]  # three members, trained alone on the same numbers
     assert (record["config"]["epochs"], record["config"]["qat_epochs"]) == (1, 1)  # the run's --line-epochs, ...
-    assert [len(record["history"][stage]) for stage in ("float", "qat", "float_1", "qat_1")] == [1, 1, 1, 1]
+    stages = [f"{stage}{suffix}" for suffix in ("", "_1", "_2") for stage in ("float", "qat")]
+    assert [len(record["history"][stage]) for stage in stages] == [1] * 6
     assert record["data"]["lines"]["train"] > 0
-    assert set(record["metrics"]) == {"float", "qat", "float_1", "qat_1", "together"}
+    assert set(record["metrics"]) == {*stages, "together"}
     assert record["metrics"]["together"]["stage"] == "qat" and 0 <= record["metrics"]["together"]["val_exact"] <= 1
     assert record["data"]["written_heights"] is False  # synthetic digits: no size as written
     assert 0 <= record["metrics"]["qat"]["val_exact"] <= 1
@@ -188,7 +189,7 @@ def test_train_trains_and_export_exports_the_line_model(exported_run):
     info = inspect_tflite(path)
     assert {op["op"] for op in info["ops"]} <= {"CONV_2D", "MAX_POOL_2D"}  # integer-only, nothing else
     assert info["inputs"][0]["dtype"] == "int8"
-    assert [(o["dtype"], o["shape"][-1]) for o in info["outputs"]] == [("int8", CLASSES)] * 2  # one per member
+    assert [(o["dtype"], o["shape"][-1]) for o in info["outputs"]] == [("int8", CLASSES)] * 3  # one per member
     parity = manifest["export"]["models"]["line_int8_tflite"]["parity"]
     assert parity["n"] == record["data"]["lines"]["val"] and parity["agreement"] >= 0.9
     reader = LineReader(path.read_bytes())
@@ -199,7 +200,7 @@ def test_train_trains_and_export_exports_the_line_model(exported_run):
 
 
 def test_the_members_file_reads_as_each_member_alone_combined(exported_run):
-    """Each member converted alone (a run from before members is one) gives the outputs the pair's file has."""
+    """Each member converted alone (a run from before members is one) gives the outputs the members' file has."""
     from lenet_edge import conversion
     from lenet_edge.config import ExportConfig
     from lenet_edge.data import load_run_splits
@@ -207,18 +208,19 @@ def test_the_members_file_reads_as_each_member_alone_combined(exported_run):
 
     manifest = read_manifest(exported_run)
     splits = load_run_splits(manifest)[1]
-    weights = [exported_run / manifest["artifacts"][key]["path"] for key in ("line_qat_weights", "line_qat_weights_1")]
+    keys = ("line_qat_weights", "line_qat_weights_1", "line_qat_weights_2")
+    weights = [exported_run / manifest["artifacts"][key]["path"] for key in keys]
     alone = [
         conversion._line_models(
             [(path, rate)], exported_run, manifest, splits, ExportConfig(min_agreement=0.0), lambda _: None
         )["line_int8_tflite"]
-        for path, rate in zip(weights, (0.0, 0.25), strict=True)
+        for path, rate in zip(weights, (0.0, 0.25, 0.1), strict=True)
     ]
-    assert [len(inspect_tflite(a["data"])["outputs"]) for a in alone] == [1, 1]
-    pair = LineReader((exported_run / manifest["artifacts"]["line_int8_tflite"]["path"]).read_bytes())
-    first, second = (LineReader(a["data"]) for a in alone)
+    assert [len(inspect_tflite(a["data"])["outputs"]) for a in alone] == [1, 1, 1]
+    together = LineReader((exported_run / manifest["artifacts"]["line_int8_tflite"]["path"]).read_bytes())
+    each = [LineReader(a["data"]) for a in alone]
     strip = np.random.default_rng(4).integers(0, 256, (FRAME, 96)).astype(np.uint8)
-    assert np.allclose(pair(strip), log_softmax((first(strip) + second(strip)) / 2))
+    assert np.allclose(together(strip), log_softmax(sum(member(strip) for member in each) / 3))
 
 
 def test_exporting_again_keeps_the_line_model_converted_from_the_same_weights(exported_run, tmp_path, monkeypatch):
@@ -241,7 +243,7 @@ def test_exporting_again_keeps_the_line_model_converted_from_the_same_weights(ex
     assert (run / "line_int8.tflite").read_bytes() == line
     assert after["artifacts"]["line_int8_tflite"] == before["artifacts"]["line_int8_tflite"]
     kept, made = after["export"]["models"]["line_int8_tflite"], before["export"]["models"]["line_int8_tflite"]
-    assert kept == made and len(kept["sources"]["weights_sha256"]) == 2  # the two members' weights
+    assert kept == made and len(kept["sources"]["weights_sha256"]) == 3  # the three members' weights
     assert "micro" in after["export"]  # the rest of the export did run
     after["export"]["models"]["line_int8_tflite"]["sources"]["tensorflow"] = "2.0.0"  # converted by another one
     members = conversion._line_member_weights(run, after)

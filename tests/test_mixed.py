@@ -218,10 +218,10 @@ def check_mixed_line_model(run, manifest, monkeypatch):
     assert record["parity"]["agreement"] >= 0.9  # with the Keras graph it was converted from
     assert 0 <= record["parity"]["agreement_with_qat"] <= 1 and 0 <= record["parity"]["top1_tflite"] <= 1
     path = run / "line_mixed.tflite"
-    kinds = [r["precision"] for r in mixed.verify_mixed(path, members=2)["precision"]]
-    assert kinds.count("float32") == 6 and kinds.count("float32->int8") == 2  # c1, s2, c3 of each member
+    kinds = [r["precision"] for r in mixed.verify_mixed(path, members=3)["precision"]]
+    assert kinds.count("float32") == 9 and kinds.count("float32->int8") == 3  # c1, s2, c3 of each member
     with pytest.raises(ModelError, match="expected 1 QUANTIZE"):
-        mixed.verify_mixed(path)  # two members: a QUANTIZE each
+        mixed.verify_mixed(path)  # three members: a QUANTIZE each
     assert resolve_line_model(run / "lenet5_mixed.tflite") == path
     assert resolve_line_model(run / "lenet5_int8.tflite") == run / "line_int8.tflite"
     strips = [np.random.default_rng(k).integers(0, 256, (FRAME, 96)).astype(np.uint8) for k in range(4)]
