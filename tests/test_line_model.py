@@ -25,6 +25,8 @@ from lenet_edge.line_model import (
     line_image,
     log_likelihood,
     log_softmax,
+    member_keys,
+    member_stage,
     training_lines,
 )
 from lenet_edge.manifest import read_manifest
@@ -173,12 +175,12 @@ def test_train_trains_and_export_exports_the_line_model(exported_run):
 
     manifest = read_manifest(exported_run)
     artifacts = manifest["artifacts"]
-    members = [f"line_{kind}{suffix}" for suffix in ("", "_1", "_2") for kind in ("float_keras", "qat_weights")]
-    assert {*members, "line_int8_tflite"} <= set(artifacts)
     record = manifest["line_model"]
     assert record["config"]["dropout"] == [0.0, 0.25, 0.1]  # three members, trained alone on the same numbers
+    members = range(len(record["config"]["dropout"]))
+    assert {*(key for k in members for key in member_keys(k)), "line_int8_tflite"} <= set(artifacts)
     assert (record["config"]["epochs"], record["config"]["qat_epochs"]) == (1, 1)  # the run's --line-epochs, ...
-    stages = [f"{stage}{suffix}" for suffix in ("", "_1", "_2") for stage in ("float", "qat")]
+    stages = [member_stage(stage, k) for k in members for stage in ("float", "qat")]
     assert [len(record["history"][stage]) for stage in stages] == [1] * 6
     assert record["data"]["lines"]["train"] > 0
     assert set(record["metrics"]) == {*stages, "together"}
@@ -208,13 +210,11 @@ def test_the_members_file_reads_as_each_member_alone_combined(exported_run):
 
     manifest = read_manifest(exported_run)
     splits = load_run_splits(manifest)[1]
-    keys = ("line_qat_weights", "line_qat_weights_1", "line_qat_weights_2")
-    weights = [exported_run / manifest["artifacts"][key]["path"] for key in keys]
     alone = [
         conversion._line_models(
-            [(path, rate)], exported_run, manifest, splits, ExportConfig(min_agreement=0.0), lambda _: None
+            [member], exported_run, manifest, splits, ExportConfig(min_agreement=0.0), lambda _: None
         )["line_int8_tflite"]
-        for path, rate in zip(weights, (0.0, 0.25, 0.1), strict=True)
+        for member in conversion._line_member_weights(exported_run, manifest)
     ]
     assert [len(inspect_tflite(a["data"])["outputs"]) for a in alone] == [1, 1, 1]
     together = LineReader((exported_run / manifest["artifacts"]["line_int8_tflite"]["path"]).read_bytes())
