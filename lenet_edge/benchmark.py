@@ -306,7 +306,7 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
     """
     import time
 
-    from .line_model import best_path, split_lines
+    from .line_model import read_line, split_lines
     from .manifest import artifact_path
     from .reading import LineReader
 
@@ -322,7 +322,7 @@ def bench_line_model(run_dir, manifest: dict, split, config: BenchConfig, progre
     for key in keys:
         path = artifact_path(run_dir, manifest, key)
         reader = LineReader(path)
-        read = [[d for d, *_ in best_path(reader(s))] for s in strips]
+        read = [[d for d, *_ in read_line(reader(s))] for s in strips]
         say(f"line model: timing {path.name} on {config.runs} numbers")
 
         def time_one(strip, reader=reader) -> int:

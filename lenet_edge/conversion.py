@@ -601,7 +601,7 @@ def _line_models(
 
     A line model of several members is one file: the members side by side on the same strip, one output
     each, so that each keeps its own int8 scale (`reading.LineReader` reads them together with
-    `line_model.combined`; one output of their concatenated logits, on one scale, read 0.2% of the
+    `line_model.read_line`; one output of their concatenated logits, on one scale, read 0.2% of the
     validation numbers otherwise than the Keras members). line_int8.tflite is full-integer int8; in
     line_mixed.tflite each member has as many leading float32 layers as the digit model's mixed model
     (`mixed.same_depth`: the first convolutions, on one input channel, where int8 loses on x86), the rest
@@ -610,7 +610,7 @@ def _line_models(
     Keras graph it is converted from on `min_agreement` of them: the QAT members, or for the mixed one the
     members with their float layers not fake-quantized (its agreement with the QAT members is recorded
     too, `agreement_with_qat`). The parity's `top1_*` are the shares of numbers each reads exactly
-    (`line_model.best_path`).
+    (`line_model.read_line`).
 
     The conversions and their checks took half of exporting the tests' tiny run, and give the same bytes for
     the same weights: a file an earlier export converted from the same `sources` (the members' weights, the
@@ -662,10 +662,10 @@ def _line_converted(
         FRAME,
         STORED_WIDTH,
         batch,
-        best_path,
         build_line_model,
-        combined,
         load_line_qat,
+        member_logp,
+        read_line,
         validation_lines,
     )
     from .reading import LineReader
@@ -682,7 +682,7 @@ def _line_converted(
         read = []
         for strip in strips:
             side_by_side = np.concatenate([m(batch([strip]), training=False).numpy()[0, 0] for m in models], axis=-1)
-            read.append([d for d, *_ in best_path(combined(side_by_side))])
+            read.append([d for d, *_ in read_line(member_logp(side_by_side))])
         return read
 
     read_qat = read_keras(qat)
@@ -725,7 +725,7 @@ def _line_converted(
             extras = {"float_layers": list(layers), "precision": check["precision"]}
         say(f"comparing {file} with the Keras line model on {len(strips)} validation numbers")
         reader = LineReader(data)
-        read_tflite = [[d for d, *_ in best_path(reader(strip))] for strip in strips]
+        read_tflite = [[d for d, *_ in read_line(reader(strip))] for strip in strips]
         agreement = {
             "n": len(truth),
             "top1_tflite": _share(read_tflite, truth),

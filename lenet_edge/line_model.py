@@ -10,8 +10,10 @@ with connectionist temporal classification (CTC: Graves et al. 2006, the loss
 of line recognizers from handwriting to licence plates) on lines composed of
 training digits, it learns where digits begin and end from the lines alone. It is three such
 networks (*members*, `LineConfig.dropout`: the second and third trained with dropout),
-each trained alone on the same numbers; `combined` reads them together, the
-mean of their log-probabilities at every frame: they err on different numbers.
+each trained alone on the same numbers; `read_line` reads them together: of
+each member's reading and that of the mean of their log-probabilities at every
+frame (`combined`), the one most likely to all of them. They err on different
+numbers.
 
 `read` asks both it and the segmentation: where the line model reads the
 number otherwise, and finds its own reading more likely than the
@@ -212,29 +214,86 @@ def best_path(logp: np.ndarray) -> list[tuple[int, int, int, float]]:
     return digits
 
 
+def member_logp(logits: np.ndarray) -> np.ndarray:
+    """(..., T, 11 k) logits of a line model's k members, side by side -> (k, ..., T, 11) log-probabilities, in
+    float64: each member's own."""
+    z = np.asarray(logits, np.float64)
+    return np.moveaxis(log_softmax(z.reshape(*z.shape[:-1], z.shape[-1] // CLASSES, CLASSES)), -2, 0)
+
+
 def log_likelihood(logp: np.ndarray, digits: Sequence[int]) -> float:
-    """log P(digits | strip): the CTC forward algorithm over the (T, 11) log-probabilities `logp`.
+    """log P(digits | strip): the CTC forward algorithm over the (T, 11) log-probabilities `logp`; over the
+    (k, T, 11) of a line model's k members, the mean of their log-likelihoods (the log of the geometric mean
+    of their probabilities). -inf when T frames cannot hold the digits. `log_likelihoods` of one reading."""
+    return float(log_likelihoods(logp, [digits])[0])
+
+
+def log_likelihoods(logp: np.ndarray, readings: Sequence[Sequence[int]]) -> np.ndarray:
+    """`log_likelihood` of each of `readings` (digit sequences), all members and readings at once.
 
     The digits interleaved with blanks (b d1 b d2 ... b) are the states; a path may skip a blank
-    between two different digits, never between two equal ones. -inf when T frames cannot hold them.
+    between two different digits, never between two equal ones. A shorter reading's states are padded
+    with states no path reaches.
     """
-    states = np.full(2 * len(digits) + 1, BLANK)
-    states[1::2] = digits
+    logp = np.asarray(logp)
+    members = logp.reshape(-1, *logp.shape[-2:])  # (k, T, 11)
+    lengths = np.array([2 * len(r) + 1 for r in readings])  # states per reading
+    states = np.full((len(readings), lengths.max()), BLANK)
+    for i, digits in enumerate(readings):
+        states[i, 1 : lengths[i] : 2] = digits
     # 0 where a state may be reached from two back, -inf where not (adding it leaves the other term alone)
-    skip = np.full(max(len(states) - 2, 0), -np.inf)
-    skip[(states[2:] != BLANK) & (states[2:] != states[:-2])] = 0.0
-    emit = logp[:, states]  # (T, states)
-    alpha = np.full(len(states), -np.inf)
-    alpha[:2] = emit[0, :2]
+    skip = np.full((len(readings), max(states.shape[1] - 2, 0)), -np.inf)
+    skip[(states[:, 2:] != BLANK) & (states[:, 2:] != states[:, :-2])] = 0.0
+    padded = np.arange(states.shape[1]) >= lengths[:, None]  # (readings, states)
+    emit = np.where(padded, -np.inf, members[:, :, states])  # (k, T, readings, states)
+    # one row per (member, reading), frames first: each frame's rows are contiguous
+    emit = np.ascontiguousarray(emit.transpose(1, 0, 2, 3).reshape(emit.shape[1], -1, states.shape[1]))
+    skip = np.tile(skip, (len(members), 1))
+    alpha = np.full(emit.shape[1:], -np.inf)
+    alpha[:, :2] = emit[0, :, :2]
     step, two_back = np.empty_like(alpha), np.empty_like(skip)
     for t in range(1, len(emit)):  # in place: a frame's few NumPy calls, not its allocations, are the cost
-        step[0] = alpha[0]
-        np.logaddexp(alpha[1:], alpha[:-1], out=step[1:])
-        np.add(alpha[:-2], skip, out=two_back)
-        np.logaddexp(step[2:], two_back, out=step[2:])
+        step[:, 0] = alpha[:, 0]
+        np.logaddexp(alpha[:, 1:], alpha[:, :-1], out=step[:, 1:])
+        np.add(alpha[:, :-2], skip, out=two_back)
+        np.logaddexp(step[:, 2:], two_back, out=step[:, 2:])
         step += emit[t]
         alpha, step = step, alpha
-    return float(np.logaddexp(alpha[-1], alpha[-2]) if len(states) > 1 else alpha[-1])
+    alpha = alpha.reshape(len(members), *states.shape)
+    rows = np.arange(len(readings))
+    last = alpha[:, rows, lengths - 1]  # (k, readings): ending on the final blank, or on the last digit
+    before = np.where(lengths > 1, alpha[:, rows, np.maximum(lengths - 2, 0)], -np.inf)
+    return np.logaddexp(last, before).mean(axis=0)
+
+
+def read_line(logp: np.ndarray) -> list[tuple[int, int, int, float]]:
+    """The line model's reading of a strip, as `best_path` gives it.
+
+    Of one member's (T, 11) log-probabilities: their `best_path`. Of several members' (k, T, 11): the best
+    path of their frame-wise mean (`combined`) or of one member, whichever reading is the most likely to all
+    of them (the highest `log_likelihood`, the mean over the members; the frame-wise mean's on a tie). The
+    members' frames need not agree: CTC puts a digit's spike anywhere on the digit, and where two members
+    put it frames apart, their frame-wise mean is a blank there and loses the digit. Where all read the
+    same digits (most numbers), nothing is weighed and the frame-wise mean's path is the reading.
+    """
+    logp = np.asarray(logp, np.float64)
+    members = logp.reshape(-1, *logp.shape[-2:])
+    if len(members) == 1:
+        return best_path(members[0])
+    readings = [log_softmax(members.mean(axis=0)), *members]
+    digits = [_path_digits(one) for one in readings]
+    if len(set(digits)) > 1:
+        weighed = list(dict.fromkeys(digits))  # each reading once, the frame-wise mean's first
+        chosen = weighed[int(np.argmax(log_likelihoods(members, weighed)))]
+        return best_path(readings[digits.index(chosen)])
+    return best_path(readings[0])
+
+
+def _path_digits(logp: np.ndarray) -> tuple[int, ...]:
+    """The digits `best_path` reads from (T, 11) log-probabilities, without its frames and probabilities."""
+    best = logp.argmax(axis=1)
+    kept = (best != BLANK) & np.concatenate([[True], best[1:] != best[:-1]])
+    return tuple(best[kept].tolist())
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -440,8 +499,8 @@ def ctc_loss(logits, digits, counts):
 
 
 def evaluate(model, strips: Sequence[np.ndarray], digits: Sequence[np.ndarray], size: int = 128) -> tuple[float, float]:
-    """`(share of numbers read exactly by best_path, mean CTC loss)` of a Keras line model, or of a list of
-    members read together (`combined`)."""
+    """`(share of numbers read exactly, mean CTC loss)` of a Keras line model, or of a list of members read
+    together (`read_line`; their mean loss)."""
     from .compat import tf
 
     members = model if isinstance(model, list | tuple) else [model]
@@ -451,9 +510,9 @@ def evaluate(model, strips: Sequence[np.ndarray], digits: Sequence[np.ndarray], 
         chosen = order[start : start + size]
         x, y, counts = batch([strips[i] for i in chosen], [digits[i] for i in chosen])
         logits = tf.concat([m(x, training=False) for m in members], axis=-1).numpy()  # (B, 1, T, 11 k)
-        logp = combined(logits[:, 0])  # (B, T, 11)
-        losses.append(ctc_loss(tf.constant(logp[:, None], tf.float32), y, counts).numpy())
+        logp = member_logp(logits[:, 0])  # (k, B, T, 11)
+        losses.append(np.mean([ctc_loss(tf.constant(one[:, None], tf.float32), y, counts) for one in logp], axis=0))
         for k, i in enumerate(chosen):
-            read = [d for d, *_ in best_path(logp[k])]
+            read = [d for d, *_ in read_line(logp[:, k])]
             right += read == digits[i].tolist()
     return right / max(1, len(strips)), float(np.concatenate(losses).mean()) if losses else 0.0

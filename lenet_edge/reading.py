@@ -39,7 +39,7 @@ from .data.preprocess import INK_THRESHOLD
 from .errors import DataError, ModelError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
 from .line_model import CLASSES as LINE_CLASSES
-from .line_model import FRAME, LineImage, best_path, combined, line_image, log_likelihood
+from .line_model import FRAME, LineImage, line_image, log_likelihood, log_softmax, member_logp, read_line
 from .manifest import PERSIAN_DIGITS, artifact_path, manifest_path, read_manifest
 from .quiet import native_stderr_captured
 from .runtimes.base import NUM_CLASSES
@@ -142,15 +142,15 @@ class LineReader:
         return self.handles[width]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """A (FRAME, W) uint8 strip (`LineImage.pixels`) -> (T, 11) float64 log-probabilities, T = W / 2 (of a
-        line model of several members, theirs combined: `line_model.combined`)."""
+        """A (FRAME, W) uint8 strip (`LineImage.pixels`) -> (k, T, 11) float64 log-probabilities of the line
+        model's k members, T = W / 2."""
         from .runtimes.base import dequantized
 
         interpreter, given, levels, members = self._handle(pixels.shape[1])
         interpreter.set_tensor(given, levels[pixels][None, :, :, None])  # (1, FRAME, W, 1)
         interpreter.invoke()
         logits = [dequantized(interpreter.get_tensor(taken), output)[0, 0] for taken, output in members]
-        return combined(np.concatenate(logits, axis=-1))  # (T, 11)
+        return member_logp(np.concatenate(logits, axis=-1))  # (k, T, 11)
 
 
 def _manifest_beside(model: str | os.PathLike) -> tuple[Path, dict | None]:
@@ -302,7 +302,14 @@ def _shrunk(page: Page) -> Page:
 
 @dataclass(frozen=True)
 class LineReading:
-    """The line model's reading of a number: its strip, the (T, 11) log-probabilities, the margin.
+    """The line model's reading of a number: its strip, the (k, T, 11) log-probabilities of its k members (or
+    (T, 11) of one), the margin.
+
+    Its reading is `read_line`'s (of the members' readings, the most likely to all of them); it is weighed
+    against the segmentation's by their log-likelihoods under the members' frame-wise combination
+    (`combined`). Where the members read the same digits, all is as with that combination alone; where
+    they put a digit on other frames, their reading keeps it, but is seldom sure enough to overrule the
+    segmentation's.
 
     It replaces the segmentation's reading where it differs and is more likely by more than `margin`
     (`SegmentConfig.line_margin`, log-likelihood), whether or not the two have as many digits: a cut at
@@ -322,9 +329,15 @@ class LineReading:
         return None if strip is None else cls(strip, line(strip.pixels), config.line_margin)
 
     @cached_property
+    def _frames(self) -> np.ndarray:
+        """(T, 11): the members' log-probabilities combined frame by frame (`line_model.combined`)."""
+        logp = np.asarray(self.logp)
+        return logp if logp.ndim == 2 else log_softmax(logp.mean(axis=0))
+
+    @cached_property
     def own(self) -> list[tuple[int, int, int, float]]:
-        """`best_path`: (digit, first frame, last frame, probability) per digit of the line model's reading."""
-        return best_path(self.logp)
+        """(digit, first frame, last frame, probability) per digit of the line model's reading (`read_line`)."""
+        return read_line(self.logp)
 
     @property
     def digits(self) -> list[int]:
@@ -333,11 +346,11 @@ class LineReading:
     def overrules(self, read: list[int]) -> bool:
         """Is the line model's own reading other than `read` and more likely by more than `margin`?"""
         mine = self.digits
-        return bool(mine) and mine != read and log_likelihood(self.logp, read) < self.likelihood - self.margin
+        return bool(mine) and mine != read and log_likelihood(self._frames, read) < self.likelihood - self.margin
 
     @cached_property
     def likelihood(self) -> float:
-        return log_likelihood(self.logp, self.digits)
+        return log_likelihood(self._frames, self.digits)
 
     @cached_property
     def beyond_overruling(self) -> bool:
@@ -360,7 +373,8 @@ class LineReading:
         """
         strip, own = self.strip, self.own
         centres = [(first + last) / 2 for _, first, last, _ in own]
-        bounds = [0.0, *((a + b) / 2 for a, b in zip(centres[:-1], centres[1:], strict=True)), len(self.logp) - 1.0]
+        last = self.logp.shape[-2] - 1.0  # the last frame
+        bounds = [0.0, *((a + b) / 2 for a, b in zip(centres[:-1], centres[1:], strict=True)), last]
         boxes = []
         top, left = strip.origin
         for start, end in zip(bounds[:-1], bounds[1:], strict=True):

@@ -26,7 +26,9 @@ from lenet_edge.line_model import (
     log_likelihood,
     log_softmax,
     member_keys,
+    member_logp,
     member_stage,
+    read_line,
     training_lines,
 )
 from lenet_edge.manifest import read_manifest
@@ -63,6 +65,41 @@ def test_members_are_read_together_by_their_mean_log_probabilities():
     # a digit one member is sure of and the other doubts loses to one both find likely
     sure, doubted = np.log([0.9, 0.1] + [1e-9] * 9), np.log([1e-4, 0.5] + [0.5 / 9] * 9)
     assert combined(np.concatenate([sure, doubted])[None]).argmax() == 1
+
+
+def test_the_likelihood_of_several_members_is_the_mean_of_theirs():
+    rng = np.random.default_rng(2)
+    logp = log_softmax(rng.normal(0, 3, (3, 12, CLASSES)))
+    for digits in ([], [4], [1, 1], [3, 0, 7]):
+        alone = [log_likelihood(one, digits) for one in logp]
+        assert math.isclose(log_likelihood(logp, digits), float(np.mean(alone)), rel_tol=1e-12)
+    assert np.allclose(member_logp(np.concatenate(list(logp), axis=-1)), logp)  # side by side -> each its own
+    assert log_likelihood(logp[:, :2], [1, 2, 3]) == -math.inf  # 2 frames cannot hold 3 digits
+
+
+def test_members_whose_spikes_fall_on_other_frames_are_read_by_the_likeliest_reading():
+    """The frame-wise mean of two members that put a digit's spike two frames apart is a blank there: the
+    digit is lost; read_line weighs whole readings instead and keeps it."""
+
+    def spikes(**at):  # 7 frames, blanks 8 nats sure, a digit where `at` says (frame name "f<t>": digit)
+        logits = np.zeros((7, CLASSES))
+        logits[:, BLANK] = 8.0
+        for frame, digit in at.items():
+            logits[int(frame[1:]), [BLANK, digit]] = 0.0, 4.0
+        return log_softmax(logits)
+
+    first, second = spikes(f1=5, f5=2), spikes(f3=5, f5=2)
+    both = np.stack([first, second])
+    assert [d for d, *_ in best_path(log_softmax(both.mean(axis=0)))] == [2]  # the frame-wise mean loses the 5
+    assert log_likelihood(both, [5, 2]) > log_likelihood(both, [2]) + 3
+    assert read_line(both) == best_path(first)  # the likelier reading, with its member's frames
+    assert read_line(first) == best_path(first)  # one member: its best path
+    doubt = spikes(f1=5, f5=3)  # members disagreeing on a digit: the likelier reading
+    three = np.stack([first, first, doubt])
+    assert log_likelihood(three, [5, 2]) > log_likelihood(three, [5, 3])
+    assert [d for d, *_ in read_line(three)] == [5, 2]
+    twins = np.stack([first, first])  # all read the same digits: the frame-wise mean's path, as one member gives it
+    assert read_line(twins) == best_path(log_softmax(twins.mean(axis=0)))
 
 
 def test_dropout_is_only_in_training():
@@ -196,8 +233,8 @@ def test_train_trains_and_export_exports_the_line_model(exported_run):
     assert parity["n"] == record["data"]["lines"]["val"] and parity["agreement"] >= 0.9
     reader = LineReader(path.read_bytes())
     for width in (64, 320, 64):  # any multiple of WIDTH_STEP; a width seen before reuses its interpreter
-        logp = reader(np.zeros((FRAME, width), np.uint8))
-        assert logp.shape == (width // STRIDE, CLASSES) and np.allclose(np.exp(logp).sum(axis=1), 1)
+        logp = reader(np.zeros((FRAME, width), np.uint8))  # each member's own
+        assert logp.shape == (3, width // STRIDE, CLASSES) and np.allclose(np.exp(logp).sum(axis=-1), 1)
     assert len(reader.handles) == 3  # the first-opened width, 64 and 320
 
 
@@ -220,7 +257,7 @@ def test_the_members_file_reads_as_each_member_alone_combined(exported_run):
     together = LineReader((exported_run / manifest["artifacts"]["line_int8_tflite"]["path"]).read_bytes())
     each = [LineReader(a["data"]) for a in alone]
     strip = np.random.default_rng(4).integers(0, 256, (FRAME, 96)).astype(np.uint8)
-    assert np.allclose(together(strip), log_softmax(sum(member(strip) for member in each) / 3))
+    assert np.allclose(together(strip), np.concatenate([member(strip) for member in each]))
 
 
 def test_exporting_again_keeps_the_line_model_converted_from_the_same_weights(exported_run, tmp_path, monkeypatch):

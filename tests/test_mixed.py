@@ -229,7 +229,7 @@ def check_mixed_line_model(run, manifest, monkeypatch):
     for strip in strips:  # the same network: log-probabilities close, not equal (c1 and c3 not quantized)
         int8, mixed_logp = (reader(strip) for reader in both)
         assert int8.shape == mixed_logp.shape and np.abs(np.exp(int8) - np.exp(mixed_logp)).max() < 0.5
-        assert np.allclose(np.exp(mixed_logp).sum(axis=1), 1)
+        assert np.allclose(np.exp(mixed_logp).sum(axis=-1), 1)
 
     def converting(*args, **kwargs):
         raise AssertionError("a line model was converted again")
