@@ -182,16 +182,17 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def combined(logits: np.ndarray) -> np.ndarray:
-    """(T, 11 k) logits of a line model's k members, side by side -> (T, 11) log-probabilities, in float64.
+def combined(logp: np.ndarray) -> np.ndarray:
+    """(k, ..., T, 11) log-probabilities (or logits) of a line model's k members -> (..., T, 11) log-probabilities,
+    in float64; a (T, 11) array is one member's.
 
     Per frame, the mean of the members' log-probabilities, normalised again (the normalised geometric
     mean of their posteriors): a digit the members disagree on loses what either doubts. One member: its
     `log_softmax`.
     """
-    z = np.asarray(logits, np.float64)
-    members = z.reshape(*z.shape[:-1], z.shape[-1] // CLASSES, CLASSES)
-    return log_softmax(log_softmax(members).mean(axis=-2))
+    z = np.asarray(logp, np.float64)
+    # logits or log-probabilities alike: normalising a member adds a constant per frame, which the last removes
+    return log_softmax(z if z.ndim == 2 else z.mean(axis=0))
 
 
 def best_path(logp: np.ndarray) -> list[tuple[int, int, int, float]]:
@@ -238,28 +239,29 @@ def log_likelihoods(logp: np.ndarray, readings: Sequence[Sequence[int]]) -> np.n
     logp = np.asarray(logp)
     members = logp.reshape(-1, *logp.shape[-2:])  # (k, T, 11)
     lengths = np.array([2 * len(r) + 1 for r in readings])  # states per reading
-    states = np.full((len(readings), lengths.max()), BLANK)
+    size = lengths.max()
+    states = np.full((len(readings), size), BLANK)
     for i, digits in enumerate(readings):
         states[i, 1 : lengths[i] : 2] = digits
-    # 0 where a state may be reached from two back, -inf where not (adding it leaves the other term alone)
-    skip = np.full((len(readings), max(states.shape[1] - 2, 0)), -np.inf)
-    skip[(states[:, 2:] != BLANK) & (states[:, 2:] != states[:, :-2])] = 0.0
-    padded = np.arange(states.shape[1]) >= lengths[:, None]  # (readings, states)
+    # One flat row of states: each (member, reading) in turn, `size` states each; the per-frame NumPy calls
+    # are then those of a single reading. A state may be reached from two back (0 added; -inf: not) between
+    # two different digits, never from the row before.
+    allowed = np.zeros(states.shape, bool)
+    allowed[:, 2:] = (states[:, 2:] != BLANK) & (states[:, 2:] != states[:, :-2])
+    skip = np.where(np.tile(allowed, (len(members), 1)).ravel()[2:], 0.0, -np.inf)
+    padded = np.arange(size) >= lengths[:, None]  # (readings, states)
     emit = np.where(padded, -np.inf, members[:, :, states])  # (k, T, readings, states)
-    # one row per (member, reading), frames first: each frame's rows are contiguous
-    emit = np.ascontiguousarray(emit.transpose(1, 0, 2, 3).reshape(emit.shape[1], -1, states.shape[1]))
-    skip = np.tile(skip, (len(members), 1))
-    alpha = np.full(emit.shape[1:], -np.inf)
-    alpha[:, :2] = emit[0, :, :2]
+    emit = np.ascontiguousarray(emit.transpose(1, 0, 2, 3)).reshape(emit.shape[1], -1)  # (T, k readings states)
+    alpha = np.where(np.tile(np.arange(size) < 2, len(members) * len(readings)), emit[0], -np.inf)  # paths begin
     step, two_back = np.empty_like(alpha), np.empty_like(skip)
     for t in range(1, len(emit)):  # in place: a frame's few NumPy calls, not its allocations, are the cost
-        step[:, 0] = alpha[:, 0]
-        np.logaddexp(alpha[:, 1:], alpha[:, :-1], out=step[:, 1:])
-        np.add(alpha[:, :-2], skip, out=two_back)
-        np.logaddexp(step[:, 2:], two_back, out=step[:, 2:])
+        np.logaddexp(alpha[1:], alpha[:-1], out=step[1:])
+        step[::size] = alpha[::size]  # each row's first state stays; the one before it is another row's
+        np.add(alpha[:-2], skip, out=two_back)
+        np.logaddexp(step[2:], two_back, out=step[2:])
         step += emit[t]
         alpha, step = step, alpha
-    alpha = alpha.reshape(len(members), *states.shape)
+    alpha = alpha.reshape(len(members), len(readings), size)
     rows = np.arange(len(readings))
     last = alpha[:, rows, lengths - 1]  # (k, readings): ending on the final blank, or on the last digit
     before = np.where(lengths > 1, alpha[:, rows, np.maximum(lengths - 2, 0)], -np.inf)
@@ -280,20 +282,12 @@ def read_line(logp: np.ndarray) -> list[tuple[int, int, int, float]]:
     members = logp.reshape(-1, *logp.shape[-2:])
     if len(members) == 1:
         return best_path(members[0])
-    readings = [log_softmax(members.mean(axis=0)), *members]
-    digits = [_path_digits(one) for one in readings]
-    if len(set(digits)) > 1:
-        weighed = list(dict.fromkeys(digits))  # each reading once, the frame-wise mean's first
-        chosen = weighed[int(np.argmax(log_likelihoods(members, weighed)))]
-        return best_path(readings[digits.index(chosen)])
-    return best_path(readings[0])
-
-
-def _path_digits(logp: np.ndarray) -> tuple[int, ...]:
-    """The digits `best_path` reads from (T, 11) log-probabilities, without its frames and probabilities."""
-    best = logp.argmax(axis=1)
-    kept = (best != BLANK) & np.concatenate([[True], best[1:] != best[:-1]])
-    return tuple(best[kept].tolist())
+    paths = [best_path(one) for one in (combined(members), *members)]
+    digits = [tuple(d for d, *_ in path) for path in paths]
+    if len(set(digits)) == 1:
+        return paths[0]
+    weighed = list(dict.fromkeys(digits))  # each reading once, the frame-wise mean's first
+    return paths[digits.index(weighed[int(np.argmax(log_likelihoods(members, weighed)))])]
 
 
 # --- data ------------------------------------------------------------------------------------------

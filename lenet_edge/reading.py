@@ -39,7 +39,7 @@ from .data.preprocess import INK_THRESHOLD
 from .errors import DataError, ModelError
 from .inference import PROB_DIGITS, _without_path, image_files, resolve_model, softmax
 from .line_model import CLASSES as LINE_CLASSES
-from .line_model import FRAME, LineImage, line_image, log_likelihood, log_softmax, member_logp, read_line
+from .line_model import FRAME, LineImage, combined, line_image, log_likelihood, member_logp, read_line
 from .manifest import PERSIAN_DIGITS, artifact_path, manifest_path, read_manifest
 from .quiet import native_stderr_captured
 from .runtimes.base import NUM_CLASSES
@@ -331,8 +331,7 @@ class LineReading:
     @cached_property
     def _frames(self) -> np.ndarray:
         """(T, 11): the members' log-probabilities combined frame by frame (`line_model.combined`)."""
-        logp = np.asarray(self.logp)
-        return logp if logp.ndim == 2 else log_softmax(logp.mean(axis=0))
+        return combined(self.logp)
 
     @cached_property
     def own(self) -> list[tuple[int, int, int, float]]:

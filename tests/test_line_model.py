@@ -58,13 +58,13 @@ def test_members_are_read_together_by_their_mean_log_probabilities():
     rng = np.random.default_rng(3)
     a, b = rng.normal(0, 3, (2, 6, CLASSES))
     assert np.allclose(combined(a), log_softmax(a))  # one member: its own log-probabilities
-    assert np.allclose(combined(np.concatenate([a, a], axis=-1)), log_softmax(a))  # twins change nothing
-    together = combined(np.concatenate([a, b], axis=-1))
+    assert np.allclose(combined(np.stack([a, a])), log_softmax(a))  # twins change nothing
+    together = combined(np.stack([a, b]))
     geometric = np.sqrt(np.exp(log_softmax(a)) * np.exp(log_softmax(b)))
     assert np.allclose(np.exp(together), geometric / geometric.sum(axis=1, keepdims=True))
     # a digit one member is sure of and the other doubts loses to one both find likely
     sure, doubted = np.log([0.9, 0.1] + [1e-9] * 9), np.log([1e-4, 0.5] + [0.5 / 9] * 9)
-    assert combined(np.concatenate([sure, doubted])[None]).argmax() == 1
+    assert combined(np.stack([sure, doubted])[:, None]).argmax() == 1
 
 
 def test_the_likelihood_of_several_members_is_the_mean_of_theirs():
