@@ -28,6 +28,7 @@ from lenet_edge.data.frontend import (
     digit_images,
     find_digit,
     run_frontend,
+    shrunk_by,
 )
 from lenet_edge.data.preprocess import INK_THRESHOLD, preprocess, preprocess_many
 from lenet_edge.data.rules import _could_span, _spanning
@@ -210,6 +211,23 @@ def test_the_background_test_is_the_mean_of_the_non_ink_pixels():
         expected = background.size == 0 or float(background.mean()) <= CLEAN_BACKGROUND_MAX
         assert _background_is_black(image) == expected
     assert sum(_background_is_black(image) for image in images) not in (0, len(images))
+
+
+def test_shrinking_is_an_area_average_of_the_exact_size(digits):
+    """`shrunk_by` halves first where it can: the size of one area resize, its pixels within a grey level of it
+    on average, the same ink but for a few edge pixels; and the exact size of awkward ones (odd sides, one px)."""
+    page = 255 - photo(digits[0][0], size=120)
+    for enlarged, scale in ((5, 0.3), (4, 0.37), (8, 0.13), (3, 0.5), (1, 0.7)):
+        image = cv2.resize(page, None, fx=enlarged, fy=enlarged, interpolation=cv2.INTER_LINEAR)
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        direct = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        got = shrunk_by(image, scale)
+        assert got.shape == direct.shape and got.dtype == np.uint8
+        assert np.abs(got.astype(int) - direct).mean() < 1.0
+        assert np.mean((got > INK_THRESHOLD) != (direct > INK_THRESHOLD)) < 0.005
+    noise = np.random.default_rng(0).integers(0, 256, (9, 50), np.uint8)
+    for scale, shape in ((0.5, (4, 25)), (0.2, (2, 10)), (0.05, (1, 2)), (0.01, (1, 1))):
+        assert shrunk_by(noise, scale).shape == shape
 
 
 def test_the_quick_span_test_never_misses_a_spanning_component():
