@@ -57,6 +57,9 @@ WIDTH_STEP = 32  # strips are padded to a multiple of this width: a handful of i
 STORED_WIDTH = 256  # px: the width `line_int8.tflite` is stored with (about 11 digits); LiteRT resizes it per number
 MAX_WIDTH = 2048  # px: a wider strip (over ~80 digits) is no number; the segmentation's reading stands alone
 BLANK = 10  # the CTC blank: no digit at this frame
+FLOOR = 170.0  # nats: `log_likelihoods` counts a class further below its frame's likeliest as this far
+RESCALE = 4  # frames between `log_likelihoods`' rescalings: RESCALE * FLOOR < 708, float64's e^-708
+MAX_STATES = 160  # `log_likelihoods` takes more (member, reading) states than this a few readings at a time
 CLASSES = 11  # the ten digits, then the blank
 NOISE_SIGMA = 12.0  # Gaussian noise on 0-255 grey levels in the training lines (`on_paper`)
 LINE_MODEL_FLOAT = "line_float.keras"
@@ -232,40 +235,65 @@ def log_likelihood(logp: np.ndarray, digits: Sequence[int]) -> float:
 def log_likelihoods(logp: np.ndarray, readings: Sequence[Sequence[int]]) -> np.ndarray:
     """`log_likelihood` of each of `readings` (digit sequences), all members and readings at once.
 
-    The digits interleaved with blanks (b d1 b d2 ... b) are the states; a path may skip a blank
-    between two different digits, never between two equal ones. A shorter reading's states are padded
-    with states no path reaches.
+    The digits interleaved with blanks (b d1 b d2 ... b) are the states; a path may skip a blank between
+    two different digits, never between two equal ones. The forward algorithm runs on probabilities, each
+    frame's divided by its likeliest class's: per frame, one product with the transitions of every (member,
+    reading) at once (a block-diagonal matrix, at most `MAX_STATES` states: more readings are taken a few at
+    a time) and one with the frame's emissions, where sums of logarithms took five NumPy calls (their cost,
+    not the arithmetic, is what a strip's 100-200 frames spend). Every `RESCALE` frames each (member,
+    reading)'s probabilities are divided by their sum, its logarithm kept. A class more than `FLOOR` nats
+    below its frame's likeliest counts as `FLOOR` below (the int8 line models' logits span 90-140 nats): a
+    path's probability then falls at most `RESCALE * FLOOR` nats between rescalings, within float64's range,
+    and only readings no path can make are -inf.
     """
-    logp = np.asarray(logp)
-    members = logp.reshape(-1, *logp.shape[-2:])  # (k, T, 11)
+    members = np.asarray(logp, np.float64)
+    members = members.reshape(-1, *members.shape[-2:])  # (k, T, 11)
     lengths = np.array([2 * len(r) + 1 for r in readings])  # states per reading
     size = lengths.max()
+    at_once = max(1, MAX_STATES // (len(members) * size))  # readings per product
+    if len(readings) > at_once:
+        chunks = [readings[i : i + at_once] for i in range(0, len(readings), at_once)]
+        return np.concatenate([log_likelihoods(members, chunk) for chunk in chunks])
+    count = len(members) * len(readings)  # (member, reading) pairs, member-major
     states = np.full((len(readings), size), BLANK)
     for i, digits in enumerate(readings):
         states[i, 1 : lengths[i] : 2] = digits
-    # One flat row of states: each (member, reading) in turn, `size` states each; the per-frame NumPy calls
-    # are then those of a single reading. A state may be reached from two back (0 added; -inf: not) between
-    # two different digits, never from the row before.
-    allowed = np.zeros(states.shape, bool)
-    allowed[:, 2:] = (states[:, 2:] != BLANK) & (states[:, 2:] != states[:, :-2])
-    skip = np.where(np.tile(allowed, (len(members), 1)).ravel()[2:], 0.0, -np.inf)
-    padded = np.arange(size) >= lengths[:, None]  # (readings, states)
-    emit = np.where(padded, -np.inf, members[:, :, states])  # (k, T, readings, states)
-    emit = np.ascontiguousarray(emit.transpose(1, 0, 2, 3)).reshape(emit.shape[1], -1)  # (T, k readings states)
-    alpha = np.where(np.tile(np.arange(size) < 2, len(members) * len(readings)), emit[0], -np.inf)  # paths begin
-    step, two_back = np.empty_like(alpha), np.empty_like(skip)
-    for t in range(1, len(emit)):  # in place: a frame's few NumPy calls, not its allocations, are the cost
-        np.logaddexp(alpha[1:], alpha[:-1], out=step[1:])
-        step[::size] = alpha[::size]  # each row's first state stays; the one before it is another row's
-        np.add(alpha[:-2], skip, out=two_back)
-        np.logaddexp(step[2:], two_back, out=step[2:])
-        step += emit[t]
-        alpha, step = step, alpha
+    index = np.arange(size)
+    live = index < lengths[:, None]  # (readings, states): a shorter reading's last states are padding
+    moves = np.zeros((len(readings), size, size))  # from state i (rows) to state j (columns)
+    moves[:, index, index] = 1.0
+    moves[:, index[:-1], index[1:]] = 1.0
+    moves[:, index[:-2], index[2:]] = (states[:, 2:] != BLANK) & (states[:, 2:] != states[:, :-2])
+    moves *= live[:, None, :]  # no path enters padding
+    move = np.zeros((count * size, count * size))
+    for pair in range(count):
+        block = slice(pair * size, (pair + 1) * size)
+        move[block, block] = moves[pair % len(readings)]
+    total = np.kron(np.eye(count), np.ones((size, 1)))  # (pairs states, pairs): alpha @ total sums each pair
+    spread = np.ascontiguousarray(total.T)  # (pairs, pairs states): a value per pair, to each of its states
+    best = members.max(axis=2, keepdims=True)  # (k, T, 1)
+    emit = np.exp(np.maximum(members - best, -FLOOR))[:, :, states]  # (k, T, readings, states)
+    emit = np.ascontiguousarray(emit.transpose(1, 0, 2, 3)).reshape(emit.shape[1], -1)  # (T, pairs states)
+    alpha = np.where(np.tile((index < 2) & live, (len(members), 1)).ravel(), emit[0], 0.0)  # paths begin
+    step, inverse, factor = np.empty_like(alpha), np.empty(count), np.empty_like(alpha)
+    starts = range(1, len(emit), RESCALE)
+    sums = np.empty((len(starts), count))  # what each pair was divided by, at each rescaling (never 0: a path
+    for n, start in enumerate(starts):  # may always stay on the first blank, every emission above 0)
+        for t in range(start, min(start + RESCALE, len(emit))):
+            np.dot(alpha, move, out=step)
+            np.multiply(step, emit[t], out=alpha)
+        np.dot(alpha, total, out=sums[n])
+        np.divide(1.0, sums[n], out=inverse)
+        np.dot(inverse, spread, out=factor)
+        np.multiply(alpha, factor, out=alpha)
     alpha = alpha.reshape(len(members), len(readings), size)
     rows = np.arange(len(readings))
-    last = alpha[:, rows, lengths - 1]  # (k, readings): ending on the final blank, or on the last digit
-    before = np.where(lengths > 1, alpha[:, rows, np.maximum(lengths - 2, 0)], -np.inf)
-    return np.logaddexp(last, before).mean(axis=0)
+    # ending on the final blank, or on the last digit
+    end = alpha[:, rows, lengths - 1] + np.where(lengths > 1, alpha[:, rows, np.maximum(lengths - 2, 0)], 0.0)
+    with np.errstate(divide="ignore"):
+        scale = np.log(sums).sum(axis=0).reshape(len(members), len(readings))
+        found = np.log(end) + scale + best.sum(axis=(1, 2))[:, None]
+    return found.mean(axis=0)
 
 
 def read_line(logp: np.ndarray) -> list[tuple[int, int, int, float]]:

@@ -14,6 +14,7 @@ from conftest import Line, frames
 from lenet_edge.line_model import (
     BLANK,
     CLASSES,
+    FLOOR,
     FRAME,
     LINE_HEIGHT,
     STRIDE,
@@ -24,6 +25,7 @@ from lenet_edge.line_model import (
     combined,
     line_image,
     log_likelihood,
+    log_likelihoods,
     log_softmax,
     member_keys,
     member_logp,
@@ -46,6 +48,40 @@ def test_log_likelihood_is_tensorflows_ctc_loss():
             np.array([digits], np.int32), logits, [len(digits)], [14], logits_time_major=False, blank_index=BLANK
         ).numpy()[0]
         assert log_likelihood(log_softmax(logits[0]), digits) == pytest.approx(float(expected), abs=1e-4)
+
+
+def reference_log_likelihood(logp: np.ndarray, digits) -> float:
+    """The CTC forward algorithm as textbooks write it: one state at a time, sums of logarithms."""
+    states = [BLANK]
+    for d in digits:
+        states += [d, BLANK]
+    alpha = np.full(len(states), -np.inf)
+    alpha[:2] = logp[0, states[:2]]
+    for t in range(1, len(logp)):
+        before = alpha.copy()
+        for s, c in enumerate(states):
+            came = [before[s]] + ([before[s - 1]] if s else [])
+            if s > 1 and c != BLANK and c != states[s - 2]:
+                came.append(before[s - 2])
+            alpha[s] = np.logaddexp.reduce(came) + logp[t, c]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if digits else alpha[-1])
+
+
+def test_log_likelihoods_are_the_textbook_forward_algorithm_on_long_strips():
+    """Rescaled probabilities give the sums of logarithms, to 1e-9, over hundreds of frames and classes up
+    to `FLOOR` nats below their frame's likeliest; beyond that only a reading no path makes is -inf."""
+    rng = np.random.default_rng(5)
+    for spread in (1.0, 5.0, 14.0):
+        logp = log_softmax(rng.normal(0, spread, (2, 300, CLASSES)))
+        assert (logp.max(axis=2, keepdims=True) - logp).max() < FLOOR
+        readings = [list(rng.integers(0, 10, n)) for n in (0, 1, 7, 40)] + [[4, 4, 4]]
+        got = log_likelihoods(logp, readings)
+        for reading, value in zip(readings, got, strict=True):
+            expected = np.mean([reference_log_likelihood(member, reading) for member in logp])
+            assert value == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    extreme = log_softmax(np.where(np.arange(CLASSES) == BLANK, 0.0, -4 * FLOOR) * np.ones((50, 1)))
+    assert -2 * FLOOR < log_likelihood(extreme, [3, 3]) < -FLOOR  # each 3 counted FLOOR below the blank: not -inf
+    assert log_likelihood(extreme[:2], [3, 3]) == -np.inf  # 2 frames cannot hold "3, blank, 3"
 
 
 def test_log_likelihood_needs_a_blank_between_equal_digits():
