@@ -277,8 +277,10 @@ def log_likelihoods(logp: np.ndarray, readings: Sequence[Sequence[int]]) -> np.n
     alpha = np.where(np.tile((index < 2) & live, (len(members), 1)).ravel(), emit[0], 0.0)  # paths begin
     step, inverse, factor = np.empty_like(alpha), np.empty(count), np.empty_like(alpha)
     starts = range(1, len(emit), RESCALE)
-    sums = np.empty((len(starts), count))  # what each pair was divided by, at each rescaling (never 0: a path
-    for n, start in enumerate(starts):  # may always stay on the first blank, every emission above 0)
+    # What each pair was divided by at each rescaling; never 0: a path may always stay on the first blank, and
+    # every emission is above 0.
+    sums = np.empty((len(starts), count))
+    for n, start in enumerate(starts):
         for t in range(start, min(start + RESCALE, len(emit))):
             np.dot(alpha, move, out=step)
             np.multiply(step, emit[t], out=alpha)
