@@ -94,6 +94,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 3e-3  # peak Adam rate, cosine-decayed to ~0 over the float epochs
     qat_lr: float = 1e-4  # QAT starts from a trained model: small steps keep it there
+    qat_augment: bool = True  # QAT's batches augmented as the float epochs' are; False: the training images as they are
     seed: int = 0
     val_fraction: float = 0.1
     label_smoothing: float = 0.1  # targets 1 - e + e/10 for the true digit, e/10 for the others
@@ -110,6 +111,7 @@ class TrainConfig:
     teacher: bool = False
     teacher_arch: str = "wide"  # model.build_teacher
     teacher_from: str | None = None  # a run directory whose teacher to reuse (same data and split), not train one
+    float_from: str | None = None  # a run directory whose float LeNet-5 to reuse (same data, split and arch): QAT only
     teacher_epochs: int = 12  # the teacher's epochs (cosine schedule, the best on validation kept)
     teacher_lr: float = 2e-3  # the teacher's peak Adam rate
     temperature: float = 4.0  # softens both models' logits in the distillation term (Hinton et al. 2015)
@@ -146,6 +148,11 @@ class TrainConfig:
                 f"teacher_arch must be one of {', '.join(TEACHER_ARCHITECTURES)}",
             ),
             (self.teacher_from is None or self.teacher, "teacher_from needs teacher=True"),
+            (
+                self.float_from is None or not self.teacher or self.teacher_from is not None,
+                "float_from with a teacher needs teacher_from (the run whose teacher the float model learnt from)",
+            ),
+            (self.float_from is None or self.qat_epochs >= 1, "float_from needs qat_epochs >= 1 (it trains only QAT)"),
             (self.teacher_epochs >= 1, "teacher_epochs must be at least 1"),
             (self.temperature > 0, "temperature must be positive"),
             (0 <= self.distill_alpha <= 1, "distill_alpha must be in [0, 1]"),

@@ -8,8 +8,10 @@ from train and trains the digit model (`train_digit_model`):
 2. the float LeNet-5 on augmented batches (`augment`) with a cosine
    learning-rate schedule, on the true labels or, with a teacher, on its soft
    targets as well (`distill`), keeping the epoch that is best on validation;
+   or the float LeNet-5 of an earlier run on the same split (`float_from`);
 3. tfmot's `quantize_model` around it, fine-tuned at a lower rate with the
-   same targets (again keeping the best validation epoch).
+   same targets (again keeping the best validation epoch), on batches
+   augmented as the float ones or (`qat_augment` off) on the images as they are.
 
 For lenet5, `read`'s helpers follow, each trained in float and then with QAT on
 numbers composed of the training digits: the piece verifier
@@ -82,6 +84,7 @@ class DigitModel:
     seconds: dict[str, float]  # stage -> wall time
     cpu_seconds: dict[str, float]  # stage -> this process's CPU time, all threads (steadier on a shared machine)
     teacher: dict | None = None  # the manifest's record of the teacher: arch, parameters, where it came from
+    student: dict | None = None  # where a reused float model came from (`float_from`): from, from_sha256
 
 
 def train(
@@ -128,10 +131,11 @@ def train(
         "split_sizes": {name: len(s) for name, s in splits.items()},
     }
     reused = reused_teacher(config, data_record) if config.teacher_from else None  # before any slow step
+    reused_student = reused_float(config, data_record) if config.float_from else None
     loaded = time.perf_counter()
     log(f"data: {dataset.source} ({', '.join(f'{k} {v:,}' for k, v in data_record['split_sizes'].items())})")
 
-    digits = train_digit_model(config, splits, log, teacher=reused)
+    digits = train_digit_model(config, splits, log, teacher=reused, student=reused_student)
     verifier, verifier_recipe = None, verifier_config(config)
     if config.verifier and config.arch == "lenet5":
         from .verifier import train_verifier
@@ -172,6 +176,7 @@ def train(
             "parameters": int(student.count_params()),
             "input": "float32 (B, 28, 28, 1) = uint8 / 255",
             "output": "logits (B, 10)",
+            **(digits.student or {}),
         },
         **({"teacher": digits.teacher} if digits.teacher else {}),
         **({"verifier": _verifier_record(verifier, verifier_recipe)} if verifier else {}),
@@ -254,7 +259,9 @@ def _helper_record(helper, config, shapes: tuple[str, str], metrics: dict) -> di
     }
 
 
-def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], None], *, teacher=None) -> DigitModel:
+def train_digit_model(
+    config: TrainConfig, splits: dict, log: Callable[[str], None], *, teacher=None, student=None
+) -> DigitModel:
     """Teacher (if the recipe has one), then the float LeNet-5, then its QAT fine-tuning.
 
     Args:
@@ -262,8 +269,10 @@ def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], No
         splits: "train" and "val" `Split`s (the test split is not looked at).
         log: where progress lines go.
         teacher: `(model, record)` of a teacher to reuse (`reused_teacher`) instead of training one.
+        student: `(model, record)` of a float LeNet-5 to reuse (`reused_float`): only QAT is trained.
     """
     _seed_everything(config.seed)
+    reused = student
     student = build_lenet5(config.arch)  # first, so that its initial weights are those of a run without a teacher
     log(f"model: {config.arch}, {student.count_params():,} parameters")
     train_ds = _train_pipeline(splits["train"], config)
@@ -272,10 +281,10 @@ def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], No
     steps = math.ceil(len(splits["train"]) / config.batch_size)
     models, history, best, seconds, cpu = {}, {}, {}, {}, {}
 
-    def fit(stage, model, epochs, optimizer, teacher=None):
+    def fit(stage, model, epochs, optimizer, teacher=None, batches=train_ds):
         begun, begun_cpu = time.perf_counter(), time.process_time()
         history[stage], best[stage] = _fit(
-            model, train_ds, val_xy, steps, epochs, optimizer, stage, log, config, teacher=teacher
+            model, batches, val_xy, steps, epochs, optimizer, stage, log, config, teacher=teacher
         )
         models[stage], seconds[stage] = model, time.perf_counter() - begun
         cpu[stage] = time.process_time() - begun_cpu
@@ -292,12 +301,20 @@ def train_digit_model(config: TrainConfig, splits: dict, log: Callable[[str], No
         record = {"arch": config.teacher_arch, "parameters": int(model.count_params()), "from": None}
     teacher_model = models.get("teacher")
 
-    fit("float", student, config.epochs, _cosine_adam(config.lr, config.epochs * steps), teacher_model)
+    if reused is None:
+        fit("float", student, config.epochs, _cosine_adam(config.lr, config.epochs * steps), teacher_model)
+    else:
+        student, student_record = reused
+        models["float"] = student
+        history["float"], best["float"], seconds["float"], cpu["float"] = [], 0, 0.0, 0.0
+        log(f"float: from {student_record['from']} (only QAT is trained)")
     if config.qat_epochs:  # 0 epochs: no QAT model (its quantizer ranges would be uncalibrated)
-        fit("qat", quantize_aware(student), config.qat_epochs, keras.optimizers.Adam(config.qat_lr), teacher_model)
+        batches = train_ds if config.qat_augment else _train_pipeline(splits["train"], config, augmented=False)
+        qat = quantize_aware(student)
+        fit("qat", qat, config.qat_epochs, keras.optimizers.Adam(config.qat_lr), teacher_model, batches)
     else:
         history["qat"] = []
-    return DigitModel(models, history, best, seconds, cpu, record)
+    return DigitModel(models, history, best, seconds, cpu, record, None if reused is None else student_record)
 
 
 def verifier_config(config: TrainConfig) -> VerifierConfig:
@@ -343,17 +360,8 @@ def reused_teacher(config: TrainConfig, data: dict) -> tuple:
     Raises:
         ModelError: no such run, no teacher in it, a changed file, or another split.
     """
-    source = Path(config.teacher_from)
-    other = read_manifest(source)
-    path = artifact_path(source, other, "teacher_keras", "train it with --teacher")
-    theirs = other.get("data", {})
-    mine = {k: data.get(k) for k in ("files", "val_fraction", "split_seed")}
-    if {k: theirs.get(k) for k in mine} != mine or theirs.get("source") != data.get("source"):
-        raise ModelError(
-            f"{source}: its teacher was trained on another split (data {theirs.get('source')}, val_fraction "
-            f"{theirs.get('val_fraction')}, seed {theirs.get('split_seed')}; this run: {data.get('source')}, "
-            f"{data.get('val_fraction')}, {data.get('split_seed')}), so it may have seen this run's validation images"
-        )
+    hint = "train it with --teacher"
+    source, other, path = _same_split_artifact(config.teacher_from, data, "teacher", "teacher_keras", hint)
     model = load_float(path)
     teacher = other.get("teacher", {})
     record = {
@@ -365,13 +373,45 @@ def reused_teacher(config: TrainConfig, data: dict) -> tuple:
     return model, record
 
 
+def reused_float(config: TrainConfig, data: dict) -> tuple:
+    """`(model, manifest record)` of the float LeNet-5 in run `config.float_from`, checked to fit this run.
+
+    Same split as this run (its epoch was chosen on this run's validation images), same architecture.
+
+    Raises:
+        ModelError: no such run, no float model in it, a changed file, another split or another arch.
+    """
+    source, other, path = _same_split_artifact(config.float_from, data, "float model", "float_keras", "train it first")
+    arch = other.get("model", {}).get("arch")
+    if arch != config.arch:
+        raise ModelError(f"{source}: its float model is {arch}, this run trains {config.arch}")
+    return load_float(path), {"from": str(source), "from_sha256": sha256_file(path)}
+
+
+def _same_split_artifact(run: str, data: dict, what: str, key: str, hint: str) -> tuple[Path, dict, Path]:
+    """`(run dir, its manifest, path of artifact key)` of an earlier run trained on this run's split."""
+    source = Path(run)
+    other = read_manifest(source)
+    path = artifact_path(source, other, key, hint)
+    theirs = other.get("data", {})
+    mine = {k: data.get(k) for k in ("files", "val_fraction", "split_seed")}
+    if {k: theirs.get(k) for k in mine} != mine or theirs.get("source") != data.get("source"):
+        raise ModelError(
+            f"{source}: its {what} was trained on another split (data {theirs.get('source')}, val_fraction "
+            f"{theirs.get('val_fraction')}, seed {theirs.get('split_seed')}; this run: {data.get('source')}, "
+            f"{data.get('val_fraction')}, {data.get('split_seed')}), so it may have seen this run's validation images"
+        )
+    return source, other, path
+
+
 def _seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)  # Python, NumPy and TensorFlow
     tf.config.experimental.enable_op_determinism()
 
 
-def _train_pipeline(split, config: TrainConfig):
-    """Shuffled, batched, augmented, repeating tf.data pipeline of (image, label) batches.
+def _train_pipeline(split, config: TrainConfig, augmented: bool = True):
+    """Shuffled, batched, augmented (if `config.augment` and `augmented`), repeating tf.data pipeline of
+    (image, label) batches.
 
     Each batch's augmentation is drawn from a stateless generator keyed by
     (seed, batch counter), so the same seed gives the same stream on every run.
@@ -384,7 +424,7 @@ def _train_pipeline(split, config: TrainConfig):
     def to_input(batch, step):
         images, labels = batch
         x = tf.cast(images, tf.float32) / 255.0
-        if config.augment:
+        if config.augment and augmented:
             x = augment(x, tf.stack([tf.constant(config.seed, tf.int64), step]), config)
         return x, tf.one_hot(labels, NUM_CLASSES)
 

@@ -2,7 +2,7 @@
 
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ from lenet_edge.config import RECIPES, TrainConfig, recipe_config
 from lenet_edge.errors import ModelError
 from lenet_edge.fileio import sha256_file
 from lenet_edge.manifest import exported_models, read_manifest
-from lenet_edge.model import load_float
+from lenet_edge.model import load_float, load_qat
 from lenet_edge.training import train
 
 
@@ -120,6 +120,49 @@ def test_teacher_from_another_split_or_a_run_without_one_is_refused(distilled_ru
     with pytest.raises(ModelError, match="the run has no teacher_keras; train it with --teacher"):
         train(recipe_config("best", **other_split, teacher_from=str(exported_run)), tmp_path, log=lambda _: None)
     assert not list(tmp_path.iterdir())  # refused before anything was trained or written
+
+
+def test_float_from_trains_only_qat_on_the_runs_float_model_and_teacher(distilled_run, tiny_npz, tmp_path):
+    config = recipe_config(
+        "best", **TINY_DISTILLED, data=str(tiny_npz), float_from=str(distilled_run), teacher_from=str(distilled_run)
+    )
+    result = train(replace(config, qat_augment=False), tmp_path, log=lambda _: None)
+    manifest, source = result.manifest, read_manifest(distilled_run)
+    assert manifest["model"]["from"] == str(distilled_run)
+    assert manifest["model"]["from_sha256"] == sha256_file(distilled_run / "lenet5_float.keras")
+    assert manifest["history"]["float"] == [] and len(manifest["history"]["qat"]) == TINY_DISTILLED["qat_epochs"]
+    assert manifest["config"]["qat_augment"] is False
+    again, before = load_float(tmp_path / "lenet5_float.keras"), load_float(distilled_run / "lenet5_float.keras")
+    assert all(np.array_equal(a, b) for a, b in zip(again.get_weights(), before.get_weights(), strict=True))
+    assert result.metrics["float"]["val_accuracy"] == source["metrics"]["float"]["val_accuracy"]
+    qat = load_qat(tmp_path / manifest["artifacts"]["qat_weights"]["path"], "lenet5")
+    assert qat.count_params() > again.count_params()  # the quantizers' ranges on top of the same layers
+
+
+def test_float_from_is_refused_for_another_split_or_arch_and_needs_its_teacher(distilled_run, tiny_npz, tmp_path):
+    run = str(distilled_run)
+    with pytest.raises(ValueError, match="float_from with a teacher needs teacher_from"):
+        recipe_config("best", float_from=run)
+    with pytest.raises(ValueError, match="float_from needs qat_epochs >= 1"):
+        recipe_config("fast", float_from=run, qat_epochs=0)
+    other_split = recipe_config("fast", **{**TINY_DISTILLED, "seed": 6}, data=str(tiny_npz), float_from=run)
+    with pytest.raises(ModelError, match="its float model was trained on another split"):
+        train(other_split, tmp_path, log=lambda _: None)
+    classic = recipe_config("fast", **TINY_DISTILLED, data=str(tiny_npz), float_from=run, arch="lenet5-classic")
+    with pytest.raises(ModelError, match="its float model is lenet5, this run trains lenet5-classic"):
+        train(classic, tmp_path, log=lambda _: None)
+    assert not list(tmp_path.iterdir())  # refused before anything was trained or written
+
+
+def test_float_from_on_the_command_line_brings_its_teacher_along(captured, tmp_path):
+    config = captured("--recipe", "best", "--float-from", str(tmp_path), "--no-qat-augment")
+    assert (config.float_from, config.teacher_from, config.qat_augment) == (str(tmp_path), str(tmp_path), False)
+    assert captured("--float-from", str(tmp_path)).teacher_from is None  # fast: no teacher to bring
+    other = tmp_path / "other"
+    other.mkdir()
+    assert captured("--recipe", "best", "--float-from", str(tmp_path), "--teacher-from", str(other)).teacher_from == (
+        str(other)
+    )
 
 
 def test_export_and_bench_carry_the_teacher_as_a_reference_row(distilled_run, tmp_path):

@@ -109,3 +109,18 @@ def test_force_replaces_a_run_whose_manifest_is_unreadable(tiny_npz, tmp_path):
     (tmp_path / "manifest.json").write_text("{ not json")
     result = train(tiny_config(tiny_npz, epochs=1, qat_epochs=1), tmp_path, force=True, log=lambda _: None)
     assert read_manifest(tmp_path)["artifacts"] == result.manifest["artifacts"]
+
+
+def test_qat_batches_are_the_training_images_as_they_are_when_not_augmented():
+    from lenet_edge.data.sources import Split
+    from lenet_edge.training import _train_pipeline
+
+    rng = np.random.default_rng(3)
+    images = (rng.random((40, 28, 28)) * 255).astype(np.uint8)
+    split = Split(images, np.arange(40) % 10, np.full((40, 2), 28))
+    config = TrainConfig(batch_size=16, elastic_alpha=20.0)
+    plain = [x.numpy()[..., 0] for x, _ in _train_pipeline(split, config, augmented=False).take(5)]
+    bent = [x.numpy()[..., 0] for x, _ in _train_pipeline(split, config).take(5)]
+    originals = {im.tobytes(): im for im in images.astype(np.float32) / 255}
+    assert all(im.tobytes() in originals for batch in plain for im in batch)  # every image exactly as it was
+    assert sum(im.tobytes() in originals for batch in bent for im in batch) < 8  # augmented: nearly all changed

@@ -87,6 +87,10 @@ def recipe_option(flags: str, text: str, field: str | None = None, **kwargs):
 @recipe_option("--batch-size", "Training batch size.", type=click.IntRange(min=1))
 @recipe_option("--lr", "Peak float learning rate (cosine decay).", type=click.FloatRange(min=0, min_open=True))
 @recipe_option("--qat-lr", "QAT learning rate.", type=click.FloatRange(min=0, min_open=True))
+@recipe_option(
+    "--qat-augment/--no-qat-augment",
+    "Augment QAT's batches as the float epochs' (off: QAT fine-tunes on the training images as they are).",
+)
 @recipe_option("--seed", "Seed for the split, initialisation, shuffling and augmentation.", type=int)
 @recipe_option(
     "--val-fraction",
@@ -117,6 +121,12 @@ def recipe_option(flags: str, text: str, field: str | None = None, **kwargs):
 @recipe_option(
     "--teacher-from",
     "Reuse the teacher of this earlier run (same data and split) instead of training one; implies --teacher.",
+    type=click.Path(file_okay=False, exists=True),
+)
+@recipe_option(
+    "--float-from",
+    "Reuse the float LeNet-5 of this earlier run (same data, split and arch) and train only its QAT "
+    "(with a teacher, that run's teacher unless --teacher-from says otherwise).",
     type=click.Path(file_okay=False, exists=True),
 )
 @recipe_option("--teacher-epochs", "The teacher's training epochs.", type=click.IntRange(min=1))
@@ -159,6 +169,7 @@ def train(ctx, recipe, run_dir, force, **options):
       lenet-edge train --data ../shared/data/hoda --no-verifier --dir runs/digits   # the digit model alone
       lenet-edge train --recipe best --data ../shared/data/hoda --dir runs/best
       lenet-edge train --recipe best --epochs 20 --teacher-from runs/best --dir runs/best20
+      lenet-edge train --recipe best --float-from runs/best --qat-epochs 6 --dir runs/best-qat6
       lenet-edge train --arch lenet5-classic --epochs 5 --force
     """
     from click.core import ParameterSource
@@ -170,6 +181,8 @@ def train(ctx, recipe, run_dir, force, **options):
     }
     if given.get("teacher_from"):
         given.setdefault("teacher", True)
+    if given.get("float_from") and given.get("teacher", RECIPES[recipe].teacher):
+        given.setdefault("teacher_from", given["float_from"])  # the teacher its float model learnt from
     try:
         config = recipe_config(recipe, **given)
     except ValueError as exc:
