@@ -135,7 +135,7 @@ def train(
     loaded = time.perf_counter()
     log(f"data: {dataset.source} ({', '.join(f'{k} {v:,}' for k, v in data_record['split_sizes'].items())})")
 
-    digits = train_digit_model(config, splits, log, teacher=reused, student=reused_student)
+    digits = train_digit_model(config, splits, log, teacher=reused, float_model=reused_student)
     verifier, verifier_recipe = None, verifier_config(config)
     if config.verifier and config.arch == "lenet5":
         from .verifier import train_verifier
@@ -260,7 +260,7 @@ def _helper_record(helper, config, shapes: tuple[str, str], metrics: dict) -> di
 
 
 def train_digit_model(
-    config: TrainConfig, splits: dict, log: Callable[[str], None], *, teacher=None, student=None
+    config: TrainConfig, splits: dict, log: Callable[[str], None], *, teacher=None, float_model=None
 ) -> DigitModel:
     """Teacher (if the recipe has one), then the float LeNet-5, then its QAT fine-tuning.
 
@@ -269,10 +269,9 @@ def train_digit_model(
         splits: "train" and "val" `Split`s (the test split is not looked at).
         log: where progress lines go.
         teacher: `(model, record)` of a teacher to reuse (`reused_teacher`) instead of training one.
-        student: `(model, record)` of a float LeNet-5 to reuse (`reused_float`): only QAT is trained.
+        float_model: `(model, record)` of a float LeNet-5 to reuse (`reused_float`): only QAT is trained.
     """
     _seed_everything(config.seed)
-    reused = student
     student = build_lenet5(config.arch)  # first, so that its initial weights are those of a run without a teacher
     log(f"model: {config.arch}, {student.count_params():,} parameters")
     train_ds = _train_pipeline(splits["train"], config)
@@ -301,10 +300,10 @@ def train_digit_model(
         record = {"arch": config.teacher_arch, "parameters": int(model.count_params()), "from": None}
     teacher_model = models.get("teacher")
 
-    if reused is None:
+    if float_model is None:
         fit("float", student, config.epochs, _cosine_adam(config.lr, config.epochs * steps), teacher_model)
     else:
-        student, student_record = reused
+        student, student_record = float_model
         models["float"] = student
         history["float"], best["float"], seconds["float"], cpu["float"] = [], 0, 0.0, 0.0
         log(f"float: from {student_record['from']} (only QAT is trained)")
@@ -314,7 +313,7 @@ def train_digit_model(
         fit("qat", qat, config.qat_epochs, keras.optimizers.Adam(config.qat_lr), teacher_model, batches)
     else:
         history["qat"] = []
-    return DigitModel(models, history, best, seconds, cpu, record, None if reused is None else student_record)
+    return DigitModel(models, history, best, seconds, cpu, record, None if float_model is None else student_record)
 
 
 def verifier_config(config: TrainConfig) -> VerifierConfig:
