@@ -30,6 +30,15 @@ The stages run in order; each ranks its candidates and hands its winner on:
    stage 6 over the same three folds. These runs skip the piece verifier: it
    is trained after the digit model and does not change it.
 
+The log also holds fold 0 of an eighth stage whose folds 1 and 2 are not run
+yet (`qat-*`; nothing is decided from it until they are): the chosen `best`
+trained again (`qat-base-fold0`), then its QAT stage alone trained again from
+that run's float model and teacher (`train --float-from`) four ways: as
+before (a control: QAT alone sees its batches in another order), on the
+training images as they are (`qat_augment` False), for 6 epochs instead of 3,
+and both. Over the three folds the five will rank together by the rule below;
+a variant will replace the recipe's QAT only if it ranks first.
+
 Ranking rule, fixed before any run: fewest validation errors of the model
 that is exported (the QAT model; the teacher's own for stage 3), summed over
 the folds compared; a tie goes to the lower validation loss (mean
@@ -70,6 +79,7 @@ AUGMENTS = {
 }
 TEACHER = {"teacher": True, "teacher_epochs": 15}
 LENGTHS = (32, 48)  # the distilled student's float epochs stage 5 tries beside 16
+REUSED = ("teacher_from", "float_from")  # run directories a run reuses; the log records them relative to the project
 
 
 def worker(spec: dict) -> None:
@@ -114,7 +124,7 @@ class Search:
         entry = {
             "stage": stage,
             "name": name,
-            "config": {k: portable(v) if k == "teacher_from" else v for k, v in config.items()},
+            "config": {k: portable(v) if k in REUSED else v for k, v in config.items()},
             "seed": manifest["config"]["seed"],
             "val_n": val_n,
             "val": {
@@ -274,8 +284,10 @@ def render(s: Search, outcome: dict | None) -> str:
     ]
     for e in entries:
         v = e["val"]
-        settings = ", ".join(f"{k} {v_}" for k, v_ in e["config"].items() if k not in ("seed", "teacher_from"))
-        if "teacher_from" in e["config"]:
+        settings = ", ".join(f"{k} {v_}" for k, v_ in e["config"].items() if k not in ("seed", *REUSED))
+        if "float_from" in e["config"]:
+            settings += f", float model and teacher from {Path(e['config']['float_from']).name}"
+        elif "teacher_from" in e["config"]:
             settings += f", teacher from {Path(e['config']['teacher_from']).name}"
         teacher = f"{v['teacher']['accuracy']:.2%}" if "teacher" in v else ""
         per_epoch = ", ".join(f"{e['epoch_s'][m]:.0f}" for m in ("teacher", "float") if m in e["epoch_s"])
