@@ -175,8 +175,16 @@ def start_builds(request, builds: dict[str, Build]) -> None:
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    """The tests of the tiny runs made in child processes (`Build`) go last, each group in its order."""
-    items.sort(key=lambda item: "exported_run" in item.fixturenames or "twin" in item.fixturenames)
+    """The tests of the tiny runs made in child processes (`Build`) go last, each group in its order: those that
+    name one as a fixture and those marked `shared_run`, which ask for one lazily (a test that waits for a run early
+    leaves a core idle while the run is made)."""
+    items.sort(
+        key=lambda item: (
+            "exported_run" in item.fixturenames
+            or "twin" in item.fixturenames
+            or item.get_closest_marker("shared_run") is not None
+        )
+    )
 
 
 @pytest.fixture(scope="session")

@@ -485,6 +485,7 @@ def assert_no_crash(result) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.shared_run  # many rows work on a copy of `exported_run` (`Env.run`)
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_bad_input_fails_cleanly_and_changes_nothing(row: Row, tmp_path, request, monkeypatch):
     monkeypatch.chdir(tmp_path)  # `--dir` defaults to ./export: keep it in tmp_path
