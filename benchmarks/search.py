@@ -79,7 +79,7 @@ AUGMENTS = {
 }
 TEACHER = {"teacher": True, "teacher_epochs": 15}
 LENGTHS = (32, 48)  # the distilled student's float epochs stage 5 tries beside 16
-REUSED = ("teacher_from", "float_from")  # run directories a run reuses; the log records them relative to the project
+REUSED = {"float_from": "float model", "teacher_from": "teacher"}  # run directories a run reuses (the log: relative)
 
 
 def worker(spec: dict) -> None:
@@ -285,10 +285,9 @@ def render(s: Search, outcome: dict | None) -> str:
     for e in entries:
         v = e["val"]
         settings = ", ".join(f"{k} {v_}" for k, v_ in e["config"].items() if k not in ("seed", *REUSED))
-        if "float_from" in e["config"]:
-            settings += f", float model and teacher from {Path(e['config']['float_from']).name}"
-        elif "teacher_from" in e["config"]:
-            settings += f", teacher from {Path(e['config']['teacher_from']).name}"
+        for key, what in REUSED.items():
+            if key in e["config"]:
+                settings += f", {what} from {Path(e['config'][key]).name}"
         teacher = f"{v['teacher']['accuracy']:.2%}" if "teacher" in v else ""
         per_epoch = ", ".join(f"{e['epoch_s'][m]:.0f}" for m in ("teacher", "float") if m in e["epoch_s"])
         lines.append(
