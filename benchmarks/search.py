@@ -30,9 +30,9 @@ The stages run in order; each ranks its candidates and hands its winner on:
    stage 6 over the same three folds. These runs skip the piece verifier: it
    is trained after the digit model and does not change it.
 
-The log also holds fold 0 of an eighth stage whose folds 1 and 2 are not run
-yet (`qat-*`; nothing is decided from it until they are): the chosen `best`
-trained again (`qat-base-fold0`), then its QAT stage alone trained again from
+The log also holds folds 0 and 1 of an eighth stage whose fold 2 is not run
+yet (`qat-*`; nothing is decided from it until it is): the chosen `best`
+trained again (`qat-base-fold0`, `qat-base-fold1`), then its QAT stage alone trained again from
 that run's float model and teacher (`train --float-from`) four ways: as
 before (a control: QAT alone sees its batches in another order), on the
 training images as they are (`qat_augment` False), for 6 epochs instead of 3,
