@@ -98,7 +98,7 @@ def test_unknown_file_type_and_missing_split(tmp_path, tiny_npz):
         load_dataset(str(tiny_npz)).split("remaining")
 
 
-def test_real_hoda_counts_and_cache_speed(hoda_dir, tmp_path):
+def test_real_hoda_counts_and_the_cache_gives_them_back(hoda_dir, tmp_path):
     dataset = load_dataset(str(hoda_dir), cache_dir=tmp_path)
     assert {name: len(s) for name, s in dataset.splits.items()} == {"train": 60_000, "test": 20_000}
     for split in dataset.splits.values():
