@@ -32,11 +32,11 @@ The stages run in order; each ranks its candidates and hands its winner on:
 
 The log also holds folds 0 and 1 of an eighth stage whose fold 2 is not run
 yet (`qat-*`; nothing is decided from it until it is): the chosen `best`
-trained again (`qat-base-fold0`, `qat-base-fold1`), then its QAT stage alone trained again from
-that run's float model and teacher (`train --float-from`) four ways: as
-before (a control: QAT alone sees its batches in another order), on the
-training images as they are (`qat_augment` False), for 6 epochs instead of 3,
-and both. Over the three folds the five will rank together by the rule below;
+trained again (`qat-base-fold0`, `qat-base-fold1`), then its QAT stage alone
+trained again from that run's float model and teacher (`train --float-from`)
+four ways: as before (a control: QAT alone sees its batches in another
+order), on the training images as they are (`qat_augment` False), for 6
+epochs instead of 3, and both. Over the three folds the five will rank together by the rule below;
 a variant will replace the recipe's QAT only if it ranks first.
 
 Ranking rule, fixed before any run: fewest validation errors of the model

@@ -12,7 +12,7 @@ import lenet_edge
 
 SOURCE_LINE = re.compile(r'^source, run_dir = "[^"]*", "[^"]*"(  #.*)?$', re.MULTILINE)
 # The example's training, shortened for 300 tiny images: one epoch of each stage, and no piece verifier (`read`'s
-# tests train one); its 6 + 2 epochs and their export took half the test's time.
+# tests train one); the verifier's 6 + 2 epochs and its export took half the test's time.
 SHORTER = ("epochs=10, qat_epochs=2,", "epochs=1, qat_epochs=1, verifier=False,")
 
 
