@@ -366,7 +366,7 @@ def export_run(
         mediapipe = _mediapipe_variant(qat_model, results["int8_tflite"]["data"], card, val, say)
     mixed_layers = results["mixed_tflite"]["float_layers"] if config.mixed else None
     if verifier_weights is not None:
-        results.update(_verifier(verifier_weights, manifest, splits, config, say, mixed_layers))
+        results.update(_verifier(verifier_weights, run_dir, manifest, splits, config, say, mixed_layers))
     if line_weights is not None:
         results.update(_line_models(line_weights, run_dir, manifest, splits, config, say, mixed_layers))
     if teacher_keras is not None:
@@ -503,7 +503,7 @@ def _mixed(qat_model, arch: str, config: ExportConfig, results: dict, val, say, 
 
 
 def _verifier(
-    weights: Path, manifest: dict, splits: Mapping, config: ExportConfig, say, mixed_layers=None
+    weights: Path, run_dir: Path, manifest: dict, splits: Mapping, config: ExportConfig, say, mixed_layers=None
 ) -> dict[str, dict[str, Any]]:
     """verifier_int8.tflite (and with `mixed_layers`, verifier_mixed.tflite): the QAT piece verifier, verified
     like the digit model. Returns manifest key -> result.
@@ -514,7 +514,21 @@ def _verifier(
     LiteRT's built-in kernels on the first `VERIFIER_TFLM_PIECES`, within `VERIFIER_TFLM_STEPS` (so
     `read` could run on a microcontroller). The mixed one has as many float32 layers as the digit
     model's mixed model (`mixed.same_depth`): `read` pairs it with that model, on CPUs where int8 loses.
+    As for the line model (`_line_models`), a file an earlier export converted from the same `sources`
+    (the weights, the TensorFlow version, the float layers) is kept as it is, with its recorded checks.
     """
+    from .verifier import build_verifier
+
+    sources = {"weights_sha256": sha256_file(weights), "tensorflow": tf.__version__}
+    mixed_as = (mixed_layers, build_verifier)
+    return _kept_or_converted("verifier", weights, sources, mixed_as, run_dir, manifest, splits, config, say)
+
+
+def _verifier_converted(
+    todo: dict, weights: Path, manifest: dict, splits: Mapping, config: ExportConfig, say, sources: dict
+) -> dict[str, dict[str, Any]]:
+    """`_verifier`'s files in `todo` (manifest key -> (file, float layers or None)), converted and verified."""
+    from . import mixed
     from .runtimes.micro import MicroModel
     from .verifier import CLASSES, build_verifier, load_verifier_qat, training_pieces
 
@@ -524,56 +538,54 @@ def _verifier(
     say("composing the verifier's validation pieces again")
     pieces, labels = training_pieces(splits["val"].images, splits["val"].labels, int(lines.get("val", 4)), seed + 1)
     model = load_verifier_qat(weights)
-    say(f"converting the QAT piece verifier to full-integer int8 TFLite ({VERIFIER_FILE})")
-    data = _convert_full_integer(model, pieces[: config.calibration_size], io_type=tf.int8)
-    say(f"verifying {VERIFIER_FILE} is integer-only")
-    try:
-        verification = verify_int8(data, classes=CLASSES)
-    except ModelError as exc:
-        raise ModelError(f"{VERIFIER_FILE}: {exc}") from None
-    agreement = _verifier_parity(VERIFIER_FILE, data, model, pieces, labels, config, say)
-    say(f"running {VERIFIER_FILE} in TensorFlow Lite Micro on {VERIFIER_TFLM_PIECES} pieces")
-    sample = pieces[:VERIFIER_TFLM_PIECES]
-    try:
-        micro = MicroModel(data, classes=CLASSES).raw_all(sample)
-    except ModelError as exc:
-        raise ModelError(f"{VERIFIER_FILE}: {exc}") from None
-    reference = open_model(data, xnnpack=False, classes=CLASSES).raw_all(sample)
-    tflm = output_agreement(micro, reference)
-    # TFLM's kernels may round a requantization differently from LiteRT's built-in ones: one int8 step at most
-    if tflm["max_abs_diff"] > VERIFIER_TFLM_STEPS:
-        raise ModelError(
-            f"{VERIFIER_FILE}: TensorFlow Lite Micro's int8 outputs differ from LiteRT's built-in kernels' by up "
-            f"to {tflm['max_abs_diff']:.0f} steps on {len(sample)} pieces (at most {VERIFIER_TFLM_STEPS} allowed)"
-        )
-    results = {
-        "verifier_int8_tflite": {
-            "file": VERIFIER_FILE,
+    results = {}
+    for key, (file, layers) in todo.items():
+        if layers is None:
+            say(f"converting the QAT piece verifier to full-integer int8 TFLite ({file})")
+            data = _convert_full_integer(model, pieces[: config.calibration_size], io_type=tf.int8)
+            say(f"verifying {file} is integer-only")
+            try:
+                verification = verify_int8(data, classes=CLASSES)
+            except ModelError as exc:
+                raise ModelError(f"{file}: {exc}") from None
+            agreement = _verifier_parity(file, data, model, pieces, labels, config, say)
+            say(f"running {file} in TensorFlow Lite Micro on {VERIFIER_TFLM_PIECES} pieces")
+            sample = pieces[:VERIFIER_TFLM_PIECES]
+            try:
+                micro = MicroModel(data, classes=CLASSES).raw_all(sample)
+            except ModelError as exc:
+                raise ModelError(f"{file}: {exc}") from None
+            reference = open_model(data, xnnpack=False, classes=CLASSES).raw_all(sample)
+            tflm = output_agreement(micro, reference)
+            # TFLM's kernels may round a requantization differently from LiteRT's built-in ones: one int8 step
+            if tflm["max_abs_diff"] > VERIFIER_TFLM_STEPS:
+                raise ModelError(
+                    f"{file}: TensorFlow Lite Micro's int8 outputs differ from LiteRT's built-in kernels' by up "
+                    f"to {tflm['max_abs_diff']:.0f} steps on {len(sample)} pieces (at most {VERIFIER_TFLM_STEPS} "
+                    "allowed)"
+                )
+            extras = {
+                "quantization": verification["quantization"],
+                "requantize_ops": verification["requantize_ops"],
+                "ops": verification["ops"],
+                "parity": agreement,
+                "tflm": {"pieces": int(len(sample)), **tflm},
+            }
+        else:
+            say(f"converting the QAT piece verifier with {', '.join(layers)} in float32 to {file}")
+            data = mixed.convert_mixed(mixed.mixed_model(model, build_verifier(), layers))
+            check = _float_then_int8(file, data)
+            extras = {
+                "parity": _verifier_parity(file, data, model, pieces, labels, config, say),
+                "float_layers": list(layers),
+                "precision": check["precision"],
+            }
+        results[key] = {
+            "file": file,
             "data": data,
             "metadata": None,
-            "quantization": verification["quantization"],
-            "requantize_ops": verification["requantize_ops"],
-            "ops": verification["ops"],
-            "parity": agreement,
-            "tflm": {"pieces": int(len(sample)), **tflm},
-            **_delegation(data),
-        }
-    }
-    if mixed_layers is not None:
-        from . import mixed
-
-        architecture = build_verifier()
-        layers = mixed.same_depth(mixed_layers, architecture)
-        say(f"converting the QAT piece verifier with {', '.join(layers)} in float32 to {VERIFIER_MIXED_FILE}")
-        data = mixed.convert_mixed(mixed.mixed_model(model, architecture, layers))
-        check = _float_then_int8(VERIFIER_MIXED_FILE, data)
-        results["verifier_mixed_tflite"] = {
-            "file": VERIFIER_MIXED_FILE,
-            "data": data,
-            "metadata": None,
-            "parity": _verifier_parity(VERIFIER_MIXED_FILE, data, model, pieces, labels, config, say),
-            "float_layers": list(layers),
-            "precision": check["precision"],
+            **extras,
+            "sources": _with_float_layers(sources, layers),
             **_delegation(data),
         }
     return results
@@ -617,7 +629,6 @@ def _line_models(
     TensorFlow version, the float layers) is kept as it is, with its recorded parity, when exporting again
     (say with --micro).
     """
-    from . import mixed
     from .line_model import STORED_WIDTH, build_line_model
 
     sources = {
@@ -626,24 +637,44 @@ def _line_models(
         "tensorflow": tf.__version__,
         "stored_width": STORED_WIDTH,
     }
-    wanted = {"line_int8_tflite": (LINE_FILE, None)}  # manifest key -> (file, float layers of a mixed one)
+    mixed_as = (mixed_layers, build_line_model)
+    return _kept_or_converted("line", members, sources, mixed_as, run_dir, manifest, splits, config, say)
+
+
+def _kept_or_converted(
+    model: str, source, sources: dict, mixed_as: tuple, run_dir: Path, manifest: dict, splits, config, say
+) -> dict[str, dict[str, Any]]:
+    """The int8 file of `model` ("verifier" or "line", converted from `source`: its weights, or the line model's
+    members) and, with `mixed_as` = (the digit model's float layers, the model's architecture builder) not
+    (None, ...), its mixed file with as many float32 layers (`mixed.same_depth`). Each that an earlier export
+    converted from the same `sources` (`_converted_before`) is kept, its recorded parity checked again against
+    `config`; the rest are converted and checked. Returns manifest key -> result."""
+    converted, check = {
+        "verifier": (_verifier_converted, _check_verifier_agreement),
+        "line": (_line_converted, _check_line_agreement),
+    }[model]
+    mixed_layers, architecture = mixed_as
+    wanted = {f"{model}_int8_tflite": (EXPORT_FILES[f"{model}_int8_tflite"], None)}  # key -> (file, float layers)
     if mixed_layers is not None:
-        wanted["line_mixed_tflite"] = (LINE_MIXED_FILE, mixed.same_depth(mixed_layers, build_line_model()))
+        from . import mixed
+
+        layers = mixed.same_depth(mixed_layers, architecture())
+        wanted[f"{model}_mixed_tflite"] = (EXPORT_FILES[f"{model}_mixed_tflite"], layers)
     results = {}
     for key, (file, layers) in wanted.items():
-        kept = _converted_before(run_dir, manifest, key, _line_sources(sources, layers))
+        kept = _converted_before(run_dir, manifest, key, _with_float_layers(sources, layers))
         if kept is not None:
-            say(f"keeping {file}: converted by an earlier export from the same member weights")
-            _check_line_agreement(file, kept["parity"], config)
+            say(f"keeping {file}: converted by an earlier export from the same weights")
+            check(file, kept["parity"], config)
             results[key] = kept
     todo = {key: wanted[key] for key in wanted if key not in results}
     if todo:
-        results.update(_line_converted(todo, members, manifest, splits, config, say, sources))
+        results.update(converted(todo, source, manifest, splits, config, say, sources))
     return {key: results[key] for key in wanted}
 
 
-def _line_sources(sources: dict, layers) -> dict:
-    """What a line model file is converted from: the members' `sources`, and a mixed one's float layers."""
+def _with_float_layers(sources: dict, layers) -> dict:
+    """What a file is converted from: the weights' `sources`, and a mixed one's float layers."""
     return sources if layers is None else {**sources, "float_layers": list(layers)}
 
 
@@ -741,7 +772,7 @@ def _line_converted(
             "metadata": None,
             **extras,
             "parity": agreement,
-            "sources": _line_sources(sources, layers),
+            "sources": _with_float_layers(sources, layers),
             **_delegation(data),
         }
     return results
@@ -805,12 +836,16 @@ def _verifier_parity(name: str, data: bytes, model, pieces, labels, config: Expo
 
     say(f"comparing {name} with the Keras verifier on {len(labels)} validation pieces")
     agreement = parity(data, model, pieces, labels, classes=CLASSES)
+    _check_verifier_agreement(name, agreement, config)
+    return agreement
+
+
+def _check_verifier_agreement(name: str, agreement: dict, config: ExportConfig) -> None:
     if agreement["agreement"] < config.min_agreement:
         raise ModelError(
             f"{name}: agrees with the Keras verifier on {agreement['agreement']:.4f} of {agreement['n']} "
             f"validation pieces, below the required {config.min_agreement}"
         )
-    return agreement
 
 
 def _delegation(data: bytes) -> dict[str, Any]:

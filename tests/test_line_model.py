@@ -296,32 +296,47 @@ def test_the_members_file_reads_as_each_member_alone_combined(exported_run):
     assert np.allclose(together(strip), np.concatenate([member(strip) for member in each]))
 
 
-def test_exporting_again_keeps_the_line_model_converted_from_the_same_weights(exported_run, tmp_path, monkeypatch):
+def test_exporting_again_keeps_the_models_converted_from_the_same_weights(exported_run, tmp_path, monkeypatch):
+    """The line model and the piece verifier, converted and checked by an earlier export, are kept as they are."""
     from conftest import copy_run
 
-    from lenet_edge import conversion, line_model
+    from lenet_edge import conversion, line_model, verifier
     from lenet_edge.config import ExportConfig
     from lenet_edge.conversion import export_run
     from lenet_edge.data import load_run_splits
+    from lenet_edge.errors import ModelError
 
     run = copy_run(exported_run, tmp_path / "run")
-    before, line = read_manifest(run), (run / "line_int8.tflite").read_bytes()
+    before, kept = read_manifest(run), "verifier_int8_tflite"
+    files = {key: (run / before["artifacts"][key]["path"]).read_bytes() for key in ("line_int8_tflite", kept)}
 
     def converting(*args, **kwargs):
-        raise AssertionError("the line model was converted again")
+        raise AssertionError("converted again")
 
     monkeypatch.setattr(line_model, "load_line_qat", converting)
+    monkeypatch.setattr(verifier, "load_verifier_qat", converting)
     export_run(run, int8=True, micro=True, min_agreement=0.0)  # e.g. again for the micro/ folder
     after = read_manifest(run)
-    assert (run / "line_int8.tflite").read_bytes() == line
-    assert after["artifacts"]["line_int8_tflite"] == before["artifacts"]["line_int8_tflite"]
-    kept, made = after["export"]["models"]["line_int8_tflite"], before["export"]["models"]["line_int8_tflite"]
-    assert kept == made and len(kept["sources"]["weights_sha256"]) == 3  # the three members' weights
+    for key, data in files.items():
+        assert (run / after["artifacts"][key]["path"]).read_bytes() == data
+        assert after["artifacts"][key] == before["artifacts"][key]
+        assert after["export"]["models"][key] == before["export"]["models"][key]
+    assert len(after["export"]["models"]["line_int8_tflite"]["sources"]["weights_sha256"]) == 3  # three members
+    assert after["export"]["models"][kept]["tflm"]["pieces"] > 0  # its TFLM check, kept with it
     assert "micro" in after["export"]  # the rest of the export did run
-    after["export"]["models"]["line_int8_tflite"]["sources"]["tensorflow"] = "2.0.0"  # converted by another one
+    splits = load_run_splits(after)[1]
+    for key in files:  # converted by another TensorFlow: converted again
+        after["export"]["models"][key]["sources"]["tensorflow"] = "2.0.0"
     members = conversion._line_member_weights(run, after)
     with pytest.raises(AssertionError, match="converted again"):
-        conversion._line_models(members, run, after, load_run_splits(after)[1], ExportConfig(), lambda _: None)
+        conversion._line_models(members, run, after, splits, ExportConfig(), lambda _: None)
+    weights = run / after["artifacts"]["verifier_qat_weights"]["path"]
+    with pytest.raises(AssertionError, match="converted again"):
+        conversion._verifier(weights, run, after, splits, ExportConfig(), lambda _: None)
+    # a model kept must still pass the agreement asked for now
+    after["export"]["models"][kept] = {**before["export"]["models"][kept], "parity": {"agreement": 0.5, "n": 80}}
+    with pytest.raises(ModelError, match=r"verifier_int8.tflite: agrees with the Keras verifier on 0.5000 of 80"):
+        conversion._verifier(weights, run, after, splits, ExportConfig(min_agreement=0.9), lambda _: None)
 
 
 def test_a_file_that_is_no_line_model_is_refused(exported_run):
