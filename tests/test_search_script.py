@@ -61,3 +61,31 @@ def test_patience_takes_the_longer_schedule_only_on_fewer_errors():
     outcome = search.search(Replayed(with_patience(entries, (fewer // 2, fewer - fewer // 2 + 1), 0.5)))
     assert outcome["chosen"]["best"]["epochs"] == 16 and outcome["stages"]["patience"][1] == "best"
     assert outcome["chosen"]["patience"]["best-48"][0] == best
+
+
+def with_qat(entries: dict, errors: dict[str, int]) -> dict:
+    """`entries` with stage 8's runs: the folds' `best` figures, each candidate's QAT errors per fold from `errors`."""
+    changed = copy.deepcopy(entries)
+    folds = ("length-48", "fold1-best-48", "fold2-best-48")
+    for candidate, count in errors.items():
+        for k, fold in enumerate(folds):
+            name = f"qat-base-fold{k}" if candidate == "best" else f"qat-{candidate}-fold{k}"
+            run = changed[name] = copy.deepcopy(entries[fold])
+            run["val"]["qat"].update(errors=count, loss=0.1)
+    return changed
+
+
+def test_qat_stage_takes_a_variant_only_when_it_ranks_first():
+    entries = logged()
+    even = dict.fromkeys(("best", "same", "clean", "qat6", "clean-qat6"), 10)
+    recipe = search.search(Replayed(with_qat(entries, {**even, "best": 9})))["chosen"]["best"]
+    assert "qat_augment" not in recipe and "qat_epochs" not in recipe
+    outcome = search.search(Replayed(with_qat(entries, {**even, "clean-qat6": 9})))
+    assert outcome["stages"]["qat"][1] == "clean-qat6" and outcome["chosen"]["qat"]["clean-qat6"][0] == 27
+    assert outcome["chosen"]["best"]["qat_augment"] is False and outcome["chosen"]["best"]["qat_epochs"] == 6
+    # the control ranking first is QAT trained again as before: the recipe stays as it is
+    outcome = search.search(Replayed(with_qat(entries, {**even, "same": 9})))
+    assert outcome["stages"]["qat"][1] == "same" and outcome["chosen"]["best"] == recipe
+    # a tie in errors and loss goes to the first candidate, the recipe as it is
+    outcome = search.search(Replayed(with_qat(entries, even)))
+    assert outcome["stages"]["qat"][1] == "best" and outcome["chosen"]["best"] == recipe
